@@ -1,0 +1,89 @@
+import { LOG_LEVELS, VARIABLES, type VariableSpec } from './spec.js';
+
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export type DatabaseConfig = { backend: 'embedded'; dataDir: string } | { backend: 'native'; url: string; poolMax: number };
+
+export interface Config {
+  host: string;
+  port: number;
+  grpcPort: number;
+  logLevel: LogLevel;
+  database: DatabaseConfig;
+  shutdownGraceMs: number;
+}
+
+/** All invalid variables of one boot, each named with what it accepts. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+function parseVariable(name: string, spec: VariableSpec, raw: string | undefined, problems: string[]): unknown {
+  const value = raw?.trim();
+  if (value === undefined || value === '') {
+    return spec.kind === 'optional-url' ? undefined : spec.default;
+  }
+  switch (spec.kind) {
+    case 'int': {
+      const n = /^-?\d+$/.test(value) ? Number(value) : Number.NaN;
+      if (!Number.isSafeInteger(n) || n < spec.min || n > spec.max) {
+        problems.push(`${name}=${JSON.stringify(value)}: expected an integer from ${spec.min} to ${spec.max}`);
+        return spec.default;
+      }
+      return n;
+    }
+    case 'enum':
+      if (!spec.values.includes(value)) {
+        problems.push(`${name}=${JSON.stringify(value)}: expected one of ${spec.values.join(', ')}`);
+        return spec.default;
+      }
+      return value;
+    case 'bool':
+      if (!['true', 'false', '1', '0'].includes(value)) {
+        problems.push(`${name}=${JSON.stringify(value)}: expected true or false`);
+        return spec.default;
+      }
+      return value === 'true' || value === '1';
+    case 'optional-url': {
+      let url: URL | undefined;
+      try {
+        url = new URL(value);
+      } catch {
+        url = undefined;
+      }
+      if (!url || !spec.protocols.includes(url.protocol)) {
+        problems.push(`${name}: expected a URL starting with ${spec.protocols.map((p) => `${p}//`).join(' or ')}`);
+        return undefined;
+      }
+      return value;
+    }
+    case 'string':
+      return value;
+  }
+}
+
+/** Reads and validates the whole configuration once; throws ConfigError listing every bad variable. */
+export function loadConfig(env: Env = process.env): Config {
+  const problems: string[] = [];
+  const v = Object.fromEntries(
+    Object.entries(VARIABLES).map(([name, spec]) => [name, parseVariable(name, spec, env[name], problems)]),
+  ) as Record<keyof typeof VARIABLES, unknown>;
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const databaseUrl = v.DATABASE_URL as string | undefined;
+  return {
+    host: v.HOST as string,
+    port: v.PORT as number,
+    grpcPort: v.GRPC_PORT as number,
+    logLevel: v.LOG_LEVEL as LogLevel,
+    database: databaseUrl
+      ? { backend: 'native', url: databaseUrl, poolMax: v.DATABASE_POOL_MAX as number }
+      : { backend: 'embedded', dataDir: v.DATA_DIR as string },
+    shutdownGraceMs: v.SHUTDOWN_GRACE_MS as number,
+  };
+}

@@ -1,0 +1,33 @@
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Logger } from 'pino';
+import { errorsPlugin } from './plugins/errors.js';
+import { openapiPlugin } from './plugins/openapi.js';
+import { healthRoutes, type Readiness } from './routes/health.js';
+
+export interface AppDeps {
+  logger: Logger;
+  readiness: Readiness;
+}
+
+const REQUEST_ID_HEADER = 'x-request-id';
+
+/** Builds the fastify app (not listening). Every request log line carries `reqId`. */
+export async function buildApp({ logger, readiness }: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    requestIdHeader: REQUEST_ID_HEADER,
+    genReqId: () => randomUUID(),
+    // Keep-alive connections that are idle are closed at shutdown; busy ones finish their request.
+    forceCloseConnections: 'idle',
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  app.addHook('onSend', async (request, reply) => {
+    void reply.header(REQUEST_ID_HEADER, request.id);
+  });
+  await app.register(errorsPlugin);
+  await app.register(openapiPlugin);
+  await app.register(healthRoutes, { readiness });
+  return app;
+}

@@ -1,0 +1,42 @@
+import fp from 'fastify-plugin';
+import type { FastifyError, FastifyInstance } from 'fastify';
+import { HTTP_STATUS_BY_KIND, ServiceError } from '../../service/errors.js';
+import { errorBody } from '../schemas.js';
+
+/** Maps a JSON-schema validation failure to the offending field, e.g. "body/items/3/embedding". */
+function validationDetails(error: FastifyError): Record<string, unknown> {
+  const first = error.validation?.[0];
+  if (!first) return {};
+  const location = error.validationContext ?? 'request';
+  const missing = (first.params as { missingProperty?: string } | undefined)?.missingProperty;
+  const pointer = `${first.instancePath ?? ''}${missing ? `/${missing}` : ''}`;
+  return { field: `${location}${pointer}`, reason: first.message ?? 'invalid' };
+}
+
+/**
+ * One error shape for every failure: `{ error: { code, message, details } }`. Validation errors
+ * name the field; internal errors are logged in full and answered without stack, SQL or internals.
+ */
+export const errorsPlugin = fp(async (app: FastifyInstance) => {
+  app.setNotFoundHandler((request, reply) => {
+    void reply.status(404).send(errorBody('ROUTE_NOT_FOUND', `no route for ${request.method} ${request.url.split('?')[0]}`));
+  });
+
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    if (error instanceof ServiceError) {
+      return reply.status(HTTP_STATUS_BY_KIND[error.kind]).send(errorBody(error.code, error.message, error.details));
+    }
+    if (error.validation) {
+      const details = validationDetails(error);
+      return reply.status(400).send(errorBody('VALIDATION_FAILED', `invalid ${details.field ?? 'request'}: ${details.reason ?? ''}`.trim(), details));
+    }
+    const status = error.statusCode ?? 500;
+    if (status >= 400 && status < 500) {
+      // fastify's own client errors (bad JSON, body too large, unsupported media type, ...).
+      const code = (error.code ?? 'BAD_REQUEST').replace(/^FST_ERR_/, '');
+      return reply.status(status).send(errorBody(code, error.message));
+    }
+    request.log.error({ err: error }, 'unhandled error');
+    return reply.status(500).send(errorBody('INTERNAL', 'internal error; see the server log for this request id', { requestId: request.id }));
+  });
+});

@@ -1,0 +1,87 @@
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { Config } from './config/index.js';
+import { buildApp } from './http/app.js';
+import { startGrpcServer, type GrpcServer } from './grpc/server.js';
+import type { Database } from './store/database.js';
+import { migrationsUpToDate } from './store/migrations.js';
+import { openDatabase } from './store/open.js';
+
+export interface RunningService {
+  config: Config;
+  db: Database;
+  http: FastifyInstance;
+  grpc: GrpcServer;
+  /** The bound HTTP port (useful when PORT=0). */
+  httpPort: number;
+  /** Stops accepting, lets in-flight work finish (up to the grace period), closes the database. */
+  stop(): Promise<void>;
+}
+
+const READINESS_TIMEOUT_MS = 2000;
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Boots everything in order: database (+migrations) → HTTP → gRPC. Shutdown runs in reverse. */
+export async function startService(config: Config, logger: Logger): Promise<RunningService> {
+  const { db, migrations, appliedNow } = await openDatabase(config.database);
+  logger.info({ backend: db.backend, appliedMigrations: appliedNow }, 'database ready');
+
+  let stopping = false;
+  const readiness = {
+    async check(): Promise<string | null> {
+      if (stopping) return 'shutting down';
+      try {
+        const current = await withTimeout(migrationsUpToDate(db, migrations), READINESS_TIMEOUT_MS, 'database');
+        return current ? null : 'database migrations are not applied';
+      } catch (error) {
+        return `database unreachable: ${(error as Error).message}`;
+      }
+    },
+  };
+
+  const http = await buildApp({ logger, readiness });
+  let grpc: GrpcServer | undefined;
+  try {
+    await http.listen({ host: config.host, port: config.port });
+    grpc = await startGrpcServer(config.host, config.grpcPort, logger);
+  } catch (error) {
+    await http.close();
+    await db.close();
+    throw error;
+  }
+  const address = http.server.address();
+  const httpPort = typeof address === 'object' && address ? address.port : config.port;
+  const grpcServer = grpc;
+
+  let stopped: Promise<void> | undefined;
+  return {
+    config,
+    db,
+    http,
+    grpc: grpcServer,
+    httpPort,
+    stop() {
+      stopped ??= (async () => {
+        stopping = true;
+        const force = setTimeout(() => {
+          logger.warn('grace period over: closing remaining HTTP connections');
+          http.server.closeAllConnections();
+        }, config.shutdownGraceMs);
+        try {
+          await Promise.all([http.close(), grpcServer.shutdown(config.shutdownGraceMs)]);
+        } finally {
+          clearTimeout(force);
+          await db.close();
+        }
+      })();
+      return stopped;
+    },
+  };
+}

@@ -1,0 +1,77 @@
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { PGlite, type Transaction } from '@electric-sql/pglite';
+import { vector } from '@electric-sql/pglite-pgvector';
+import pgvector from 'pgvector';
+import { PrismaPGlite } from 'pglite-prisma-adapter';
+import { PrismaClient } from '../generated/prisma/client.js';
+import { copyStatement, type Database, type Sql } from './database.js';
+import { acquireDirectoryLock } from './lock.js';
+
+async function collect(lines: Iterable<string> | AsyncIterable<string>): Promise<{ text: string; count: number }> {
+  const parts: string[] = [];
+  for await (const line of lines) parts.push(line);
+  return { text: parts.length > 0 ? `${parts.join('\n')}\n` : '', count: parts.length };
+}
+
+function pgliteSql(conn: PGlite | Transaction): Sql {
+  return {
+    async query<Row>(text: string, params?: unknown[]) {
+      return (await conn.query<Row>(text, params)).rows;
+    },
+    async exec(script: string) {
+      await conn.exec(script);
+    },
+    async copyFrom(table, columns, lines) {
+      const { text, count } = await collect(lines);
+      if (count === 0) return 0;
+      // PGlite reads COPY input from an attached blob rather than a STDIN stream.
+      await conn.query(copyStatement(table, columns, "'/dev/blob'"), [], { blob: new Blob([text]) });
+      return count;
+    },
+  };
+}
+
+/**
+ * Embedded PostgreSQL (PGlite, WASM) with pgvector, persisted under `dataDir`. PGlite is a single
+ * connection: it serialises every query and holds all other callers while a transaction runs.
+ * A lock file keeps a second process from opening the same directory.
+ */
+export async function openEmbedded(dataDir: string): Promise<Database> {
+  const dir = path.resolve(dataDir);
+  await mkdir(dir, { recursive: true });
+  const lock = await acquireDirectoryLock(dir);
+  let pglite: PGlite;
+  try {
+    pglite = await PGlite.create(path.join(dir, 'pgdata'), { extensions: { vector } });
+  } catch (error) {
+    await lock.release();
+    throw error;
+  }
+  const prisma = new PrismaClient({ adapter: new PrismaPGlite(pglite) });
+  const sql = pgliteSql(pglite);
+
+  let closed: Promise<void> | undefined;
+  return {
+    backend: 'embedded',
+    prisma,
+    ...sql,
+    transaction: (fn) => pglite.transaction((tx) => fn(pgliteSql(tx))),
+    async registerVectorType() {
+      const rows = await sql.query<{ oid: number }>("SELECT oid FROM pg_type WHERE typname = 'vector'");
+      if (rows.length === 0) throw new Error('the pgvector extension is not installed in this database');
+      pglite.parsers[Number(rows[0].oid)] = (value: string) => pgvector.fromSql(value);
+    },
+    async ping() {
+      await pglite.query('SELECT 1');
+    },
+    close() {
+      closed ??= (async () => {
+        await prisma.$disconnect();
+        await pglite.close();
+        await lock.release();
+      })();
+      return closed;
+    },
+  };
+}

@@ -1,0 +1,113 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Sql } from './database.js';
+
+/** One folder of Prisma Migrate's layout: prisma/migrations/<name>/migration.sql. */
+export interface Migration {
+  name: string;
+  sql: string;
+  /** SHA-256 (hex) of migration.sql, as Prisma records it. */
+  checksum: string;
+}
+
+export class MigrationError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'MigrationError';
+  }
+}
+
+/** Prisma Migrate's bookkeeping table, created with Prisma's own definition. */
+const CREATE_MIGRATIONS_TABLE = `
+CREATE TABLE IF NOT EXISTS "_prisma_migrations" (
+    "id"                    VARCHAR(36) PRIMARY KEY NOT NULL,
+    "checksum"              VARCHAR(64) NOT NULL,
+    "finished_at"           TIMESTAMPTZ,
+    "migration_name"        VARCHAR(255) NOT NULL,
+    "logs"                  TEXT,
+    "rolled_back_at"        TIMESTAMPTZ,
+    "started_at"            TIMESTAMPTZ NOT NULL DEFAULT now(),
+    "applied_steps_count"   INTEGER NOT NULL DEFAULT 0
+)`;
+
+/** The advisory lock key Prisma Migrate takes, so the service and the CLI never migrate at once. */
+const PRISMA_ADVISORY_LOCK = 72707369;
+
+export async function readMigrations(dir: string): Promise<Migration[]> {
+  const entries = await readdir(dir, { withFileTypes: true });
+  const names = entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  return Promise.all(
+    names.map(async (name) => {
+      const sql = await readFile(path.join(dir, name, 'migration.sql'), 'utf8');
+      return { name, sql, checksum: createHash('sha256').update(sql, 'utf8').digest('hex') };
+    }),
+  );
+}
+
+interface AppliedRow {
+  migration_name: string;
+  checksum: string;
+  finished_at: Date | null;
+  rolled_back_at: Date | null;
+}
+
+/**
+ * Applies every pending migration, all of them in ONE transaction: either the database reaches the
+ * latest schema or it stays exactly as it was (a failure rolls back every statement and every
+ * bookkeeping row). Rows are written to _prisma_migrations as `prisma migrate deploy` writes them,
+ * so the real CLI sees these migrations as applied. Returns the names applied now.
+ */
+export async function applyMigrations(
+  db: { exec(script: string): Promise<void>; transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T> },
+  migrations: Migration[],
+): Promise<string[]> {
+  await db.exec(CREATE_MIGRATIONS_TABLE);
+  return db.transaction(async (tx) => {
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [PRISMA_ADVISORY_LOCK]);
+    const rows = await tx.query<AppliedRow>(
+      'SELECT migration_name, checksum, finished_at, rolled_back_at FROM "_prisma_migrations" ORDER BY started_at',
+    );
+    const live = rows.filter((r) => r.rolled_back_at === null);
+    const failed = live.find((r) => r.finished_at === null);
+    if (failed) {
+      throw new MigrationError(
+        `migration ${failed.migration_name} is recorded as failed in _prisma_migrations; resolve it ` +
+          `(e.g. \`prisma migrate resolve --rolled-back ${failed.migration_name}\`) before starting`,
+      );
+    }
+    const applied = new Map(live.map((r) => [r.migration_name, r.checksum]));
+    for (const m of migrations) {
+      const checksum = applied.get(m.name);
+      if (checksum !== undefined && checksum !== m.checksum) {
+        throw new MigrationError(`migration ${m.name} was modified after it was applied (checksum differs)`);
+      }
+    }
+    const pending = migrations.filter((m) => !applied.has(m.name));
+    for (const m of pending) {
+      try {
+        await tx.exec(m.sql);
+      } catch (error) {
+        throw new MigrationError(`migration ${m.name} failed: ${(error as Error).message}; no migration was applied`, {
+          cause: error,
+        });
+      }
+      await tx.query(
+        `INSERT INTO "_prisma_migrations" (id, checksum, migration_name, started_at, finished_at, applied_steps_count)
+         VALUES ($1, $2, $3, now(), clock_timestamp(), 1)`,
+        [randomUUID(), m.checksum, m.name],
+      );
+    }
+    return pending.map((m) => m.name);
+  });
+}
+
+/** True when every migration on disk is recorded as finished (what /readyz checks). */
+export async function migrationsUpToDate(db: Sql, migrations: Migration[]): Promise<boolean> {
+  const rows = await db.query<{ migration_name: string }>(
+    `SELECT migration_name FROM "_prisma_migrations"
+      WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL AND migration_name = ANY($1::text[])`,
+    [migrations.map((m) => m.name)],
+  );
+  return new Set(rows.map((r) => r.migration_name)).size === migrations.length;
+}

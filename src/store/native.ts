@@ -1,0 +1,97 @@
+import pg from 'pg';
+import pgvector from 'pgvector';
+import { from as copyFromStdin } from 'pg-copy-streams';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { PrismaPg } from '@prisma/adapter-pg';
+import { PrismaClient } from '../generated/prisma/client.js';
+import { copyStatement, type Database, type Sql } from './database.js';
+
+async function* withNewlines(lines: Iterable<string> | AsyncIterable<string>): AsyncGenerator<string> {
+  for await (const line of lines) yield `${line}\n`;
+}
+
+function clientSql(client: pg.PoolClient | pg.Pool): Omit<Sql, 'copyFrom'> {
+  return {
+    async query<Row>(text: string, params?: unknown[]) {
+      const result = await client.query(text, params as unknown[] | undefined);
+      return result.rows as Row[];
+    },
+    async exec(script: string) {
+      // Without parameters pg uses the simple query protocol, which accepts several statements.
+      await client.query(script);
+    },
+  };
+}
+
+async function copyOn(client: pg.PoolClient, table: string, columns: readonly string[], lines: Iterable<string> | AsyncIterable<string>) {
+  const stream = client.query(copyFromStdin(copyStatement(table, columns, 'STDIN')));
+  await pipeline(Readable.from(withNewlines(lines)), stream);
+  return Number(stream.rowCount ?? 0);
+}
+
+/** Native PostgreSQL through a pg pool; pgvector's `vector` type is parsed into number[]. */
+export async function openNative(url: string, poolMax: number): Promise<Database> {
+  const parsers = new Map<number, (value: string) => unknown>();
+  const types = {
+    getTypeParser: ((oid: number, format?: string) =>
+      (format ?? 'text') === 'text' && parsers.has(oid)
+        ? parsers.get(oid)
+        : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+  };
+  const pool = new pg.Pool({ connectionString: url, max: poolMax, types, application_name: 'protoprune' });
+  // An idle client losing its server (restart, network) must not crash the process; the pool replaces it.
+  pool.on('error', () => undefined);
+  const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
+  const sql = clientSql(pool);
+
+  async function withClient<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await pool.connect();
+    try {
+      return await fn(client);
+    } finally {
+      client.release();
+    }
+  }
+
+  let closed: Promise<void> | undefined;
+  return {
+    backend: 'native',
+    prisma,
+    ...sql,
+    copyFrom: (table, columns, lines) => withClient((client) => copyOn(client, table, columns, lines)),
+    async transaction(fn) {
+      const client = await pool.connect();
+      let broken = false;
+      try {
+        await client.query('BEGIN');
+        const tx: Sql = { ...clientSql(client), copyFrom: (t, c, l) => copyOn(client, t, c, l) };
+        const result = await fn(tx);
+        await client.query('COMMIT');
+        return result;
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => {
+          broken = true;
+        });
+        throw error;
+      } finally {
+        client.release(broken);
+      }
+    },
+    async registerVectorType() {
+      const rows = await sql.query<{ oid: number }>("SELECT oid FROM pg_type WHERE typname = 'vector'");
+      if (rows.length === 0) throw new Error('the pgvector extension is not installed in this database');
+      parsers.set(Number(rows[0].oid), (value) => pgvector.fromSql(value));
+    },
+    async ping() {
+      await pool.query('SELECT 1');
+    },
+    close() {
+      closed ??= (async () => {
+        await prisma.$disconnect();
+        await pool.end();
+      })();
+      return closed;
+    },
+  };
+}

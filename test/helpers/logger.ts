@@ -1,0 +1,4 @@
+import { pino } from 'pino';
+
+/** A silent logger for in-process service tests (the JSON log format is tested separately). */
+export const silentLogger = pino({ level: 'silent' });

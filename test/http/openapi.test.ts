@@ -1,0 +1,22 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { PROJECT_ROOT } from '../../src/paths.js';
+import { generateOpenapi } from '../../scripts/export-openapi.js';
+
+describe('OpenAPI document', () => {
+  it('openapi/openapi.json is what the server generates (run `npm run openapi` after changing routes)', async () => {
+    const checkedIn = await readFile(path.join(PROJECT_ROOT, 'openapi', 'openapi.json'), 'utf8');
+    expect(checkedIn).toBe(await generateOpenapi());
+  });
+
+  it('documents every route with a response schema', async () => {
+    const doc = JSON.parse(await generateOpenapi()) as { paths: Record<string, Record<string, { responses?: object }>> };
+    expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/healthz', '/readyz']));
+    for (const [route, methods] of Object.entries(doc.paths)) {
+      for (const [method, operation] of Object.entries(methods)) {
+        expect(Object.keys(operation.responses ?? {}), `${method} ${route}`).not.toHaveLength(0);
+      }
+    }
+  });
+});
