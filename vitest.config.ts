@@ -9,6 +9,7 @@ export default defineConfig({
     // Suites share one native database and embedded data directories; run files one at a time
     // so the 2-core machine is not oversubscribed and timing-sensitive tests stay stable.
     fileParallelism: false,
-    reporters: ['default'],
+    // The JSON report lets .ci/run print a plain 'N passed, N failed' line.
+    reporters: ['default', ['json', { outputFile: 'test-artifacts/vitest.json' }]],
   },
 });

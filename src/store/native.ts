@@ -30,7 +30,27 @@ async function copyOn(client: pg.PoolClient, table: string, columns: readonly st
   return Number(stream.rowCount ?? 0);
 }
 
-/** Native PostgreSQL through a pg pool; pgvector's `vector` type is parsed into number[]. */
+const CONNECT_TIMEOUT_MS = 5000;
+
+function quoteIdentifier(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/**
+ * Prisma's convention: `?schema=name` in the URL selects the schema. pg does not know the
+ * parameter, so it is taken out of the URL and applied as the connection's search_path.
+ */
+function splitSchema(url: string): { connectionString: string; schema?: string } {
+  const parsed = new URL(url);
+  const schema = parsed.searchParams.get('schema') ?? undefined;
+  parsed.searchParams.delete('schema');
+  return { connectionString: parsed.toString(), schema };
+}
+
+/**
+ * Native PostgreSQL through a pg pool; pgvector's `vector` type is parsed into number[].
+ * `?schema=name` in the URL puts protoprune's tables in that schema (default: public).
+ */
 export async function openNative(url: string, poolMax: number): Promise<Database> {
   const parsers = new Map<number, (value: string) => unknown>();
   const types = {
@@ -39,10 +59,19 @@ export async function openNative(url: string, poolMax: number): Promise<Database
         ? parsers.get(oid)
         : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
   };
-  const pool = new pg.Pool({ connectionString: url, max: poolMax, types, application_name: 'protoprune' });
+  const { connectionString, schema } = splitSchema(url);
+  const pool = new pg.Pool({
+    connectionString,
+    max: poolMax,
+    types,
+    application_name: 'protoprune',
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    // pgvector's objects stay reachable when the tables live in another schema.
+    ...(schema ? { options: `-c search_path=${quoteIdentifier(schema)},public` } : {}),
+  });
   // An idle client losing its server (restart, network) must not crash the process; the pool replaces it.
   pool.on('error', () => undefined);
-  const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
+  const prisma = new PrismaClient({ adapter: new PrismaPg(pool, schema ? { schema } : undefined) });
   const sql = clientSql(pool);
 
   async function withClient<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {

@@ -8,7 +8,7 @@ import type { DatabaseConfig } from '../../src/config/index.js';
 /**
  * The database backends every storage test runs against: the embedded one always, the native one
  * when TEST_DATABASE_URL is set (as .ci/run does). Each `fresh()` call yields an empty, isolated
- * database: a new PGlite directory, or a new schema (first on search_path) in the native database.
+ * database: a new PGlite directory, or a new schema (`?schema=` in the URL) in the native database.
  */
 export interface TestBackend {
   name: 'embedded' | 'native';
@@ -25,10 +25,10 @@ const embedded: TestBackend = {
   },
 };
 
-/** A URL whose connections use `schema` first and `public` (where pgvector lives) second. */
+/** The native test URL with Prisma's `?schema=` parameter, which the native store honours. */
 export function urlWithSchema(url: string, schema: string): string {
   const u = new URL(url);
-  u.searchParams.set('options', `-c search_path=${schema},public`);
+  u.searchParams.set('schema', schema);
   return u.toString();
 }
 
