@@ -6,13 +6,21 @@ export interface Sql {
   /** Runs a script of several statements (no parameters), e.g. a migration. */
   exec(script: string): Promise<void>;
   /**
-   * Bulk-loads rows with COPY ... FROM STDIN (text format). Each element of `lines` is one row,
-   * fields already escaped with `copyField` and joined by tabs, without the trailing newline.
+   * Bulk load: `COPY <target> FROM STDIN (FORMAT <format>)`. `target` is a table with its column
+   * list, e.g. `"items" ("dataset_id", "embedding")`; `chunks` are the raw stream bytes (text rows
+   * end with a newline; binary streams carry header and trailer, see pgcopy.ts). Returns rows copied.
    */
-  copyFrom(table: string, columns: readonly string[], lines: Iterable<string> | AsyncIterable<string>): Promise<number>;
+  copyIn(target: string, format: CopyFormat, chunks: CopyChunks): Promise<number>;
+  /**
+   * Bulk read: `COPY <source> TO STDOUT (FORMAT <format>)`, where `source` is a table or a
+   * parenthesised query (COPY takes no parameters: only trusted, validated literals in it).
+   */
+  copyOut(source: string, format: CopyFormat): AsyncIterable<Buffer>;
 }
 
 export type Backend = 'embedded' | 'native';
+export type CopyFormat = 'text' | 'binary';
+export type CopyChunks = Iterable<string | Buffer> | AsyncIterable<string | Buffer>;
 
 /**
  * The one storage interface the rest of protoprune sees. Two implementations: embedded PGlite
@@ -39,9 +47,18 @@ export function copyField(value: string | number | null): string {
   return value.replace(/[\\\n\r\t]/g, (c) => (c === '\\' ? '\\\\' : c === '\n' ? '\\n' : c === '\r' ? '\\r' : '\\t'));
 }
 
-export function copyStatement(table: string, columns: readonly string[], source: string): string {
-  const quoted = columns.map((c) => `"${c}"`).join(', ');
-  return `COPY "${table}" (${quoted}) FROM ${source}`;
+export function copyStatement(direction: 'FROM STDIN' | 'TO STDOUT', subject: string, format: CopyFormat): string {
+  return `COPY ${subject} ${direction} (FORMAT ${format})`;
+}
+
+/** `"table" ("a", "b")` for COPY targets. */
+export function copyTarget(table: string, columns: readonly string[]): string {
+  return `"${table}" (${columns.map((c) => `"${c}"`).join(', ')})`;
+}
+
+/** Text-format COPY rows (escaped with copyField, tab-separated) as stream chunks. */
+export async function* textRows(rows: Iterable<readonly (string | number | null)[]> | AsyncIterable<readonly (string | number | null)[]>): AsyncGenerator<string> {
+  for await (const row of rows) yield `${row.map(copyField).join('\t')}\n`;
 }
 
 /** pgvector's text form of a vector. */

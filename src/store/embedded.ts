@@ -5,13 +5,13 @@ import { vector } from '@electric-sql/pglite-pgvector';
 import pgvector from 'pgvector';
 import { PrismaPGlite } from 'pglite-prisma-adapter';
 import { PrismaClient } from '../generated/prisma/client.js';
-import { copyStatement, type Database, type Sql } from './database.js';
+import { copyStatement, type CopyChunks, type Database, type Sql } from './database.js';
 import { acquireDirectoryLock } from './lock.js';
 
-async function collect(lines: Iterable<string> | AsyncIterable<string>): Promise<{ text: string; count: number }> {
-  const parts: string[] = [];
-  for await (const line of lines) parts.push(line);
-  return { text: parts.length > 0 ? `${parts.join('\n')}\n` : '', count: parts.length };
+async function collect(chunks: CopyChunks): Promise<Blob> {
+  const parts: Array<string | Buffer> = [];
+  for await (const chunk of chunks) parts.push(chunk);
+  return new Blob(parts);
 }
 
 function pgliteSql(conn: PGlite | Transaction): Sql {
@@ -22,12 +22,16 @@ function pgliteSql(conn: PGlite | Transaction): Sql {
     async exec(script: string) {
       await conn.exec(script);
     },
-    async copyFrom(table, columns, lines) {
-      const { text, count } = await collect(lines);
-      if (count === 0) return 0;
-      // PGlite reads COPY input from an attached blob rather than a STDIN stream.
-      await conn.query(copyStatement(table, columns, "'/dev/blob'"), [], { blob: new Blob([text]) });
-      return count;
+    // PGlite has no COPY STDIN/STDOUT stream: it reads and writes COPY data as a blob attached to the query.
+    async copyIn(target, format, chunks) {
+      const result = await conn.query(copyStatement('FROM STDIN', target, format).replace(/ FROM STDIN /, " FROM '/dev/blob' "), [], {
+        blob: await collect(chunks),
+      });
+      return result.affectedRows ?? 0;
+    },
+    async *copyOut(source, format) {
+      const result = await conn.query(copyStatement('TO STDOUT', source, format).replace(/ TO STDOUT /, " TO '/dev/blob' "));
+      if (result.blob) yield Buffer.from(await result.blob.arrayBuffer());
     },
   };
 }

@@ -1,17 +1,13 @@
 import pg from 'pg';
 import pgvector from 'pgvector';
-import { from as copyFromStdin } from 'pg-copy-streams';
+import { from as copyFromStdin, to as copyToStdout } from 'pg-copy-streams';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { PrismaClient } from '../generated/prisma/client.js';
-import { copyStatement, type Database, type Sql } from './database.js';
+import { copyStatement, type CopyChunks, type CopyFormat, type Database, type Sql } from './database.js';
 
-async function* withNewlines(lines: Iterable<string> | AsyncIterable<string>): AsyncGenerator<string> {
-  for await (const line of lines) yield `${line}\n`;
-}
-
-function clientSql(client: pg.PoolClient | pg.Pool): Omit<Sql, 'copyFrom'> {
+function clientSql(client: pg.PoolClient | pg.Pool): Pick<Sql, 'query' | 'exec'> {
   return {
     async query<Row>(text: string, params?: unknown[]) {
       const result = await client.query(text, params as unknown[] | undefined);
@@ -24,10 +20,22 @@ function clientSql(client: pg.PoolClient | pg.Pool): Omit<Sql, 'copyFrom'> {
   };
 }
 
-async function copyOn(client: pg.PoolClient, table: string, columns: readonly string[], lines: Iterable<string> | AsyncIterable<string>) {
-  const stream = client.query(copyFromStdin(copyStatement(table, columns, 'STDIN')));
-  await pipeline(Readable.from(withNewlines(lines)), stream);
+async function copyInOn(client: pg.PoolClient, target: string, format: CopyFormat, chunks: CopyChunks): Promise<number> {
+  const stream = client.query(copyFromStdin(copyStatement('FROM STDIN', target, format)));
+  await pipeline(Readable.from(chunks), stream);
   return Number(stream.rowCount ?? 0);
+}
+
+async function* copyOutOn(client: pg.PoolClient, source: string, format: CopyFormat): AsyncGenerator<Buffer> {
+  const stream = client.query(copyToStdout(copyStatement('TO STDOUT', source, format)));
+  for await (const chunk of stream) yield chunk as Buffer;
+}
+
+function copyMethods(client: pg.PoolClient): Pick<Sql, 'copyIn' | 'copyOut'> {
+  return {
+    copyIn: (target, format, chunks) => copyInOn(client, target, format, chunks),
+    copyOut: (source, format) => copyOutOn(client, source, format),
+  };
 }
 
 const CONNECT_TIMEOUT_MS = 5000;
@@ -88,13 +96,21 @@ export async function openNative(url: string, poolMax: number): Promise<Database
     backend: 'native',
     prisma,
     ...sql,
-    copyFrom: (table, columns, lines) => withClient((client) => copyOn(client, table, columns, lines)),
+    copyIn: (target, format, chunks) => withClient((client) => copyInOn(client, target, format, chunks)),
+    async *copyOut(source, format) {
+      const client = await pool.connect();
+      try {
+        yield* copyOutOn(client, source, format);
+      } finally {
+        client.release();
+      }
+    },
     async transaction(fn) {
       const client = await pool.connect();
       let broken = false;
       try {
         await client.query('BEGIN');
-        const tx: Sql = { ...clientSql(client), copyFrom: (t, c, l) => copyOn(client, t, c, l) };
+        const tx: Sql = { ...clientSql(client), ...copyMethods(client) };
         const result = await fn(tx);
         await client.query('COMMIT');
         return result;

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { copyField, vectorLiteral, type Database } from '../../src/store/database.js';
+import { copyTarget, textRows, vectorLiteral, type Database } from '../../src/store/database.js';
 import { openDatabase } from '../../src/store/open.js';
+import { CopyBinaryParser, copyHeader, copyTrailer, decodeVectorInto, encodeTuple } from '../../src/store/pgcopy.js';
 import { BACKENDS } from '../helpers/backends.js';
 
 const DIM = 512;
@@ -36,8 +37,9 @@ describe.each(BACKENDS)('vectors on the $name backend', (backend) => {
     cleanup = fresh.cleanup;
     db = (await openDatabase(fresh.config)).db;
     datasetId = (await db.prisma.dataset.create({ data: { name: 'vectors', dimension: DIM } })).id;
-    const lines = vectors.map((v, i) => [datasetId, `item-${i}`, vectorLiteral(v)].map(copyField).join('\t'));
-    expect(await db.copyFrom('items', ['dataset_id', 'external_id', 'embedding'], lines)).toBe(vectors.length);
+    const rows = vectors.map((v, i) => [datasetId, `item-${i}`, vectorLiteral(v)]);
+    const target = copyTarget('items', ['dataset_id', 'external_id', 'embedding']);
+    expect(await db.copyIn(target, 'text', textRows(rows))).toBe(vectors.length);
   });
 
   afterAll(async () => {
@@ -96,5 +98,38 @@ describe.each(BACKENDS)('vectors on the $name backend', (backend) => {
     ).rejects.toThrow('abort');
     const scored = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM items WHERE score IS NOT NULL');
     expect(scored[0].n).toBe(0);
+  });
+
+  it('round-trips vectors, text and json through binary COPY in and out', async () => {
+    const extra = unitVectors(50, 99);
+    async function* stream() {
+      yield copyHeader();
+      for (const [i, v] of extra.entries()) {
+        yield encodeTuple([
+          { type: 'uuid', value: datasetId },
+          { type: 'text', value: `bin-${i}\tü` },
+          { type: 'vector', value: v, dim: DIM },
+          { type: 'jsonb', value: JSON.stringify({ i }) },
+        ]);
+      }
+      yield copyTrailer();
+    }
+    const target = copyTarget('items', ['dataset_id', 'external_id', 'embedding', 'metadata']);
+    expect(await db.copyIn(target, 'binary', stream())).toBe(extra.length);
+
+    const got = new Float32Array(extra.length * DIM);
+    const ids: string[] = [];
+    const parser = new CopyBinaryParser((fields) => {
+      decodeVectorInto(fields[1]!, got, ids.length * DIM);
+      ids.push(fields[0]!.toString('utf8'));
+    });
+    const source = `(SELECT external_id, embedding FROM items WHERE external_id LIKE 'bin-%' ORDER BY id)`;
+    for await (const chunk of db.copyOut(source, 'binary')) parser.push(chunk);
+    parser.end();
+
+    expect(ids).toEqual(extra.map((_, i) => `bin-${i}\tü`));
+    expect(got).toEqual(Float32Array.from(extra.flatMap((v) => [...v])));
+    const meta = await db.query<{ metadata: unknown }>("SELECT metadata FROM items WHERE external_id = 'bin-7\tü'");
+    expect(meta[0].metadata).toEqual({ i: 7 });
   });
 });
