@@ -1,0 +1,250 @@
+import { randomKey } from './random.js';
+import { floatSortKeys, identity, sortByKey } from './sort.js';
+
+export type SelectionOrder = 'hardest' | 'easiest' | 'random' | 'stratified';
+
+/** `fraction` in (0, 1] keeps `Math.round(fraction × N)` items (halves round up); `count` is clamped to N. */
+export type SelectionBudget = { fraction: number } | { count: number };
+
+export interface SelectionInput {
+  /** Prototypicality score per item (higher = harder). */
+  scores: Float32Array;
+  /** Cluster id per item, ≥ 0. */
+  clusters: Int32Array;
+  /** 32-bit hash of each item's external id (see `fnv1a32`), the source of seeded randomness. */
+  idHashes: Uint32Array;
+}
+
+export interface SelectionOptions {
+  order: SelectionOrder;
+  budget: SelectionBudget;
+  /** `cluster`: every cluster keeps the same fraction of its items (default `none`). */
+  balance?: 'none' | 'cluster';
+  /** Seed of the `random` order and of the within-bin sampling of `stratified` (default 0). */
+  seed?: number;
+  /** `stratified`: fraction β of the hardest items set aside as likely outliers (default 0.1). */
+  outlierFraction?: number;
+  /** `stratified`: number of equal-width score bins (default 50). */
+  bins?: number;
+}
+
+const DEFAULT_OUTLIER_FRACTION = 0.1;
+const DEFAULT_BINS = 50;
+
+/** Items a budget keeps out of `n`. */
+export function budgetSize(budget: SelectionBudget, n: number): number {
+  if ('fraction' in budget) {
+    const { fraction } = budget;
+    if (!(fraction > 0 && fraction <= 1)) throw new RangeError(`budget fraction must be in (0, 1], got ${fraction}`);
+    return Math.min(n, Math.round(fraction * n));
+  }
+  const { count } = budget;
+  if (!Number.isInteger(count) || count < 0) throw new RangeError(`budget count must be a non-negative integer, got ${count}`);
+  return Math.min(n, count);
+}
+
+/**
+ * Selects items to keep; returns their indices in output order. Items must be given sorted by
+ * external id, so "ties by id" is "ties by index" throughout.
+ *
+ * - `hardest`: score descending; `easiest`: score ascending.
+ * - `random`: ascending `randomKey(seed, idHash)`, so the order of existing items does not change
+ *   when the dataset grows.
+ * - `stratified`: Coverage-centric Coreset Selection (Zheng et al., ICLR 2023). The ⌊β·N⌋ hardest
+ *   items are set aside; the remaining score range is cut into `bins` equal-width bins; the budget
+ *   is spread over the non-empty bins smallest first, each taking min(its size, ⌊remaining budget /
+ *   bins left⌋), a seeded random sample within each bin. If the budget exceeds the items left after
+ *   setting aside β, all of them are kept and the set-aside items fill the rest, least hard first,
+ *   so the size is always exact. Output order is the `random` order.
+ *
+ * With `balance: 'cluster'` each cluster's quota is ⌊B·n_c/N⌋ plus one for the clusters with the
+ * largest remainders (ties by lower cluster id) until the quotas sum to the budget B; the order is
+ * applied within each cluster (for `stratified`, the whole procedure runs per cluster), and the
+ * output keeps the order's global order. Ties are broken by index in every order.
+ */
+export function select(input: SelectionInput, options: SelectionOptions): Int32Array {
+  const { scores, clusters, idHashes } = input;
+  const n = scores.length;
+  if (clusters.length !== n || idHashes.length !== n) {
+    throw new RangeError(`scores, clusters and idHashes must have equal lengths (${n}, ${clusters.length}, ${idHashes.length})`);
+  }
+  for (let i = 0; i < n; i++) if (Number.isNaN(scores[i])) throw new RangeError(`scores[${i}] is NaN`);
+  const size = budgetSize(options.budget, n);
+  const balance = options.balance ?? 'none';
+  const seed = options.seed ?? 0;
+  if (!Number.isInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
+
+  const { order } = options;
+  if (order === 'hardest' || order === 'easiest' || order === 'random') {
+    const ranked = sortByKey(identity(n), order === 'random' ? randomKeys(seed, idHashes) : floatSortKeys(scores, order === 'hardest'));
+    if (balance === 'none') return ranked.slice(0, size);
+    return takeByQuota(ranked, clusters, clusterQuotas(clusters, size));
+  }
+  if (order !== 'stratified') throw new RangeError(`unknown order: ${String(order)}`);
+
+  const outlierFraction = options.outlierFraction ?? DEFAULT_OUTLIER_FRACTION;
+  const bins = options.bins ?? DEFAULT_BINS;
+  if (!(outlierFraction >= 0 && outlierFraction < 1)) throw new RangeError(`outlierFraction must be in [0, 1), got ${outlierFraction}`);
+  if (!Number.isInteger(bins) || bins < 1) throw new RangeError(`bins must be a positive integer, got ${bins}`);
+  const stratify: Stratification = {
+    scores,
+    outlierFraction,
+    bins,
+    hardestKeys: floatSortKeys(scores, true),
+    easiestKeys: floatSortKeys(scores, false),
+    outlier: new Uint8Array(n),
+  };
+
+  const ranked = sortByKey(identity(n), randomKeys(seed, idHashes));
+  const selected = new Uint8Array(n);
+  if (balance === 'none') {
+    selectStratified(ranked, size, stratify, selected);
+  } else {
+    const quotas = clusterQuotas(clusters, size);
+    const { members, starts } = groupByCluster(ranked, clusters, quotas.length);
+    for (let c = 0; c < quotas.length; c++) {
+      selectStratified(members.subarray(starts[c], starts[c + 1]), quotas[c], stratify, selected);
+    }
+  }
+  const output = new Int32Array(size);
+  let m = 0;
+  for (let r = 0; r < n; r++) if (selected[ranked[r]]) output[m++] = ranked[r];
+  return output;
+}
+
+function randomKeys(seed: number, idHashes: Uint32Array): Uint32Array {
+  const keys = new Uint32Array(idHashes.length);
+  for (let i = 0; i < keys.length; i++) keys[i] = randomKey(seed, idHashes[i]);
+  return keys;
+}
+
+/** Number of clusters (max id + 1) after checking the ids. */
+function clusterCount(clusters: Int32Array): number {
+  let max = -1;
+  for (let i = 0; i < clusters.length; i++) {
+    const c = clusters[i];
+    if (c < 0) throw new RangeError(`clusters[${i}] = ${c} is negative`);
+    if (c > max) max = c;
+  }
+  return max + 1;
+}
+
+/** Largest-remainder quotas: each cluster keeps ⌊B·n_c/N⌋ or one more, summing exactly to B. */
+export function clusterQuotas(clusters: Int32Array, budget: number): Int32Array {
+  const n = clusters.length;
+  const k = clusterCount(clusters);
+  const sizes = new Int32Array(k);
+  for (let i = 0; i < n; i++) sizes[clusters[i]]++;
+  const quotas = new Int32Array(k);
+  // B·n_c ≤ N² stays an exact integer in float64 for N < 2^26.
+  const remainders = new Uint32Array(k);
+  let assigned = 0;
+  for (let c = 0; c < k; c++) {
+    const share = budget * sizes[c];
+    quotas[c] = Math.floor(share / n);
+    remainders[c] = share - quotas[c] * n;
+    assigned += quotas[c];
+  }
+  if (assigned < budget) {
+    const largestFirst = new Uint32Array(k);
+    for (let c = 0; c < k; c++) largestFirst[c] = ~remainders[c] >>> 0;
+    const byRemainder = sortByKey(identity(k), largestFirst);
+    for (let r = 0; assigned < budget; r++, assigned++) quotas[byRemainder[r]]++;
+  }
+  return quotas;
+}
+
+/** Walks `ranked` and keeps items while their cluster is under quota. */
+function takeByQuota(ranked: Int32Array, clusters: Int32Array, quotas: Int32Array): Int32Array {
+  let size = 0;
+  for (let c = 0; c < quotas.length; c++) size += quotas[c];
+  const taken = new Int32Array(quotas.length);
+  const output = new Int32Array(size);
+  let m = 0;
+  for (let r = 0; r < ranked.length && m < size; r++) {
+    const c = clusters[ranked[r]];
+    if (taken[c] < quotas[c]) {
+      taken[c]++;
+      output[m++] = ranked[r];
+    }
+  }
+  return output;
+}
+
+/** Stable counting sort of `ranked` by cluster: cluster c's items are `members[starts[c] .. starts[c + 1])`. */
+function groupByCluster(ranked: Int32Array, clusters: Int32Array, k: number): { members: Int32Array; starts: Int32Array } {
+  const starts = new Int32Array(k + 1);
+  for (let r = 0; r < ranked.length; r++) starts[clusters[ranked[r]] + 1]++;
+  for (let c = 0; c < k; c++) starts[c + 1] += starts[c];
+  const cursor = starts.slice(0, k);
+  const members = new Int32Array(ranked.length);
+  for (let r = 0; r < ranked.length; r++) members[cursor[clusters[ranked[r]]]++] = ranked[r];
+  return { members, starts };
+}
+
+interface Stratification {
+  scores: Float32Array;
+  outlierFraction: number;
+  bins: number;
+  hardestKeys: Uint32Array;
+  easiestKeys: Uint32Array;
+  /** Marks set-aside items; groups are disjoint, so one mask serves them all. */
+  outlier: Uint8Array;
+}
+
+/**
+ * CCS on one group of items given in seeded random order: marks exactly `budget` of them in
+ * `selected` (see `select`).
+ */
+function selectStratified(items: Int32Array, budget: number, context: Stratification, selected: Uint8Array): void {
+  if (budget === 0) return;
+  const { scores, bins, outlier } = context;
+  const m = items.length;
+  // Hardest first with ties by index: a stable sort of the index-ordered items.
+  const byIndex = Int32Array.from(items).sort();
+  const hardestFirst = sortByKey(byIndex, context.hardestKeys);
+  const outlierCount = Math.floor(context.outlierFraction * m);
+  for (let r = 0; r < outlierCount; r++) outlier[hardestFirst[r]] = 1;
+
+  if (budget >= m - outlierCount) {
+    for (let r = outlierCount; r < m; r++) selected[hardestFirst[r]] = 1;
+    // Set-aside items back in, least hard first; among equal scores lower index first.
+    const easiestFirst = sortByKey(byIndex, context.easiestKeys);
+    let missing = budget - (m - outlierCount);
+    for (let r = 0; r < m && missing > 0; r++) {
+      if (outlier[easiestFirst[r]]) {
+        selected[easiestFirst[r]] = 1;
+        missing--;
+      }
+    }
+    return;
+  }
+
+  let low = Infinity;
+  let high = -Infinity;
+  for (let r = outlierCount; r < m; r++) {
+    const s = scores[hardestFirst[r]];
+    if (s < low) low = s;
+    if (s > high) high = s;
+  }
+  const width = (high - low) / bins;
+  const binOf = (s: number): number => (width > 0 ? Math.min(bins - 1, Math.floor((s - low) / width)) : 0);
+
+  // Bin the kept items, preserving the random order within each bin.
+  const binStarts = new Int32Array(bins + 1);
+  for (let r = 0; r < m; r++) if (!outlier[items[r]]) binStarts[binOf(scores[items[r]]) + 1]++;
+  for (let b = 0; b < bins; b++) binStarts[b + 1] += binStarts[b];
+  const cursor = binStarts.slice(0, bins);
+  const binned = new Int32Array(m - outlierCount);
+  for (let r = 0; r < m; r++) if (!outlier[items[r]]) binned[cursor[binOf(scores[items[r]])]++] = items[r];
+
+  const binSizes = new Uint32Array(bins);
+  for (let b = 0; b < bins; b++) binSizes[b] = binStarts[b + 1] - binStarts[b];
+  const smallestFirst = Array.from(sortByKey(identity(bins), binSizes)).filter((b) => binSizes[b] > 0);
+  let remaining = budget;
+  smallestFirst.forEach((b, position) => {
+    const take = Math.min(binSizes[b], Math.floor(remaining / (smallestFirst.length - position)));
+    for (let r = 0; r < take; r++) selected[binned[binStarts[b] + r]] = 1;
+    remaining -= take;
+  });
+}
