@@ -274,6 +274,29 @@ case ",${cur_listen// /}," in
     ;;
 esac
 
+# Server settings for protoprune's workload (bulk COPY of vectors, a few GB of embeddings): the
+# stock 128 MB of shared_buffers makes every ingest evict dirty pages synchronously. Sized from
+# this machine's memory; written as a conf.d file so the cluster's own files stay untouched.
+mem_mb=$(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo)
+shared_mb=$(( mem_mb / 4 > 8192 ? 8192 : mem_mb / 4 ))
+tuning_file=/etc/postgresql/$PG_VER/main/conf.d/protoprune.conf
+tuning="# written by protoprune's scripts/install-postgres.sh
+shared_buffers = ${shared_mb}MB
+effective_cache_size = $(( mem_mb / 2 ))MB
+maintenance_work_mem = 1GB
+work_mem = 64MB
+max_wal_size = 8GB
+checkpoint_timeout = 15min
+wal_compression = on"
+if [[ "$(cat "$tuning_file" 2>/dev/null)" != "$tuning" ]]; then
+  log "writing $tuning_file (shared_buffers = ${shared_mb}MB, max_wal_size = 8GB, ...)"
+  mkdir -p "$(dirname "$tuning_file")"
+  printf '%s\n' "$tuning" > "$tuning_file"
+  need_restart=1
+else
+  log "server settings in $tuning_file already current"
+fi
+
 status=$(cluster_status)
 if [[ $status == online* ]]; then
   if (( need_restart )); then

@@ -6,12 +6,14 @@ import { startGrpcServer, type GrpcServer } from './grpc/server.js';
 import type { Database } from './store/database.js';
 import { migrationsUpToDate } from './store/migrations.js';
 import { openDatabase } from './store/open.js';
+import { startServiceLayer, type ServiceLayer } from './service/runtime.js';
 
 export interface RunningService {
   config: Config;
   db: Database;
   http: FastifyInstance;
   grpc: GrpcServer;
+  services: ServiceLayer;
   /** The bound HTTP port (useful when PORT=0). */
   httpPort: number;
   /** Stops accepting, lets in-flight work finish (up to the grace period), closes the database. */
@@ -32,6 +34,13 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
 export async function startService(config: Config, logger: Logger): Promise<RunningService> {
   const { db, migrations, appliedNow } = await openDatabase(config.database);
   logger.info({ backend: db.backend, appliedMigrations: appliedNow }, 'database ready');
+  let services: ServiceLayer;
+  try {
+    services = await startServiceLayer(db, logger, { kernelThreads: config.kernelThreads, jobs: config.jobs });
+  } catch (error) {
+    await db.close();
+    throw error;
+  }
 
   let stopping = false;
   const readiness = {
@@ -53,6 +62,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     grpc = await startGrpcServer(config.host, config.grpcPort, logger);
   } catch (error) {
     await http.close();
+    await services.stop();
     await db.close();
     throw error;
   }
@@ -66,6 +76,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     db,
     http,
     grpc: grpcServer,
+    services,
     httpPort,
     stop() {
       stopped ??= (async () => {
@@ -78,6 +89,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
           await Promise.all([http.close(), grpcServer.shutdown(config.shutdownGraceMs)]);
         } finally {
           clearTimeout(force);
+          await services.stop();
           await db.close();
         }
       })();

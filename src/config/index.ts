@@ -11,6 +11,8 @@ export interface Config {
   logLevel: LogLevel;
   database: DatabaseConfig;
   shutdownGraceMs: number;
+  kernelThreads: number;
+  jobs: { pollMs: number; staleMs: number; annIndexBatch: number };
 }
 
 /** All invalid variables of one boot, each named with what it accepts. */
@@ -85,5 +87,7 @@ export function loadConfig(env: Env = process.env): Config {
       ? { backend: 'native', url: databaseUrl, poolMax: v.DATABASE_POOL_MAX as number }
       : { backend: 'embedded', dataDir: v.DATA_DIR as string },
     shutdownGraceMs: v.SHUTDOWN_GRACE_MS as number,
+    kernelThreads: v.KERNEL_THREADS as number,
+    jobs: { pollMs: v.JOB_POLL_MS as number, staleMs: v.JOB_STALE_MS as number, annIndexBatch: v.ANN_INDEX_BATCH as number },
   };
 }

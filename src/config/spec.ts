@@ -32,6 +32,28 @@ export const VARIABLES = {
     max: 600000,
     doc: 'On SIGTERM/SIGINT, how long in-flight requests may take before connections are cut.',
   },
+  KERNEL_THREADS: {
+    kind: 'int',
+    default: 2,
+    min: 1,
+    max: 256,
+    doc: 'onnxruntime intra-op threads of the distance kernel (k-means, scoring).',
+  },
+  JOB_POLL_MS: { kind: 'int', default: 1000, min: 10, max: 600000, doc: 'How often an idle job worker looks for queued jobs.' },
+  JOB_STALE_MS: {
+    kind: 'int',
+    default: 30000,
+    min: 1000,
+    max: 3600000,
+    doc: 'A running job whose worker has been silent this long is re-queued (its process died).',
+  },
+  ANN_INDEX_BATCH: {
+    kind: 'int',
+    default: 200,
+    min: 0,
+    max: 100000,
+    doc: 'Items moved into the HNSW index per background step (bounds how long one step holds the database); 0 turns background indexing off.',
+  },
 } as const satisfies Record<string, VariableSpec>;
 
 export type VariableName = keyof typeof VARIABLES;

@@ -36,6 +36,23 @@ function pgliteSql(conn: PGlite | Transaction): Sql {
   };
 }
 
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * Runs tasks one at a time in arrival order. PGlite executes on the main thread and resolves
+ * through microtasks only, so back-to-back queries would never let timers, I/O or onnxruntime
+ * completions run; each task therefore starts after one turn of the event loop.
+ */
+class FifoQueue {
+  private tail: Promise<unknown> = Promise.resolve();
+
+  run<T>(task: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(yieldToEventLoop).then(task);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+}
+
 /**
  * Embedded PostgreSQL (PGlite, WASM) with pgvector, persisted under `dataDir`. PGlite is a single
  * connection: it serialises every query and holds all other callers while a transaction runs.
@@ -53,21 +70,37 @@ export async function openEmbedded(dataDir: string): Promise<Database> {
     throw error;
   }
   const prisma = new PrismaClient({ adapter: new PrismaPGlite(pglite) });
-  const sql = pgliteSql(pglite);
+  const direct = pgliteSql(pglite);
+  // PGlite's own lock is not fair: a caller issuing queries back to back (a polling dashboard)
+  // can starve everyone else. Our calls queue here first, strictly in arrival order.
+  const queue = new FifoQueue();
+  const sql: Sql = {
+    query: (text, params) => queue.run(() => direct.query(text, params)),
+    exec: (script) => queue.run(() => direct.exec(script)),
+    copyIn: (target, format, chunks) => queue.run(() => direct.copyIn(target, format, chunks)),
+    async *copyOut(source, format) {
+      const chunks = await queue.run(async () => {
+        const all: Buffer[] = [];
+        for await (const chunk of direct.copyOut(source, format)) all.push(chunk);
+        return all;
+      });
+      yield* chunks;
+    },
+  };
 
   let closed: Promise<void> | undefined;
   return {
     backend: 'embedded',
     prisma,
     ...sql,
-    transaction: (fn) => pglite.transaction((tx) => fn(pgliteSql(tx))),
+    transaction: (fn) => queue.run(() => pglite.transaction((tx) => fn(pgliteSql(tx)))),
     async registerVectorType() {
       const rows = await sql.query<{ oid: number }>("SELECT oid FROM pg_type WHERE typname = 'vector'");
       if (rows.length === 0) throw new Error('the pgvector extension is not installed in this database');
       pglite.parsers[Number(rows[0].oid)] = (value: string) => pgvector.fromSql(value);
     },
     async ping() {
-      await pglite.query('SELECT 1');
+      await sql.query('SELECT 1');
     },
     close() {
       closed ??= (async () => {

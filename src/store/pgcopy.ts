@@ -85,7 +85,11 @@ export function encodeTuple(fields: BinaryField[]): Buffer {
         at = buf.writeUInt16BE(f.dim, at);
         at = buf.writeUInt16BE(0, at);
         const base = f.offset ?? 0;
-        for (let i = 0; i < f.dim; i++) at = buf.writeFloatBE(f.value[base + i], at);
+        // Copy the little-endian floats in one go, then byte-swap them in place (native, fast).
+        const bytes = Buffer.from(f.value.buffer, f.value.byteOffset + base * 4, f.dim * 4);
+        bytes.copy(buf, at);
+        buf.subarray(at, at + f.dim * 4).swap32();
+        at += f.dim * 4;
         break;
       }
     }
@@ -163,6 +167,10 @@ export class CopyBinaryParser {
 /** Decodes pgvector's binary form into `target` at `offset`; returns the dimension. */
 export function decodeVectorInto(field: Buffer, target: Float32Array, offset: number): number {
   const dim = field.readUInt16BE(0);
-  for (let i = 0; i < dim; i++) target[offset + i] = field.readFloatBE(4 + 4 * i);
+  if (field.length < 4 + dim * 4) throw new Error(`vector field holds ${field.length} bytes, expected ${4 + dim * 4}`);
+  // Write the big-endian bytes straight into the target's memory, then byte-swap them there.
+  const destination = Buffer.from(target.buffer, target.byteOffset + offset * 4, dim * 4);
+  field.copy(destination, 0, 4, 4 + dim * 4);
+  destination.swap32();
   return dim;
 }

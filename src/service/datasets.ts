@@ -1,0 +1,95 @@
+import { deleteDataset as deleteDatasetRow, findDatasetByName, insertDataset, listDatasets as listDatasetRows, type DatasetRow } from '../store/datasets.js';
+import type { ServiceContext } from './context.js';
+import { ServiceError } from './errors.js';
+import { DEFAULT_SETTINGS, resolveSettings, type DatasetSettings } from './settings.js';
+
+export const MAX_DIMENSION = 16000; // pgvector's limit for stored vectors
+export const MAX_K = 100_000;
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export interface CreateDatasetInput {
+  name: string;
+  dimension: number;
+  /** Number of prototypes; omitted: `defaultK(n)` at each full fit. */
+  k?: number | null;
+  settings?: Partial<Omit<DatasetSettings, 'refit'>> & { refit?: Partial<DatasetSettings['refit']> };
+  model?: { name: string; sha256: string } | null;
+}
+
+export interface Dataset extends Omit<DatasetRow, 'settings'> {
+  settings: DatasetSettings;
+}
+
+function toDataset(row: DatasetRow): Dataset {
+  return { ...row, settings: resolveSettings(row.settings) };
+}
+
+function isUniqueViolation(error: unknown): boolean {
+  return (error as { code?: string } | null)?.code === '23505';
+}
+
+function checkSettings(settings: DatasetSettings): void {
+  const bad = (field: string, rule: string) => {
+    throw new ServiceError('invalid', 'INVALID_SETTINGS', `settings.${field} ${rule}`, { field: `settings.${field}` });
+  };
+  if (!Number.isSafeInteger(settings.seed)) bad('seed', 'must be an integer');
+  if (!Number.isSafeInteger(settings.minItemsForFit) || settings.minItemsForFit < 1) bad('minItemsForFit', 'must be a positive integer');
+  if (!(settings.duplicateEpsilon >= 0 && settings.duplicateEpsilon <= 2)) bad('duplicateEpsilon', 'must be in [0, 2]');
+  if (!Number.isSafeInteger(settings.maxIterations) || settings.maxIterations < 0) bad('maxIterations', 'must be a non-negative integer');
+  if (!(settings.tolerance >= 0)) bad('tolerance', 'must be ≥ 0');
+  for (const key of ['meanDrift', 'maxDrift'] as const) if (!(settings.refit[key] > 0)) bad(`refit.${key}`, 'must be > 0');
+  if (!(settings.refit.arrivedFraction > 0 && settings.refit.arrivedFraction <= 1)) bad('refit.arrivedFraction', 'must be in (0, 1]');
+}
+
+export async function createDataset(ctx: ServiceContext, input: CreateDatasetInput): Promise<Dataset> {
+  if (!NAME.test(input.name)) {
+    throw new ServiceError('invalid', 'INVALID_NAME', 'dataset name must be 1-128 characters of letters, digits, ".", "_" or "-", starting with a letter or digit', {
+      field: 'name',
+    });
+  }
+  if (!Number.isInteger(input.dimension) || input.dimension < 1 || input.dimension > MAX_DIMENSION) {
+    throw new ServiceError('invalid', 'INVALID_DIMENSION', `dimension must be an integer from 1 to ${MAX_DIMENSION}`, { field: 'dimension' });
+  }
+  const k = input.k ?? null;
+  if (k !== null && (!Number.isInteger(k) || k < 1 || k > MAX_K)) {
+    throw new ServiceError('invalid', 'INVALID_K', `k must be an integer from 1 to ${MAX_K}`, { field: 'k' });
+  }
+  const settings: DatasetSettings = {
+    ...DEFAULT_SETTINGS,
+    ...input.settings,
+    refit: { ...DEFAULT_SETTINGS.refit, ...(input.settings?.refit ?? {}) },
+  };
+  checkSettings(settings);
+  try {
+    const row = await ctx.db.transaction((tx) =>
+      insertDataset(tx, {
+        name: input.name,
+        dimension: input.dimension,
+        k,
+        settings,
+        modelName: input.model?.name ?? null,
+        modelSha256: input.model?.sha256 ?? null,
+      }),
+    );
+    return toDataset(row);
+  } catch (error) {
+    if (isUniqueViolation(error)) throw new ServiceError('conflict', 'DATASET_EXISTS', `dataset ${input.name} already exists`, { name: input.name });
+    throw error;
+  }
+}
+
+export async function getDataset(ctx: ServiceContext, name: string): Promise<Dataset> {
+  const row = await findDatasetByName(ctx.db, name);
+  if (!row) throw new ServiceError('not_found', 'DATASET_NOT_FOUND', `dataset ${name} does not exist`, { name });
+  return toDataset(row);
+}
+
+export async function listDatasets(ctx: ServiceContext): Promise<Dataset[]> {
+  return (await listDatasetRows(ctx.db)).map(toDataset);
+}
+
+export async function deleteDataset(ctx: ServiceContext, name: string): Promise<void> {
+  const dataset = await getDataset(ctx, name);
+  await ctx.db.transaction((tx) => deleteDatasetRow(tx, dataset.id));
+  ctx.prototypes.forget(dataset.id);
+}

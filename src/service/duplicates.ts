@@ -1,0 +1,127 @@
+import { findNearDuplicates } from '../core/dedup.js';
+import { vectorLiteral } from '../store/database.js';
+import { annExpression, uuidLiteral } from '../store/datasets.js';
+import type { ServiceContext } from './context.js';
+import { getDataset, type Dataset } from './datasets.js';
+import { ServiceError } from './errors.js';
+import { readActiveScores } from './selection.js';
+
+export interface DuplicateGroupView {
+  /** The item SemDeDup keeps. */
+  kept: string;
+  /** External ids of its near-duplicates. */
+  duplicates: string[];
+}
+
+export interface DuplicateReport {
+  version: number;
+  epsilon: number;
+  groups: DuplicateGroupView[];
+  /** Items that would be dropped (all duplicates of all groups). */
+  duplicateCount: number;
+}
+
+function checkEpsilon(epsilon: number): void {
+  if (!(epsilon >= 0 && epsilon <= 2)) throw new ServiceError('invalid', 'INVALID_EPSILON', 'epsilon must be in [0, 2]', { field: 'epsilon' });
+}
+
+/** SemDeDup over the whole dataset: near-duplicate groups within each cluster of the active version. */
+export async function findDuplicates(ctx: ServiceContext, datasetName: string, epsilon?: number): Promise<DuplicateReport> {
+  const dataset = await getDataset(ctx, datasetName);
+  const eps = epsilon ?? dataset.settings.duplicateEpsilon;
+  checkEpsilon(eps);
+  const { version, items } = await readActiveScores(ctx, dataset, true);
+  const groups = await findNearDuplicates(items.vectors!, items.n, dataset.dimension, items.clusters, items.scores, { epsilon: eps, kernel: ctx.kernel });
+  const views = groups.map((g) => ({ kept: items.externalIds[g.kept], duplicates: g.duplicates.map((d) => items.externalIds[d]) }));
+  return { version, epsilon: eps, groups: views, duplicateCount: views.reduce((sum, g) => sum + g.duplicates.length, 0) };
+}
+
+export interface NearestStored {
+  /** The most similar stored item, or null for an empty dataset. */
+  externalId: string | null;
+  similarity: number | null;
+  /** similarity ≥ 1 − ε. */
+  duplicate: boolean;
+}
+
+/**
+ * For each unit vector, the most similar stored item: the dataset's HNSW index (pgvector, cosine)
+ * over indexed items, plus an exact scan of the items stored since the index last caught up, so a
+ * just-ingested duplicate is never missed. One round trip per source for the whole batch.
+ */
+export async function nearestStored(ctx: ServiceContext, dataset: Dataset, vectors: Float32Array, n: number, epsilon?: number): Promise<NearestStored[]> {
+  const eps = epsilon ?? dataset.settings.duplicateEpsilon;
+  checkEpsilon(eps);
+  const dim = dataset.dimension;
+  const literals = Array.from({ length: n }, (_, i) => vectorLiteral(vectors.subarray(i * dim, (i + 1) * dim)));
+  const ds = uuidLiteral(dataset.id);
+  const expr = annExpression(dim, 'a.embedding');
+  const lookups = await Promise.all([
+    ctx.db.query<{ ord: string; external_id: string; distance: number }>(
+      `SELECT q.ord, nn.external_id, nn.distance FROM unnest($1::text[]) WITH ORDINALITY AS q(v, ord)
+       CROSS JOIN LATERAL (
+         SELECT i.external_id, ${expr} <=> q.v::vector(${dim}) AS distance
+           FROM item_ann a JOIN items i ON i.id = a.item_id
+          WHERE a.dataset_id = ${ds}
+          ORDER BY ${expr} <=> q.v::vector(${dim}) LIMIT 1) nn`,
+      [literals],
+    ),
+    ctx.db.query<{ ord: string; external_id: string; distance: number }>(
+      `SELECT q.ord, nn.external_id, nn.distance FROM unnest($1::text[]) WITH ORDINALITY AS q(v, ord)
+       CROSS JOIN LATERAL (
+         SELECT i.external_id, i.embedding <=> q.v::vector AS distance
+           FROM ann_pending p JOIN items i ON i.id = p.item_id
+          WHERE p.dataset_id = ${ds}
+          ORDER BY i.embedding <=> q.v::vector LIMIT 1) nn`,
+      [literals],
+    ),
+  ]);
+  const best: NearestStored[] = Array.from({ length: n }, () => ({ externalId: null, similarity: null, duplicate: false }));
+  for (const rows of lookups) {
+    for (const r of rows) {
+      const i = Number(r.ord) - 1;
+      const similarity = 1 - Number(r.distance);
+      const current = best[i];
+      if (current.similarity === null || similarity > current.similarity) {
+        best[i] = { externalId: r.external_id, similarity, duplicate: similarity >= 1 - eps - 1e-6 };
+      }
+    }
+  }
+  return best;
+}
+
+/** Checks new (not stored) embeddings for near-duplicates among a dataset's stored items. */
+export async function checkNearDuplicates(ctx: ServiceContext, datasetName: string, embeddings: ArrayLike<number>[], epsilon?: number): Promise<NearestStored[]> {
+  const dataset = await getDataset(ctx, datasetName);
+  const dim = dataset.dimension;
+  const vectors = new Float32Array(embeddings.length * dim);
+  embeddings.forEach((e, i) => {
+    if (e.length !== dim) throw new ServiceError('invalid', 'DIMENSION_MISMATCH', `embedding ${i} has ${e.length} values, expected ${dim}`, { field: `embeddings/${i}` });
+    let squared = 0;
+    for (let j = 0; j < dim; j++) squared += Number(e[j]) ** 2;
+    if (!(squared > 0 && Number.isFinite(squared))) {
+      throw new ServiceError('invalid', 'INVALID_EMBEDDING', `embedding ${i} is zero or not finite`, { field: `embeddings/${i}` });
+    }
+    const scale = 1 / Math.sqrt(squared);
+    for (let j = 0; j < dim; j++) vectors[i * dim + j] = Number(e[j]) * scale;
+  });
+  return nearestStored(ctx, dataset, vectors, embeddings.length, epsilon);
+}
+
+/**
+ * Moves up to `limit` pending items into the HNSW-indexed table (one statement, so a crash leaves
+ * them pending). Runs in the background so ingest never pays for HNSW insertion. Returns how many.
+ */
+export async function indexPendingVectors(ctx: ServiceContext, limit: number): Promise<number> {
+  const rows = await ctx.db.query(
+    `WITH batch AS (
+       DELETE FROM ann_pending WHERE item_id IN (SELECT item_id FROM ann_pending ORDER BY item_id LIMIT $1 FOR UPDATE SKIP LOCKED)
+       RETURNING item_id)
+     INSERT INTO item_ann (item_id, dataset_id, embedding)
+     SELECT i.id, i.dataset_id, i.embedding FROM batch b JOIN items i ON i.id = b.item_id
+     ON CONFLICT (item_id) DO UPDATE SET embedding = EXCLUDED.embedding
+     RETURNING item_id`,
+    [limit],
+  );
+  return rows.length;
+}

@@ -1,0 +1,173 @@
+import { centroidDrift, miniBatchUpdate, shouldRefit } from '../core/incremental.js';
+import { scoresFromSimilarity } from '../core/scores.js';
+import { lockDataset } from '../store/datasets.js';
+import { markChanged, upsertItems, upsertScores } from '../store/items.js';
+import { enqueueJob } from '../store/jobs.js';
+import { saveMiniBatch, type PrototypeSet } from '../store/prototypes.js';
+import type { ServiceContext } from './context.js';
+import { getDataset, type Dataset } from './datasets.js';
+import { ServiceError } from './errors.js';
+
+export const MAX_EXTERNAL_ID_LENGTH = 512;
+export const MAX_METADATA_BYTES = 16 * 1024;
+
+export interface IngestItem {
+  externalId: string;
+  embedding: ArrayLike<number>;
+  metadata?: unknown;
+}
+
+export type ItemOutcome =
+  | { externalId: string; status: 'stored' | 'updated'; score: number | null; cluster: number | null }
+  | { externalId: string; status: 'error'; code: string; message: string };
+
+export interface IngestResult {
+  items: ItemOutcome[];
+  /** Prototype version the batch was scored with (null before the first fit). */
+  prototypeVersion: number | null;
+  /** A refit or first fit this batch scheduled, if any. */
+  scheduledJobId: string | null;
+}
+
+export const REFIT_JOB = 'refit';
+
+interface ValidItem {
+  index: number;
+  externalId: string;
+  metadata: string;
+}
+
+/** Checks every item on its own; returns the valid ones (normalised into `vectors`) and the errors. */
+function validate(dataset: Dataset, items: readonly IngestItem[]): { valid: ValidItem[]; vectors: Float32Array; outcomes: ItemOutcome[] } {
+  const dim = dataset.dimension;
+  const outcomes = new Array<ItemOutcome>(items.length);
+  const lastIndex = new Map<string, number>();
+  items.forEach((item, i) => lastIndex.set(item.externalId, i));
+  const valid: ValidItem[] = [];
+  const scratch = new Float32Array(items.length * dim);
+  const fail = (i: number, code: string, message: string) => {
+    outcomes[i] = { externalId: String(items[i].externalId ?? ''), status: 'error', code, message };
+  };
+  items.forEach((item, i) => {
+    const { externalId, embedding } = item;
+    if (typeof externalId !== 'string' || externalId.length === 0 || externalId.length > MAX_EXTERNAL_ID_LENGTH) {
+      return fail(i, 'INVALID_EXTERNAL_ID', `externalId must be a string of 1-${MAX_EXTERNAL_ID_LENGTH} characters`);
+    }
+    if (lastIndex.get(externalId) !== i) return fail(i, 'DUPLICATE_EXTERNAL_ID', 'the same externalId appears later in this batch; the last one is stored');
+    if (!embedding || embedding.length !== dim) {
+      return fail(i, 'DIMENSION_MISMATCH', `embedding has ${embedding?.length ?? 0} values, dataset ${dataset.name} expects ${dim}`);
+    }
+    const at = valid.length * dim;
+    let squared = 0;
+    for (let j = 0; j < dim; j++) {
+      const x = Number(embedding[j]);
+      scratch[at + j] = x;
+      squared += x * x;
+    }
+    if (!Number.isFinite(squared)) return fail(i, 'NON_FINITE_VALUE', 'embedding contains NaN or ±Infinity');
+    if (!(squared > 0)) return fail(i, 'ZERO_VECTOR', 'embedding is all zeros and has no direction');
+    const metadata = item.metadata === undefined ? '{}' : JSON.stringify(item.metadata);
+    if (item.metadata !== undefined && (typeof item.metadata !== 'object' || item.metadata === null || Array.isArray(item.metadata))) {
+      return fail(i, 'INVALID_METADATA', 'metadata must be a JSON object');
+    }
+    if (Buffer.byteLength(metadata) > MAX_METADATA_BYTES) return fail(i, 'INVALID_METADATA', `metadata exceeds ${MAX_METADATA_BYTES} bytes`);
+    const scale = 1 / Math.sqrt(squared);
+    for (let j = 0; j < dim; j++) scratch[at + j] *= scale;
+    valid.push({ index: i, externalId, metadata });
+  });
+  return { valid, vectors: scratch.subarray(0, valid.length * dim), outcomes };
+}
+
+/**
+ * Stores a batch of embeddings: each item is validated alone (a bad one fails alone), normalised,
+ * assigned to the active prototypes and scored, then all valid items are written in one COPY and
+ * one upsert, and the batch is folded into the centroids (mini-batch k-means) — all in one
+ * transaction that holds the dataset's row lock. Past the drift thresholds a refit is scheduled.
+ */
+export async function ingestEmbeddings(ctx: ServiceContext, datasetName: string, items: readonly IngestItem[]): Promise<IngestResult> {
+  const dataset = await getDataset(ctx, datasetName);
+  const dim = dataset.dimension;
+  const { valid, vectors, outcomes } = validate(dataset, items);
+  if (valid.length === 0) return { items: outcomes, prototypeVersion: dataset.activeVersion, scheduledJobId: null };
+
+  const phases: Record<string, number> = {};
+  let mark = performance.now();
+  const lap = (name: string) => {
+    const now = performance.now();
+    phases[name] = Math.round((now - mark) * 10) / 10;
+    mark = now;
+  };
+  const committed = await ctx.db.transaction(async (tx) => {
+    const locked = await lockDataset(tx, dataset.id);
+    lap('lock');
+    if (!locked) throw new ServiceError('not_found', 'DATASET_NOT_FOUND', `dataset ${datasetName} does not exist`, { name: datasetName });
+    const version = locked.activeVersion;
+    let scores: Float32Array | null = null;
+    let clusters: Int32Array | null = null;
+    let updated: PrototypeSet | null = null;
+    if (version !== null) {
+      const set = await ctx.prototypes.get(tx, dataset.id, version, dim);
+      lap('prototypes');
+      const nearest = await ctx.kernel.nearest(vectors, valid.length, set.centroids, set.k, dim);
+      scores = scoresFromSimilarity(nearest.similarity);
+      clusters = nearest.cluster;
+      lap('assign');
+      const next = miniBatchUpdate(set.centroids, set.counts, set.k, dim, vectors, valid.length, nearest.cluster);
+      const touched = [...new Set(nearest.cluster)];
+      lap('fold');
+      const revision = await saveMiniBatch(tx, set.setId, dim, touched, next.centroids, next.counts, valid.length);
+      lap('saveCentroids');
+      updated = { ...set, centroids: next.centroids, counts: next.counts, revision, itemsSinceFit: set.itemsSinceFit + valid.length };
+    }
+    const upserted = await upsertItems(
+      tx,
+      dataset.id,
+      dim,
+      valid.map((v) => v.externalId),
+      vectors,
+      valid.map((v) => v.metadata),
+    );
+    lap('upsertItems');
+    const itemIds = upserted.map((u) => u.itemId);
+    if (version !== null) await upsertScores(tx, dataset.id, version, itemIds, scores!, clusters!);
+    lap('upsertScores');
+    await markChanged(tx, dataset.id, itemIds, upserted.filter((u) => !u.inserted).map((u) => u.itemId), version);
+    lap('markChanged');
+    return { version, upserted, scores, clusters, updated };
+  });
+  lap('commit');
+  if (committed.updated) ctx.prototypes.put(dataset.id, committed.updated);
+  ctx.logger.debug({ dataset: dataset.name, items: valid.length, phasesMs: phases }, 'ingest batch');
+
+  valid.forEach((v, j) => {
+    outcomes[v.index] = {
+      externalId: v.externalId,
+      status: committed.upserted[j].inserted ? 'stored' : 'updated',
+      score: committed.scores ? committed.scores[j] : null,
+      cluster: committed.clusters ? committed.clusters[j] : null,
+    };
+  });
+  const scheduledJobId = await maybeScheduleFit(ctx, dataset, committed.updated);
+  return { items: outcomes, prototypeVersion: committed.version, scheduledJobId };
+}
+
+/** Schedules the first fit once enough items arrived, or a refit once the prototypes drifted. */
+async function maybeScheduleFit(ctx: ServiceContext, dataset: Dataset, set: PrototypeSet | null): Promise<string | null> {
+  let reason: string | null = null;
+  if (set === null) {
+    const [row] = await ctx.db.query<{ n: number }>('SELECT count(*)::int AS n FROM items WHERE dataset_id = $1', [dataset.id]);
+    if (row.n >= dataset.settings.minItemsForFit) reason = 'first-fit';
+  } else if (dataset.settings.autoRefit) {
+    const drift = centroidDrift(set.fitCentroids, set.centroids, set.k, set.dim);
+    const arrived = set.itemsSinceFit / (set.fitItems + set.itemsSinceFit);
+    const decision = shouldRefit(drift, arrived, dataset.settings.refit);
+    if (decision.refit) reason = decision.reasons.join(',');
+  }
+  if (reason === null) return null;
+  const { job, created } = await ctx.db.transaction((tx) => enqueueJob(tx, dataset.id, REFIT_JOB, { reason }));
+  if (created) {
+    ctx.logger.info({ dataset: dataset.name, jobId: job.id, reason }, 'refit scheduled');
+    ctx.wakeJobs();
+  }
+  return created ? job.id : null;
+}

@@ -1,0 +1,216 @@
+import { fnv1a32 } from '../core/random.js';
+import type { Sql } from './database.js';
+import { uuidLiteral } from './datasets.js';
+import { CopyBinaryParser, copyHeader, copyTrailer, decodeVectorInto, encodeTuple } from './pgcopy.js';
+
+export interface UpsertedItem {
+  itemId: bigint;
+  /** False when an item with this external id existed and was replaced. */
+  inserted: boolean;
+}
+
+/** Per-connection scratch table the binary COPY of an ingest batch lands in (emptied at commit). */
+const INGEST_SCRATCH = `CREATE TEMP TABLE IF NOT EXISTS ingest_batch (
+  ord integer, external_id text, embedding vector, metadata jsonb) ON COMMIT DELETE ROWS`;
+
+/**
+ * Inserts or replaces a batch of items (external ids must be distinct) in one COPY and one
+ * set-based upsert. Must run inside a transaction that holds the dataset lock. `updated_at` is the
+ * write's wall-clock time (not the transaction's start), so it is later than any refit snapshot
+ * taken before this transaction acquired the lock. Returns, in input order, each item's id and
+ * whether it was new.
+ */
+export async function upsertItems(
+  tx: Sql,
+  datasetId: string,
+  dim: number,
+  externalIds: readonly string[],
+  vectors: Float32Array,
+  metadata: readonly string[],
+): Promise<UpsertedItem[]> {
+  await tx.exec(INGEST_SCRATCH);
+  async function* tuples() {
+    yield copyHeader();
+    for (let i = 0; i < externalIds.length; i++) {
+      yield encodeTuple([
+        { type: 'int4', value: i },
+        { type: 'text', value: externalIds[i] },
+        { type: 'vector', value: vectors, offset: i * dim, dim },
+        { type: 'jsonb', value: metadata[i] },
+      ]);
+    }
+    yield copyTrailer();
+  }
+  await tx.copyIn('ingest_batch (ord, external_id, embedding, metadata)', 'binary', tuples());
+  const rows = await tx.query<{ id: string; ord: number; inserted: boolean }>(
+    `WITH upserted AS (
+       INSERT INTO items (dataset_id, external_id, embedding, metadata, updated_at)
+       SELECT $1, external_id, embedding, metadata, clock_timestamp() FROM ingest_batch ORDER BY ord
+       ON CONFLICT (dataset_id, external_id) DO UPDATE
+         SET embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at
+       RETURNING id, external_id, (xmax = 0) AS inserted)
+     SELECT u.id::text AS id, b.ord, u.inserted FROM upserted u JOIN ingest_batch b USING (external_id)`,
+    [datasetId],
+  );
+  const out = new Array<UpsertedItem>(externalIds.length);
+  for (const r of rows) out[r.ord] = { itemId: BigInt(r.id), inserted: r.inserted };
+  return out;
+}
+
+/**
+ * Bookkeeping after an upsert: replaced items lose their scores of other (pending) versions, so a
+ * rescore in progress scores them again at its switch, and leave the HNSW index until re-indexed.
+ */
+export async function markChanged(tx: Sql, datasetId: string, itemIds: readonly bigint[], replaced: readonly bigint[], activeVersion: number | null) {
+  if (replaced.length > 0) {
+    const ids = replaced.map(String);
+    await tx.query('DELETE FROM item_scores WHERE dataset_id = $1 AND item_id = ANY($2::bigint[]) AND version IS DISTINCT FROM $3', [
+      datasetId,
+      ids,
+      activeVersion,
+    ]);
+    await tx.query('DELETE FROM item_ann WHERE item_id = ANY($1::bigint[])', [ids]);
+  }
+  await tx.query(
+    `INSERT INTO ann_pending (item_id, dataset_id) SELECT unnest($1::bigint[]), $2 ON CONFLICT DO NOTHING`,
+    [itemIds.map(String), datasetId],
+  );
+}
+
+/** Writes scores of one version (set-based upsert). */
+export async function upsertScores(
+  tx: Sql,
+  datasetId: string,
+  version: number,
+  itemIds: readonly bigint[],
+  scores: Float32Array,
+  clusters: Int32Array,
+): Promise<void> {
+  if (itemIds.length === 0) return;
+  await tx.query(
+    `INSERT INTO item_scores (dataset_id, version, item_id, score, cluster)
+     SELECT $1, $2, unnest($3::bigint[]), unnest($4::real[]), unnest($5::int[])
+     ON CONFLICT (dataset_id, version, item_id) DO UPDATE SET score = EXCLUDED.score, cluster = EXCLUDED.cluster`,
+    [datasetId, version, itemIds.map(String), Array.from(scores), Array.from(clusters)],
+  );
+}
+
+/** Bulk-writes scores of a new version with binary COPY (rows must not exist yet). */
+export async function copyScores(
+  db: Sql,
+  datasetId: string,
+  version: number,
+  itemIds: BigInt64Array,
+  scores: Float32Array,
+  clusters: Int32Array,
+  from = 0,
+  to = itemIds.length,
+): Promise<number> {
+  async function* tuples() {
+    yield copyHeader();
+    for (let i = from; i < to; i++) {
+      yield encodeTuple([
+        { type: 'uuid', value: datasetId },
+        { type: 'int4', value: version },
+        { type: 'int8', value: itemIds[i] },
+        { type: 'float4', value: scores[i] },
+        { type: 'int4', value: clusters[i] },
+      ]);
+    }
+    yield copyTrailer();
+  }
+  return db.copyIn('item_scores (dataset_id, version, item_id, score, cluster)', 'binary', tuples());
+}
+
+/** Embeddings of many items, row-major, with their ids. */
+export interface EmbeddingMatrix {
+  ids: BigInt64Array;
+  vectors: Float32Array;
+  n: number;
+}
+
+/**
+ * Streams embeddings out with binary COPY into one growing Float32Array (no per-row objects, no
+ * text parsing). `where` is a trusted SQL condition on `items`.
+ */
+export async function readEmbeddings(db: Sql, dim: number, where: string, expected = 1024): Promise<EmbeddingMatrix> {
+  let capacity = Math.max(1, expected);
+  let ids = new BigInt64Array(capacity);
+  let vectors = new Float32Array(capacity * dim);
+  let n = 0;
+  const parser = new CopyBinaryParser((fields) => {
+    if (n === capacity) {
+      capacity *= 2;
+      const grownIds = new BigInt64Array(capacity);
+      grownIds.set(ids);
+      ids = grownIds;
+      const grown = new Float32Array(capacity * dim);
+      grown.set(vectors);
+      vectors = grown;
+    }
+    ids[n] = fields[0]!.readBigInt64BE(0);
+    const got = decodeVectorInto(fields[1]!, vectors, n * dim);
+    if (got !== dim) throw new Error(`stored vector has dimension ${got}, dataset has ${dim}`);
+    n++;
+  });
+  for await (const chunk of db.copyOut(`(SELECT id, embedding FROM items WHERE ${where} ORDER BY id)`, 'binary')) parser.push(chunk);
+  parser.end();
+  return { ids: ids.subarray(0, n), vectors: vectors.subarray(0, n * dim), n };
+}
+
+/** Everything selection and dedup need about one version's scored items, sorted by external id. */
+export interface ScoredItems {
+  n: number;
+  itemIds: BigInt64Array;
+  externalIds: string[];
+  scores: Float32Array;
+  clusters: Int32Array;
+  idHashes: Uint32Array;
+  /** n × dim embeddings in the same order, when asked for. */
+  vectors: Float32Array | null;
+}
+
+/**
+ * Reads one version's scored items with their external ids, sorted by external id in byte order
+ * (COLLATE "C"), via binary COPY; with `dim`, also their embeddings.
+ */
+export async function readScoredItems(db: Sql, datasetId: string, version: number, dim: number | null = null): Promise<ScoredItems> {
+  const externalIds: string[] = [];
+  const itemIds: bigint[] = [];
+  const scores: number[] = [];
+  const clusters: number[] = [];
+  const vectorChunks: Float32Array[] = [];
+  const parser = new CopyBinaryParser((fields) => {
+    itemIds.push(fields[0]!.readBigInt64BE(0));
+    externalIds.push(fields[1]!.toString('utf8'));
+    scores.push(fields[2]!.readFloatBE(0));
+    clusters.push(fields[3]!.readInt32BE(0));
+    if (dim !== null) {
+      const v = new Float32Array(dim);
+      decodeVectorInto(fields[4]!, v, 0);
+      vectorChunks.push(v);
+    }
+  });
+  const source = `(SELECT s.item_id, i.external_id, s.score, s.cluster${dim !== null ? ', i.embedding' : ''}
+     FROM item_scores s JOIN items i ON i.id = s.item_id
+     WHERE s.dataset_id = ${uuidLiteral(datasetId)} AND s.version = ${Number(version)} ORDER BY i.external_id COLLATE "C")`;
+  for await (const chunk of db.copyOut(source, 'binary')) parser.push(chunk);
+  parser.end();
+  const n = externalIds.length;
+  const idHashes = new Uint32Array(n);
+  for (let i = 0; i < n; i++) idHashes[i] = fnv1a32(externalIds[i]);
+  let vectors: Float32Array | null = null;
+  if (dim !== null) {
+    vectors = new Float32Array(n * dim);
+    vectorChunks.forEach((v, i) => vectors!.set(v, i * dim));
+  }
+  return {
+    n,
+    itemIds: BigInt64Array.from(itemIds),
+    externalIds,
+    scores: Float32Array.from(scores),
+    clusters: Int32Array.from(clusters),
+    idHashes,
+    vectors,
+  };
+}

@@ -1,0 +1,127 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDataset, getDataset } from '../../src/service/datasets.js';
+import { ingestEmbeddings, REFIT_JOB } from '../../src/service/ingest.js';
+import { jobView, type JobRun } from '../../src/service/jobs.js';
+import { requestRefit, runRefit } from '../../src/service/refit.js';
+import { selectItems } from '../../src/service/selection.js';
+import { claimNextJob, enqueueJob } from '../../src/store/jobs.js';
+import type { Database } from '../../src/store/database.js';
+import { BACKENDS } from '../helpers/backends.js';
+import { plantedClusters } from '../helpers/planted.js';
+import { row, startHarness, waitForJob, type Harness } from './harness.js';
+
+const DIM = 48;
+
+/** What a reader sees: the active version, the dataset's items, and how many have a score under that version. */
+async function observe(db: Database, name: string): Promise<{ v: number; items: number; scored: number }> {
+  const [r] = await db.query<{ v: number; items: number; scored: number }>(
+    `SELECT d.active_version AS v, count(i.id)::int AS items, count(s.item_id)::int AS scored
+       FROM datasets d JOIN items i ON i.dataset_id = d.id
+       LEFT JOIN item_scores s ON s.item_id = i.id AND s.dataset_id = d.id AND s.version = d.active_version
+      WHERE d.name = $1 GROUP BY d.active_version`,
+    [name],
+  );
+  return r;
+}
+
+async function ingestPlanted(h: Harness, name: string, n: number, seed: number): Promise<void> {
+  const data = plantedClusters({ seed, clusters: 12, perCluster: Math.ceil(n / 12), dim: DIM, noise: 0.5 });
+  for (let from = 0; from < n; from += 1000) {
+    const batch = [];
+    for (let i = from; i < Math.min(n, from + 1000); i++) batch.push({ externalId: `${name}-${i}`, embedding: row(data.points, i, DIM) });
+    const result = await ingestEmbeddings(h.layer.ctx, name, batch);
+    expect(result.items.every((r) => r.status !== 'error')).toBe(true);
+  }
+}
+
+const quietRun = (overrides: Partial<JobRun> = {}): JobRun => ({
+  progress: async () => undefined,
+  checkpoint: async () => undefined,
+  signal: new AbortController().signal,
+  ...overrides,
+});
+
+describe.each(BACKENDS)('prototype versions on the $name backend', (backend) => {
+  let h: Harness;
+
+  beforeAll(async () => {
+    // A worker that only acts when woken, and treats jobs silent for 1 s as orphaned.
+    h = await startHarness(backend, { pollMs: 1_000_000, staleMs: 1000 });
+  });
+  afterAll(async () => {
+    await h?.close();
+  });
+
+  it('a reader running during a refit only ever sees one complete version', async () => {
+    await createDataset(h.layer.ctx, { name: 'switch', dimension: DIM, k: 12, settings: { minItemsForFit: 1_000_000, autoRefit: false } });
+    await ingestPlanted(h, 'switch', 4000, 1);
+    const first = await requestRefit(h.layer.ctx, 'switch');
+    expect((await waitForJob(h.db, first.id)).state).toBe('succeeded');
+
+    await ingestPlanted(h, 'switch', 4000, 2); // same ids, new vectors: a refit has real work
+    const job = await requestRefit(h.layer.ctx, 'switch');
+    const seen = new Set<number>();
+    let observations = 0;
+    let finished = false;
+    const reader = (async () => {
+      while (!finished) {
+        const o = await observe(h.db, 'switch');
+        observations++;
+        seen.add(o.v);
+        expect(o.scored).toBe(o.items);
+        const selection = await selectItems(h.layer.ctx, 'switch', { order: 'hardest', fraction: 0.25 });
+        expect(selection.total).toBe(4000);
+        expect(selection.externalIds).toHaveLength(1000);
+      }
+    })();
+    const done = await waitForJob(h.db, job.id);
+    finished = true;
+    await reader;
+    expect(done.state).toBe('succeeded');
+    expect(observations).toBeGreaterThan(1);
+    expect(seen).toContain(2);
+    expect((await observe(h.db, 'switch')).v).toBe(2);
+  });
+
+  it('an interrupted rescore leaves the previous version serving and resumes without cleanup', async () => {
+    await createDataset(h.layer.ctx, { name: 'crash', dimension: DIM, k: 12, settings: { minItemsForFit: 1_000_000, autoRefit: false } });
+    await ingestPlanted(h, 'crash', 3000, 3);
+    const dataset = await getDataset(h.layer.ctx, 'crash');
+    await h.layer.runner.stop(); // no worker while this test plays one by hand
+
+    // Version 1, run by hand.
+    await h.db.transaction((tx) => enqueueJob(tx, dataset.id, REFIT_JOB, {}));
+    const v1 = (await claimNextJob(h.db))!;
+    await runRefit(h.layer.ctx, v1, quietRun());
+    await h.db.query(`UPDATE jobs SET state = 'succeeded' WHERE id = $1`, [v1.id]);
+
+    // Version 2 "crashes" once its scores are being written: the process dies mid-rescore.
+    const { job } = await h.db.transaction((tx) => enqueueJob(tx, dataset.id, REFIT_JOB, {}));
+    const claimed = (await claimNextJob(h.db))!;
+    expect(claimed.id).toBe(job.id);
+    const crash = quietRun({
+      progress: async (phase) => {
+        if (phase === 'rescore') throw new Error('simulated crash');
+      },
+    });
+    await expect(runRefit(h.layer.ctx, claimed, crash)).rejects.toThrow('simulated crash');
+    // Half of the new version's COPY never reached the database.
+    await h.db.query(`DELETE FROM item_scores WHERE dataset_id = $1 AND version = 2 AND item_id % 2 = 0`, [dataset.id]);
+
+    const during = await observe(h.db, 'crash');
+    expect(during).toEqual({ v: 1, items: 3000, scored: 3000 });
+    expect((await selectItems(h.layer.ctx, 'crash', { order: 'easiest', count: 10 })).version).toBe(1);
+
+    // The dead worker stops beating; a new worker re-queues the job and finishes it from its checkpoint.
+    await h.db.query(`UPDATE jobs SET updated_at = now() - interval '1 hour' WHERE id = $1`, [job.id]);
+    h.layer.runner.start();
+    const done = await waitForJob(h.db, job.id);
+    expect(done.state).toBe('succeeded');
+    expect(done.attempts).toBe(2);
+    expect(done.result).toMatchObject({ version: 2, previousVersion: 1 });
+    expect(await observe(h.db, 'crash')).toEqual({ v: 2, items: 3000, scored: 3000 });
+    const sets = await h.db.query<{ version: number }>('SELECT version FROM prototype_sets WHERE dataset_id = $1 ORDER BY version', [dataset.id]);
+    expect(sets.map((s) => s.version)).toEqual([1, 2]);
+    expect(jobView(claimed).kind).toBe(REFIT_JOB);
+  });
+});
