@@ -1,4 +1,5 @@
-import type { Sql } from './database.js';
+import type { Dataset as PrismaDataset } from '../generated/prisma/client.js';
+import type { Database, Sql } from './database.js';
 
 export interface DatasetRow {
   id: string;
@@ -54,13 +55,17 @@ export async function insertDataset(
   return row;
 }
 
-export async function findDatasetByName(db: Sql, name: string): Promise<DatasetRow | undefined> {
-  const rows = await db.query<DatasetRow>(`SELECT ${COLUMNS} FROM datasets WHERE name = $1`, [name]);
-  return rows[0];
+function fromPrisma(row: PrismaDataset): DatasetRow {
+  return { ...row, settings: (row.settings ?? {}) as Record<string, unknown> };
 }
 
-export async function listDatasets(db: Sql): Promise<DatasetRow[]> {
-  return db.query<DatasetRow>(`SELECT ${COLUMNS} FROM datasets ORDER BY name`);
+export async function findDatasetByName(db: Database, name: string): Promise<DatasetRow | undefined> {
+  const row = await db.prisma.dataset.findUnique({ where: { name } });
+  return row ? fromPrisma(row) : undefined;
+}
+
+export async function listDatasets(db: Database): Promise<DatasetRow[]> {
+  return (await db.prisma.dataset.findMany({ orderBy: { name: 'asc' } })).map(fromPrisma);
 }
 
 /** Locks the dataset row for the rest of the transaction: ingest batches and version switches of one dataset serialise here. */

@@ -1,4 +1,5 @@
-import type { Sql } from './database.js';
+import type { Job as PrismaJob } from '../generated/prisma/client.js';
+import type { Database, Sql } from './database.js';
 
 export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
@@ -44,17 +45,27 @@ export async function enqueueJob(tx: Sql, datasetId: string, kind: string, param
   return { job, created: true };
 }
 
-export async function getJob(db: Sql, id: string): Promise<JobRow | undefined> {
-  const rows = await db.query<JobRow>(`SELECT ${COLUMNS} FROM jobs WHERE id = $1`, [id]);
-  return rows[0];
+function fromPrisma(job: PrismaJob): JobRow {
+  return {
+    ...job,
+    params: job.params as Record<string, unknown>,
+    result: job.result as Record<string, unknown> | null,
+    progressDone: Number(job.progressDone),
+    progressTotal: Number(job.progressTotal),
+  };
 }
 
-export async function activeJob(db: Sql, datasetId: string, kind: string): Promise<JobRow | undefined> {
-  const rows = await db.query<JobRow>(
-    `SELECT ${COLUMNS} FROM jobs WHERE dataset_id = $1 AND kind = $2 AND state IN ('queued', 'running') ORDER BY created_at LIMIT 1`,
-    [datasetId, kind],
-  );
-  return rows[0];
+export async function getJob(db: Database, id: string): Promise<JobRow | undefined> {
+  const job = await db.prisma.job.findUnique({ where: { id } });
+  return job ? fromPrisma(job) : undefined;
+}
+
+export async function activeJob(db: Database, datasetId: string, kind: string): Promise<JobRow | undefined> {
+  const job = await db.prisma.job.findFirst({
+    where: { datasetId, kind, state: { in: ['queued', 'running'] } },
+    orderBy: { createdAt: 'asc' },
+  });
+  return job ? fromPrisma(job) : undefined;
 }
 
 /** Takes the oldest queued job (skipping ones another worker holds) and marks it running. */
