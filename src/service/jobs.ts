@@ -152,20 +152,10 @@ export class JobRunner {
   }
 }
 
-/** A job as callers see it. */
-export interface JobView {
-  id: string;
-  kind: string;
-  state: JobRow['state'];
-  phase: string | null;
+/** A job as callers see it: its row without internals, progress as done / total / fraction. */
+export type JobView = Pick<JobRow, 'id' | 'kind' | 'state' | 'phase' | 'result' | 'error' | 'attempts' | 'createdAt' | 'startedAt' | 'finishedAt'> & {
   progress: { done: number; total: number; fraction: number };
-  result: Record<string, unknown> | null;
-  error: string | null;
-  attempts: number;
-  createdAt: Date;
-  startedAt: Date | null;
-  finishedAt: Date | null;
-}
+};
 
 export function jobView(job: JobRow): JobView {
   return {
