@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const benches = [
   { file: 'kmeans.ts', args: [] as string[] },
+  { file: 'embedding.ts', args: [] as string[] },
   { file: 'engine.ts', args: process.argv.slice(2) },
 ];
 let failed = false;
