@@ -86,7 +86,11 @@ interface Row {
 async function benchmark(n: number): Promise<Row> {
   const fresh = await freshDatabase();
   const { db } = await openDatabase(fresh.config);
-  const layer = await startServiceLayer(db, pino({ level: 'warn' }), { kernelThreads: 2, jobs: { pollMs: 50, staleMs: 600_000, annIndexBatch: 0 } });
+  const layer = await startServiceLayer(db, pino({ level: 'warn' }), {
+    kernelThreads: 2,
+    jobs: { pollMs: 50, staleMs: 600_000, annIndexBatch: 0 },
+    embedding: null,
+  });
   try {
     await createDataset(layer.ctx, { name: 'bench', dimension: dim, k, settings: { minItemsForFit: Number.MAX_SAFE_INTEGER, autoRefit: false } });
     const data = new SyntheticSphere(1000, dim, 7);

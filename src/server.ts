@@ -36,7 +36,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   logger.info({ backend: db.backend, appliedMigrations: appliedNow }, 'database ready');
   let services: ServiceLayer;
   try {
-    services = await startServiceLayer(db, logger, { kernelThreads: config.kernelThreads, jobs: config.jobs });
+    services = await startServiceLayer(db, logger, { kernelThreads: config.kernelThreads, jobs: config.jobs, embedding: config.embedding });
   } catch (error) {
     await db.close();
     throw error;

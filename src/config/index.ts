@@ -1,3 +1,5 @@
+import { MODEL_ENV_VARS, modelSpecFromEnv, type ModelSpec } from '../embedding/model.js';
+import { ModelSpecError } from '../embedding/errors.js';
 import { LOG_LEVELS, VARIABLES, type VariableSpec } from './spec.js';
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -13,6 +15,16 @@ export interface Config {
   shutdownGraceMs: number;
   kernelThreads: number;
   jobs: { pollMs: number; staleMs: number; annIndexBatch: number };
+  embedding: {
+    modelsDir: string;
+    /** A user-supplied ONNX model; null means the default (converted on first start). */
+    custom: ModelSpec | null;
+    threads: number;
+    maxBatch: number;
+    maxWaitMs: number;
+    queueLimit: number;
+    maxPixels: number;
+  };
 }
 
 /** All invalid variables of one boot, each named with what it accepts. */
@@ -28,7 +40,7 @@ type Env = Record<string, string | undefined>;
 function parseVariable(name: string, spec: VariableSpec, raw: string | undefined, problems: string[]): unknown {
   const value = raw?.trim();
   if (value === undefined || value === '') {
-    return spec.kind === 'optional-url' ? undefined : spec.default;
+    return spec.kind === 'optional-url' || spec.kind === 'optional-string' ? undefined : spec.default;
   }
   switch (spec.kind) {
     case 'int': {
@@ -65,6 +77,7 @@ function parseVariable(name: string, spec: VariableSpec, raw: string | undefined
       return value;
     }
     case 'string':
+    case 'optional-string':
       return value;
   }
 }
@@ -75,6 +88,19 @@ export function loadConfig(env: Env = process.env): Config {
   const v = Object.fromEntries(
     Object.entries(VARIABLES).map(([name, spec]) => [name, parseVariable(name, spec, env[name], problems)]),
   ) as Record<keyof typeof VARIABLES, unknown>;
+  const modelsDir = v.MODELS_DIR as string;
+  let custom: ModelSpec | null = null;
+  if (env[MODEL_ENV_VARS.path]?.trim()) {
+    try {
+      custom = modelSpecFromEnv(env, modelsDir);
+    } catch (error) {
+      if (!(error instanceof ModelSpecError)) throw error;
+      problems.push(...error.problems);
+    }
+  } else {
+    const stray = Object.values(MODEL_ENV_VARS).filter((name) => env[name]?.trim());
+    if (stray.length > 0) problems.push(`${stray.join(', ')}: only apply together with ${MODEL_ENV_VARS.path}`);
+  }
   if (problems.length > 0) throw new ConfigError(problems);
 
   const databaseUrl = v.DATABASE_URL as string | undefined;
@@ -89,5 +115,14 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownGraceMs: v.SHUTDOWN_GRACE_MS as number,
     kernelThreads: v.KERNEL_THREADS as number,
     jobs: { pollMs: v.JOB_POLL_MS as number, staleMs: v.JOB_STALE_MS as number, annIndexBatch: v.ANN_INDEX_BATCH as number },
+    embedding: {
+      modelsDir,
+      custom,
+      threads: v.EMBEDDING_THREADS as number,
+      maxBatch: v.EMBEDDING_MAX_BATCH as number,
+      maxWaitMs: v.EMBEDDING_MAX_WAIT_MS as number,
+      queueLimit: v.EMBEDDING_QUEUE_LIMIT as number,
+      maxPixels: v.IMAGE_MAX_PIXELS as number,
+    },
   };
 }

@@ -9,6 +9,7 @@ export type VariableSpec =
   | { kind: 'enum'; default: string; values: readonly string[]; doc: string }
   | { kind: 'string'; default: string; doc: string }
   | { kind: 'optional-url'; protocols: readonly string[]; doc: string }
+  | { kind: 'optional-string'; doc: string }
   | { kind: 'bool'; default: boolean; doc: string };
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -54,11 +55,36 @@ export const VARIABLES = {
     max: 100000,
     doc: 'Items moved into the HNSW index per background step (bounds how long one step holds the database); 0 turns background indexing off.',
   },
+  MODELS_DIR: { kind: 'string', default: './models', doc: 'Where the default encoder is converted to ONNX on first start and cached.' },
+  EMBEDDING_THREADS: { kind: 'int', default: 2, min: 1, max: 256, doc: 'onnxruntime intra-op threads of the image encoder.' },
+  EMBEDDING_MAX_BATCH: { kind: 'int', default: 32, min: 1, max: 1024, doc: 'Images per encoder run (concurrent requests are micro-batched).' },
+  EMBEDDING_MAX_WAIT_MS: { kind: 'int', default: 10, min: 0, max: 10000, doc: 'How long a decoded image waits for more images to fill a batch.' },
+  EMBEDDING_QUEUE_LIMIT: {
+    kind: 'int',
+    default: 1024,
+    min: 1,
+    max: 1000000,
+    doc: 'Images accepted but not yet embedded beyond which requests are refused (429 / RESOURCE_EXHAUSTED).',
+  },
+  IMAGE_MAX_PIXELS: { kind: 'int', default: 64000000, min: 1, max: 1000000000, doc: 'Images declaring more pixels are rejected (IMAGE_TOO_LARGE).' },
+  EMBEDDING_MODEL_PATH: { kind: 'optional-string', doc: 'An ONNX image model to use instead of the default (then SIZE, MEAN and STD are required).' },
+  EMBEDDING_MODEL_NAME: { kind: 'optional-string', doc: 'Name recorded with datasets for the custom model (default: the file name).' },
+  EMBEDDING_MODEL_INPUT: { kind: 'optional-string', doc: "Input tensor name (default: the model's only input)." },
+  EMBEDDING_MODEL_OUTPUT: { kind: 'optional-string', doc: "Output tensor name (default: the model's first output)." },
+  EMBEDDING_MODEL_SIZE: { kind: 'optional-string', doc: 'Input size, `224` or `HxW`.' },
+  EMBEDDING_MODEL_LAYOUT: { kind: 'optional-string', doc: '`NCHW` (default for custom models) or `NHWC`.' },
+  EMBEDDING_MODEL_CHANNELS: { kind: 'optional-string', doc: '`RGB` (default) or `BGR`.' },
+  EMBEDDING_MODEL_RANGE: { kind: 'optional-string', doc: 'Pixel range before normalisation: `0-1` (default) or `0-255`.' },
+  EMBEDDING_MODEL_MEAN: { kind: 'optional-string', doc: 'Per-channel mean, e.g. `0.485,0.456,0.406`.' },
+  EMBEDDING_MODEL_STD: { kind: 'optional-string', doc: 'Per-channel std, e.g. `0.229,0.224,0.225`.' },
+  EMBEDDING_MODEL_DIM: { kind: 'optional-string', doc: 'Output dimension (default: read from the model).' },
+  EMBEDDING_MODEL_RESIZE: { kind: 'optional-string', doc: 'Shorter side before the centre crop (default: size × 256/224).' },
+  EMBEDDING_MODEL_SHA256: { kind: 'optional-string', doc: "Expected SHA-256 of the model file (boot fails on a mismatch)." },
 } as const satisfies Record<string, VariableSpec>;
 
 export type VariableName = keyof typeof VARIABLES;
 
 /** The default as it would be written in `.env.example` (empty for optional variables). */
 export function defaultText(spec: VariableSpec): string {
-  return spec.kind === 'optional-url' ? '' : String(spec.default);
+  return spec.kind === 'optional-url' || spec.kind === 'optional-string' ? '' : String(spec.default);
 }

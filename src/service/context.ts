@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { DistanceKernel } from '../kernels/types.js';
 import type { Database } from '../store/database.js';
+import type { Embedder } from './images.js';
 import { PrototypeCache } from './prototype-cache.js';
 
 /** What every use case needs: storage, the distance kernel, a logger and a way to wake the job worker. */
@@ -9,10 +10,18 @@ export interface ServiceContext {
   kernel: DistanceKernel;
   logger: Logger;
   prototypes: PrototypeCache;
+  /** The image encoder, when this process loaded one. */
+  embedder: Embedder | null;
   /** Tells the in-process job worker that a job was queued (it also polls). */
   wakeJobs(): void;
 }
 
-export function createContext(db: Database, kernel: DistanceKernel, logger: Logger, wakeJobs: () => void = () => undefined): ServiceContext {
-  return { db, kernel, logger, prototypes: new PrototypeCache(), wakeJobs };
+export function createContext(
+  db: Database,
+  kernel: DistanceKernel,
+  logger: Logger,
+  embedder: Embedder | null = null,
+  wakeJobs: () => void = () => undefined,
+): ServiceContext {
+  return { db, kernel, logger, prototypes: new PrototypeCache(), embedder, wakeJobs };
 }

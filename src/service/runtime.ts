@@ -7,10 +7,13 @@ import { indexPendingVectors } from './duplicates.js';
 import { JobRunner } from './jobs.js';
 import { REFIT_JOB } from './ingest.js';
 import { runRefit } from './refit.js';
+import { startEmbedder, type EmbedderOptions } from './images.js';
 
 export interface ServiceLayerOptions {
   kernelThreads: number;
   jobs: { pollMs: number; staleMs: number; annIndexBatch: number };
+  /** The image encoder to load; null for a process that only takes precomputed embeddings. */
+  embedding: EmbedderOptions | null;
 }
 
 export interface ServiceLayer {
@@ -23,8 +26,10 @@ export interface ServiceLayer {
 /** The use cases' shared context plus the background worker (jobs, HNSW catch-up). */
 export async function startServiceLayer(db: Database, logger: Logger, options: ServiceLayerOptions): Promise<ServiceLayer> {
   const kernel = await OrtDistanceKernel.create({ intraOpNumThreads: options.kernelThreads });
+  const embedder = options.embedding ? await startEmbedder(options.embedding) : null;
+  if (embedder) logger.info({ model: embedder.identity, dim: embedder.dim }, 'image encoder loaded');
   const wake = { fn: () => undefined as void };
-  const ctx = createContext(db, kernel, logger, () => wake.fn());
+  const ctx = createContext(db, kernel, logger, embedder, () => wake.fn());
   const runner = new JobRunner(
     db,
     logger,
@@ -46,6 +51,7 @@ export async function startServiceLayer(db: Database, logger: Logger, options: S
     runner,
     async stop() {
       await runner.stop();
+      await embedder?.close();
       await kernel.dispose();
     },
   };

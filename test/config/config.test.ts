@@ -49,6 +49,31 @@ describe('loadConfig', () => {
   });
 });
 
+describe('custom embedding model configuration', () => {
+  it('refuses model options without a model path', () => {
+    const [problem] = problemsOf({ EMBEDDING_MODEL_SIZE: '224' });
+    expect(problem).toContain('EMBEDDING_MODEL_SIZE: only apply together with EMBEDDING_MODEL_PATH');
+  });
+
+  it('requires size, mean and std with a custom model, naming the variables', () => {
+    const problems = problemsOf({ EMBEDDING_MODEL_PATH: '/models/swav.onnx' }).join('\n');
+    expect(problems).toMatch(/EMBEDDING_MODEL_SIZE/);
+    expect(problems).toMatch(/EMBEDDING_MODEL_MEAN/);
+    expect(problems).toMatch(/EMBEDDING_MODEL_STD/);
+  });
+
+  it('builds the spec of a custom model from its variables', () => {
+    const config = loadConfig({
+      EMBEDDING_MODEL_PATH: '/models/swav.onnx',
+      EMBEDDING_MODEL_SIZE: '224',
+      EMBEDDING_MODEL_MEAN: '0.485,0.456,0.406',
+      EMBEDDING_MODEL_STD: '0.229,0.224,0.225',
+    });
+    expect(config.embedding.custom).toMatchObject({ path: '/models/swav.onnx', inputHeight: 224, inputWidth: 224, layout: 'NCHW' });
+    expect(loadConfig({}).embedding.custom).toBeNull();
+  });
+});
+
 describe('configuration documentation', () => {
   const names = Object.keys(VARIABLES).sort();
 

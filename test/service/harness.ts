@@ -1,6 +1,7 @@
 import type { Database } from '../../src/store/database.js';
 import { openDatabase } from '../../src/store/open.js';
 import { watchJob, type JobView } from '../../src/service/jobs.js';
+import type { EmbedderOptions } from '../../src/service/images.js';
 import { startServiceLayer, type ServiceLayer } from '../../src/service/runtime.js';
 import type { TestBackend } from '../helpers/backends.js';
 import { silentLogger } from '../helpers/logger.js';
@@ -12,12 +13,17 @@ export interface Harness {
 }
 
 /** A fresh database with the service layer (kernel, job worker) running on it. */
-export async function startHarness(backend: TestBackend, jobs: Partial<{ pollMs: number; staleMs: number; annIndexBatch: number }> = {}): Promise<Harness> {
+export async function startHarness(
+  backend: TestBackend,
+  jobs: Partial<{ pollMs: number; staleMs: number; annIndexBatch: number }> = {},
+  embedding: EmbedderOptions | null = null,
+): Promise<Harness> {
   const fresh = await backend.fresh();
   const { db } = await openDatabase(fresh.config);
   const layer = await startServiceLayer(db, silentLogger, {
     kernelThreads: 2,
     jobs: { pollMs: 50, staleMs: 60_000, annIndexBatch: 500, ...jobs },
+    embedding,
   });
   return {
     db,

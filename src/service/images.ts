@@ -1,0 +1,111 @@
+import sharp from 'sharp';
+import { EmbeddingBatcher } from '../embedding/batcher.js';
+import { OverloadedError } from '../embedding/errors.js';
+import { loadDefaultEncoder, loadModel, type EncoderIdentity, type ImageEncoder, type ModelSpec } from '../embedding/model.js';
+import type { ServiceContext } from './context.js';
+import { createDataset, getDataset, type CreateDatasetInput, type Dataset } from './datasets.js';
+import { ServiceError } from './errors.js';
+import { ingestEmbeddings, type IngestResult, type ItemOutcome } from './ingest.js';
+
+export interface EmbedderOptions {
+  modelsDir: string;
+  custom: ModelSpec | null;
+  threads: number;
+  maxBatch: number;
+  maxWaitMs: number;
+  queueLimit: number;
+  maxPixels: number;
+}
+
+/** The server's image encoder behind its micro-batcher. */
+export interface Embedder {
+  identity: EncoderIdentity;
+  dim: number;
+  batcher: EmbeddingBatcher;
+  close(): Promise<void>;
+}
+
+/** Loads the configured encoder (converting the default one on first start) and its batcher. */
+export async function startEmbedder(options: EmbedderOptions): Promise<Embedder> {
+  // libvips' operation cache only helps when the same image is processed twice; here it just holds memory.
+  sharp.cache(false);
+  const load = { intraOpNumThreads: options.threads };
+  const encoder: ImageEncoder = options.custom ? await loadModel(options.custom, load) : await loadDefaultEncoder(options.modelsDir, load);
+  const batcher = new EmbeddingBatcher(encoder, {
+    maxBatch: options.maxBatch,
+    maxWaitMs: options.maxWaitMs,
+    maxQueuedImages: options.queueLimit,
+    preprocess: { limitInputPixels: options.maxPixels },
+  });
+  return {
+    identity: encoder.identity,
+    dim: encoder.dim,
+    batcher,
+    async close() {
+      await batcher.close();
+      await encoder.close();
+    },
+  };
+}
+
+function embedderOf(ctx: ServiceContext): Embedder {
+  if (!ctx.embedder) throw new ServiceError('unavailable', 'NO_ENCODER', 'this server has no image encoder loaded');
+  return ctx.embedder;
+}
+
+/** Creates a dataset for images embedded by this server's encoder (dimension and model identity recorded). */
+export async function createImageDataset(ctx: ServiceContext, input: Omit<CreateDatasetInput, 'dimension' | 'model'>): Promise<Dataset> {
+  const embedder = embedderOf(ctx);
+  return createDataset(ctx, { ...input, dimension: embedder.dim, model: embedder.identity });
+}
+
+/** Refuses images for a dataset whose vectors came from another encoder: they would not be comparable. */
+function checkModel(dataset: Dataset, identity: EncoderIdentity): void {
+  if (dataset.modelSha256 === identity.sha256) return;
+  const recorded = dataset.modelName ? `${dataset.modelName} (sha256 ${dataset.modelSha256})` : 'no image model (an embedding-only dataset)';
+  throw new ServiceError(
+    'conflict',
+    'MODEL_MISMATCH',
+    `dataset ${dataset.name} was created with ${recorded}; this server embeds images with ${identity.name} (sha256 ${identity.sha256})`,
+    { dataset: dataset.name, datasetModel: dataset.modelName, datasetModelSha256: dataset.modelSha256, serverModel: identity.name, serverModelSha256: identity.sha256 },
+  );
+}
+
+export interface ImageItem {
+  externalId: string;
+  image: Uint8Array;
+  metadata?: unknown;
+}
+
+/**
+ * Embeds and stores a batch of images: each image is decoded and embedded on its own (a corrupt,
+ * truncated, oversized or unsupported one fails alone with its code), then the embeddings go
+ * through the same path as precomputed ones.
+ */
+export async function ingestImages(ctx: ServiceContext, datasetName: string, items: readonly ImageItem[]): Promise<IngestResult> {
+  const embedder = embedderOf(ctx);
+  const dataset = await getDataset(ctx, datasetName);
+  checkModel(dataset, embedder.identity);
+  let embedded;
+  try {
+    embedded = await embedder.batcher.embed(items.map((i) => i.image));
+  } catch (error) {
+    if (error instanceof OverloadedError) {
+      throw new ServiceError('overloaded', 'OVERLOADED', error.message, { retryAfterMs: error.retryAfterMs });
+    }
+    throw error;
+  }
+  const outcomes = new Array<ItemOutcome>(items.length);
+  const good: number[] = [];
+  embedded.forEach((result, i) => {
+    if ('error' in result) outcomes[i] = { externalId: items[i].externalId, status: 'error', code: result.error.code, message: result.error.message };
+    else good.push(i);
+  });
+  const stored = await ingestEmbeddings(
+    ctx,
+    datasetName,
+    good.map((i) => ({ externalId: items[i].externalId, embedding: (embedded[i] as { embedding: Float32Array }).embedding, metadata: items[i].metadata })),
+  );
+  good.forEach((i, j) => (outcomes[i] = stored.items[j]));
+  return { ...stored, items: outcomes };
+}
