@@ -1,21 +1,15 @@
 import sharp from 'sharp';
 import { EmbeddingBatcher } from '../embedding/batcher.js';
 import { OverloadedError } from '../embedding/errors.js';
-import { loadDefaultEncoder, loadModel, type EncoderIdentity, type ImageEncoder, type ModelSpec } from '../embedding/model.js';
+import type { Config } from '../config/index.js';
+import { loadDefaultEncoder, loadModel, type EncoderIdentity, type ImageEncoder } from '../embedding/model.js';
 import type { ServiceContext } from './context.js';
 import { createDataset, getDataset, type CreateDatasetInput, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
 import { ingestEmbeddings, type IngestResult, type ItemOutcome } from './ingest.js';
 
-export interface EmbedderOptions {
-  modelsDir: string;
-  custom: ModelSpec | null;
-  threads: number;
-  maxBatch: number;
-  maxWaitMs: number;
-  queueLimit: number;
-  maxPixels: number;
-}
+/** What the encoder is and how it is batched (the `embedding` part of the configuration). */
+export type EmbedderOptions = Config['embedding'];
 
 /** The server's image encoder behind its micro-batcher. */
 export interface Embedder {
