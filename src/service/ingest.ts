@@ -85,11 +85,6 @@ function validate(dataset: Dataset, items: readonly IngestItem[]): { valid: Vali
  * transaction that holds the dataset's row lock. Past the drift thresholds a refit is scheduled.
  */
 export async function ingestEmbeddings(ctx: ServiceContext, datasetName: string, items: readonly IngestItem[]): Promise<IngestResult> {
-  const dataset = await getDataset(ctx, datasetName);
-  const dim = dataset.dimension;
-  const { valid, vectors, outcomes } = validate(dataset, items);
-  if (valid.length === 0) return { items: outcomes, prototypeVersion: dataset.activeVersion, scheduledJobId: null };
-
   const phases: Record<string, number> = {};
   let mark = performance.now();
   const lap = (name: string) => {
@@ -97,6 +92,13 @@ export async function ingestEmbeddings(ctx: ServiceContext, datasetName: string,
     phases[name] = Math.round((now - mark) * 10) / 10;
     mark = now;
   };
+  const dataset = await getDataset(ctx, datasetName);
+  lap('dataset');
+  const dim = dataset.dimension;
+  const { valid, vectors, outcomes } = validate(dataset, items);
+  lap('validate');
+  if (valid.length === 0) return { items: outcomes, prototypeVersion: dataset.activeVersion, scheduledJobId: null };
+
   const committed = await ctx.db.transaction(async (tx) => {
     const locked = await lockDataset(tx, dataset.id);
     lap('lock');
@@ -137,7 +139,6 @@ export async function ingestEmbeddings(ctx: ServiceContext, datasetName: string,
   });
   lap('commit');
   if (committed.updated) ctx.prototypes.put(dataset.id, committed.updated);
-  ctx.logger.debug({ dataset: dataset.name, items: valid.length, phasesMs: phases }, 'ingest batch');
 
   valid.forEach((v, j) => {
     outcomes[v.index] = {
@@ -148,6 +149,8 @@ export async function ingestEmbeddings(ctx: ServiceContext, datasetName: string,
     };
   });
   const scheduledJobId = await maybeScheduleFit(ctx, dataset, committed.updated);
+  lap('schedule');
+  ctx.logger.debug({ dataset: dataset.name, items: valid.length, phasesMs: phases }, 'ingest batch');
   return { items: outcomes, prototypeVersion: committed.version, scheduledJobId };
 }
 

@@ -68,5 +68,8 @@ ALTER TABLE "item_ann" ADD CONSTRAINT "item_ann_item_id_fkey" FOREIGN KEY ("item
 -- default 2 kB toast threshold every 512-d vector would go to the TOAST table: ingest, centroid
 -- updates and bulk reads would touch heap + TOAST table + TOAST index for each row.
 ALTER TABLE "items" SET (toast_tuple_target = 8160);
--- Centroid updates rewrite whole rows; free space on each page lets them be HOT updates (no index writes).
-ALTER TABLE "prototypes" SET (toast_tuple_target = 8160, fillfactor = 50);
+-- Centroid updates rewrite the current centroid only: it stays inline (MAIN) while the fitted
+-- centroid, written once per fit, lives out of line, so an update copies a 2 kB row, not 4 kB.
+-- Free space on each page lets updates be HOT (no index writes).
+ALTER TABLE "prototypes" ALTER COLUMN "centroid" SET STORAGE MAIN;
+ALTER TABLE "prototypes" SET (toast_tuple_target = 2560, fillfactor = 50);
