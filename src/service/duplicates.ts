@@ -1,4 +1,5 @@
 import { findNearDuplicates } from '../core/dedup.js';
+import { normalizeRows } from '../core/normalize.js';
 import { vectorLiteral } from '../store/database.js';
 import { annExpression, uuidLiteral } from '../store/datasets.js';
 import type { ServiceContext } from './context.js';
@@ -97,14 +98,13 @@ export async function checkNearDuplicates(ctx: ServiceContext, datasetName: stri
   const vectors = new Float32Array(embeddings.length * dim);
   embeddings.forEach((e, i) => {
     if (e.length !== dim) throw new ServiceError('invalid', 'DIMENSION_MISMATCH', `embedding ${i} has ${e.length} values, expected ${dim}`, { field: `embeddings/${i}` });
-    let squared = 0;
-    for (let j = 0; j < dim; j++) squared += Number(e[j]) ** 2;
-    if (!(squared > 0 && Number.isFinite(squared))) {
-      throw new ServiceError('invalid', 'INVALID_EMBEDDING', `embedding ${i} is zero or not finite`, { field: `embeddings/${i}` });
-    }
-    const scale = 1 / Math.sqrt(squared);
-    for (let j = 0; j < dim; j++) vectors[i * dim + j] = Number(e[j]) * scale;
+    vectors.set(Array.from(e, Number), i * dim);
   });
+  const { invalidRows } = normalizeRows(vectors, embeddings.length, dim, vectors);
+  if (invalidRows.length > 0) {
+    const i = invalidRows[0];
+    throw new ServiceError('invalid', 'INVALID_EMBEDDING', `embedding ${i} is zero or not finite`, { field: `embeddings/${i}` });
+  }
   return nearestStored(ctx, dataset, vectors, embeddings.length, epsilon);
 }
 

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Database } from '../store/database.js';
+import { isUuid } from '../store/datasets.js';
 import { claimNextJob, finishJob, getJob, heartbeat, mergeJobResult, reportProgress, requeueStaleJobs, type JobRow } from '../store/jobs.js';
 import { ServiceError } from './errors.js';
 
@@ -173,10 +174,8 @@ export function jobView(job: JobRow): JobView {
   };
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 export async function getJobView(db: Database, id: string): Promise<JobView> {
-  const job = UUID.test(id) ? await getJob(db, id) : undefined;
+  const job = isUuid(id) ? await getJob(db, id) : undefined;
   if (!job) throw new ServiceError('not_found', 'JOB_NOT_FOUND', `job ${id} does not exist`, { id });
   return jobView(job);
 }

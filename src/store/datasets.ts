@@ -27,7 +27,11 @@ export function annExpression(dimension: number, column = 'embedding'): string {
   return `(${column}::vector(${dimension}))`;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function isUuid(text: string): boolean {
+  return UUID.test(text);
+}
 
 /** A dataset id as a SQL literal, for statements that take no parameters (DDL, COPY). */
 export function uuidLiteral(id: string): string {
