@@ -63,6 +63,64 @@ export function budgetSize(budget: SelectionBudget, n: number): number {
  * output keeps the order's global order. Ties are broken by index in every order.
  */
 export function select(input: SelectionInput, options: SelectionOptions): Int32Array {
+  return selectWithRule(input, options).chosen;
+}
+
+/**
+ * How one group (the whole dataset, or one cluster under `balance: 'cluster'`) decides about an
+ * item that is not in it: the boundary its own selection drew, so a new item is kept exactly when it
+ * would rank inside the kept part of its group.
+ */
+export type GroupRule =
+  | { kind: 'none' }
+  | { kind: 'all' }
+  | { kind: 'scoreAtLeast'; score: number }
+  | { kind: 'scoreAtMost'; score: number }
+  | { kind: 'keyAtMost'; key: number }
+  | { kind: 'bins'; outlierFrom: number; low: number; width: number; bins: number; maxKey: Float64Array };
+
+type StratifiedTrace = Extract<GroupRule, { kind: 'none' | 'scoreAtMost' | 'bins' }>;
+
+/** A selection's boundaries, to decide keep/skip for items scored later without re-running it. */
+export interface KeepRule {
+  balance: 'none' | 'cluster';
+  seed: number;
+  /** Index 0 for `balance: 'none'`, else the cluster id. */
+  groups: GroupRule[];
+}
+
+/**
+ * Would an item with this score, cluster and id hash be kept by the selection `rule` came from?
+ * Hardest/easiest compare the score with the group's last kept score, random compares the item's
+ * seeded key with the last kept key, stratified skips set-aside outliers and compares the key with
+ * the last kept key of the item's score bin. A group with no items (a cluster nobody is in yet)
+ * keeps: nothing like the item is stored.
+ */
+export function decideKeep(rule: KeepRule, score: number, cluster: number, idHash: number): boolean {
+  const group = rule.groups[rule.balance === 'cluster' ? cluster : 0];
+  if (group === undefined) return true;
+  const key = () => randomKey(rule.seed, idHash);
+  switch (group.kind) {
+    case 'none':
+      return false;
+    case 'all':
+      return true;
+    case 'scoreAtLeast':
+      return score >= group.score;
+    case 'scoreAtMost':
+      return score <= group.score;
+    case 'keyAtMost':
+      return key() <= group.key;
+    case 'bins': {
+      if (score >= group.outlierFrom) return false;
+      const bin = group.width > 0 ? Math.max(0, Math.min(group.bins - 1, Math.floor((score - group.low) / group.width))) : 0;
+      return key() <= group.maxKey[bin];
+    }
+  }
+}
+
+/** `select`, plus the rule that decides for items outside the dataset (see `decideKeep`). */
+export function selectWithRule(input: SelectionInput, options: SelectionOptions): { chosen: Int32Array; rule: KeepRule } {
   const { scores, clusters, idHashes } = input;
   const n = scores.length;
   if (clusters.length !== n || idHashes.length !== n) {
@@ -76,9 +134,10 @@ export function select(input: SelectionInput, options: SelectionOptions): Int32A
 
   const { order } = options;
   if (order === 'hardest' || order === 'easiest' || order === 'random') {
-    const ranked = sortByKey(identity(n), order === 'random' ? randomKeys(seed, idHashes) : floatSortKeys(scores, order === 'hardest'));
-    if (balance === 'none') return ranked.slice(0, size);
-    return takeByQuota(ranked, clusters, clusterQuotas(clusters, size));
+    const keys = order === 'random' ? randomKeys(seed, idHashes) : null;
+    const ranked = sortByKey(identity(n), keys ?? floatSortKeys(scores, order === 'hardest'));
+    const chosen = balance === 'none' ? ranked.slice(0, size) : takeByQuota(ranked, clusters, clusterQuotas(clusters, size));
+    return { chosen, rule: { balance, seed, groups: boundaryRules(order, input, keys, chosen, balance) } };
   }
   if (order !== 'stratified') throw new RangeError(`unknown order: ${String(order)}`);
 
@@ -86,30 +145,66 @@ export function select(input: SelectionInput, options: SelectionOptions): Int32A
   const bins = options.bins ?? DEFAULT_BINS;
   if (!(outlierFraction >= 0 && outlierFraction < 1)) throw new RangeError(`outlierFraction must be in [0, 1), got ${outlierFraction}`);
   if (!Number.isInteger(bins) || bins < 1) throw new RangeError(`bins must be a positive integer, got ${bins}`);
+  const keys = randomKeys(seed, idHashes);
   const stratify: Stratification = {
     scores,
     outlierFraction,
     bins,
+    randomKeys: keys,
     hardestKeys: floatSortKeys(scores, true),
     easiestKeys: floatSortKeys(scores, false),
     outlier: new Uint8Array(n),
   };
 
-  const ranked = sortByKey(identity(n), randomKeys(seed, idHashes));
+  const ranked = sortByKey(identity(n), keys);
   const selected = new Uint8Array(n);
+  const groups: GroupRule[] = [];
   if (balance === 'none') {
-    selectStratified(ranked, size, stratify, selected);
+    groups.push(n === 0 ? { kind: 'all' } : selectStratified(ranked, size, stratify, selected));
   } else {
     const quotas = clusterQuotas(clusters, size);
     const { members, starts } = groupByCluster(ranked, clusters, quotas.length);
     for (let c = 0; c < quotas.length; c++) {
-      selectStratified(members.subarray(starts[c], starts[c + 1]), quotas[c], stratify, selected);
+      const group = members.subarray(starts[c], starts[c + 1]);
+      groups.push(group.length === 0 ? { kind: 'all' } : selectStratified(group, quotas[c], stratify, selected));
     }
   }
   const output = new Int32Array(size);
   let m = 0;
   for (let r = 0; r < n; r++) if (selected[ranked[r]]) output[m++] = ranked[r];
-  return output;
+  return { chosen: output, rule: { balance, seed, groups } };
+}
+
+/** Per-group boundaries of a hardest/easiest/random selection, from what it kept. */
+function boundaryRules(
+  order: 'hardest' | 'easiest' | 'random',
+  { scores, clusters }: SelectionInput,
+  keys: Uint32Array | null,
+  chosen: Int32Array,
+  balance: 'none' | 'cluster',
+): GroupRule[] {
+  const groupOf = (i: number) => (balance === 'cluster' ? clusters[i] : 0);
+  const count = balance === 'cluster' ? clusterCount(clusters) : 1;
+  const sizes = new Int32Array(count);
+  for (let i = 0; i < scores.length; i++) sizes[groupOf(i)]++;
+  const kept = new Int32Array(count);
+  // The last kept item of each group in the order's ranking: the smallest score (hardest), the
+  // largest (easiest) or the largest key (random).
+  const bar = new Float64Array(count).fill(order === 'hardest' ? Infinity : -Infinity);
+  for (const i of chosen) {
+    const g = groupOf(i);
+    kept[g]++;
+    if (order === 'hardest') bar[g] = Math.min(bar[g], scores[i]);
+    else if (order === 'easiest') bar[g] = Math.max(bar[g], scores[i]);
+    else bar[g] = Math.max(bar[g], keys![i]);
+  }
+  return Array.from({ length: count }, (_, g): GroupRule => {
+    if (sizes[g] === 0 || kept[g] === sizes[g]) return { kind: 'all' };
+    if (kept[g] === 0) return { kind: 'none' };
+    if (order === 'hardest') return { kind: 'scoreAtLeast', score: bar[g] };
+    if (order === 'easiest') return { kind: 'scoreAtMost', score: bar[g] };
+    return { kind: 'keyAtMost', key: bar[g] };
+  });
 }
 
 function randomKeys(seed: number, idHashes: Uint32Array): Uint32Array {
@@ -184,6 +279,7 @@ function groupByCluster(ranked: Int32Array, clusters: Int32Array, k: number): { 
 
 interface Stratification {
   scores: Float32Array;
+  randomKeys: Uint32Array;
   outlierFraction: number;
   bins: number;
   hardestKeys: Uint32Array;
@@ -196,8 +292,8 @@ interface Stratification {
  * CCS on one group of items given in seeded random order: marks exactly `budget` of them in
  * `selected` (see `select`).
  */
-function selectStratified(items: Int32Array, budget: number, context: Stratification, selected: Uint8Array): void {
-  if (budget === 0) return;
+function selectStratified(items: Int32Array, budget: number, context: Stratification, selected: Uint8Array): StratifiedTrace {
+  if (budget === 0) return { kind: 'none' };
   const { scores, bins, outlier } = context;
   const m = items.length;
   // Hardest first with ties by index: a stable sort of the index-ordered items.
@@ -217,7 +313,9 @@ function selectStratified(items: Int32Array, budget: number, context: Stratifica
         missing--;
       }
     }
-    return;
+    let lastKept = -Infinity;
+    for (let r = 0; r < m; r++) if (selected[items[r]] && scores[items[r]] > lastKept) lastKept = scores[items[r]];
+    return { kind: 'scoreAtMost', score: lastKept };
   }
 
   let low = Infinity;
@@ -241,10 +339,17 @@ function selectStratified(items: Int32Array, budget: number, context: Stratifica
   const binSizes = new Uint32Array(bins);
   for (let b = 0; b < bins; b++) binSizes[b] = binStarts[b + 1] - binStarts[b];
   const smallestFirst = Array.from(sortByKey(identity(bins), binSizes)).filter((b) => binSizes[b] > 0);
+  const lastKeptRank = new Int32Array(bins).fill(-1);
   let remaining = budget;
   smallestFirst.forEach((b, position) => {
     const take = Math.min(binSizes[b], Math.floor(remaining / (smallestFirst.length - position)));
     for (let r = 0; r < take; r++) selected[binned[binStarts[b] + r]] = 1;
+    if (take > 0) lastKeptRank[b] = take - 1;
     remaining -= take;
   });
+  // Within a bin the kept items are a prefix of the seeded random order: its last key is the bar.
+  const maxKey = new Float64Array(bins).fill(-1);
+  for (let b = 0; b < bins; b++) if (lastKeptRank[b] >= 0) maxKey[b] = context.randomKeys[binned[binStarts[b] + lastKeptRank[b]]];
+  const outlierFrom = outlierCount > 0 ? scores[hardestFirst[outlierCount - 1]] : Infinity;
+  return { kind: 'bins', outlierFrom, low, width, bins, maxKey };
 }

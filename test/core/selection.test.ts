@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { fnv1a32, randomKey, Rng } from '../../src/core/random.js';
-import { budgetSize, clusterQuotas, select, type SelectionInput, type SelectionOptions, type SelectionOrder } from '../../src/core/selection.js';
+import { budgetSize, clusterQuotas, decideKeep, select, selectWithRule, type SelectionInput, type SelectionOptions, type SelectionOrder } from '../../src/core/selection.js';
 
 const ORDERS: SelectionOrder[] = ['hardest', 'easiest', 'random', 'stratified'];
 
@@ -300,5 +300,53 @@ describe('select at scale', () => {
         expect(seconds).toBeLessThan(4);
       }
     }
+  });
+});
+
+describe('decideKeep: the selection boundary applied to single items', () => {
+  /** Continuous scores, so an item's decision is never a tie with another item's score. */
+  function continuous(n: number, clusters: number, seed: number): SelectionInput {
+    const rng = new Rng(seed);
+    const ids = Array.from({ length: n }, (_, i) => `x-${String(i).padStart(6, '0')}`);
+    return {
+      scores: Float32Array.from({ length: n }, () => rng.next()),
+      clusters: Int32Array.from({ length: n }, () => Math.floor(rng.next() * clusters)),
+      idHashes: Uint32Array.from(ids, fnv1a32),
+    };
+  }
+
+  for (const order of ORDERS) {
+    for (const balance of ['none', 'cluster'] as const) {
+      for (const fraction of [0.05, 0.3, 0.85]) {
+        it(`${order}, balance ${balance}, fraction ${fraction}: agrees with select on every stored item`, () => {
+          const input = continuous(3000, 7, 11);
+          const { chosen, rule } = selectWithRule(input, { order, balance, budget: { fraction }, seed: 5 });
+          expect(chosen).toEqual(select(input, { order, balance, budget: { fraction }, seed: 5 }));
+          const kept = new Uint8Array(input.scores.length);
+          for (const i of chosen) kept[i] = 1;
+          let disagreements = 0;
+          for (let i = 0; i < input.scores.length; i++) {
+            if (decideKeep(rule, input.scores[i], input.clusters[i], input.idHashes[i]) !== (kept[i] === 1)) disagreements++;
+          }
+          expect(disagreements).toBe(0);
+        });
+      }
+    }
+  }
+
+  it('keeps items of a cluster nobody is in yet, and nothing under a zero budget', () => {
+    const input = continuous(500, 3, 2);
+    const { rule } = selectWithRule(input, { order: 'hardest', balance: 'cluster', budget: { fraction: 0.5 } });
+    expect(decideKeep(rule, 0, 9, 123)).toBe(true);
+    const none = selectWithRule(input, { order: 'hardest', budget: { count: 0 } }).rule;
+    expect(decideKeep(none, 1.9, 0, 123)).toBe(false);
+  });
+
+  it('hardest keeps a new item iff it is at least as hard as the last kept one', () => {
+    const input = continuous(1000, 1, 3);
+    const { chosen, rule } = selectWithRule(input, { order: 'hardest', budget: { fraction: 0.3 } });
+    const bar = Math.min(...Array.from(chosen, (i) => input.scores[i]));
+    expect(decideKeep(rule, bar + 1e-6, 0, 1)).toBe(true);
+    expect(decideKeep(rule, bar - 1e-6, 0, 1)).toBe(false);
   });
 });
