@@ -6,6 +6,7 @@ import { startGrpcServer, type GrpcServer } from './grpc/server.js';
 import type { Database } from './store/database.js';
 import { migrationsUpToDate } from './store/migrations.js';
 import { openDatabase } from './store/open.js';
+import { countLiveApiKeys } from './store/api-keys.js';
 import { startServiceLayer, type ServiceLayer } from './service/runtime.js';
 
 export interface RunningService {
@@ -34,9 +35,19 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
 export async function startService(config: Config, logger: Logger): Promise<RunningService> {
   const { db, migrations, appliedNow } = await openDatabase(config.database);
   logger.info({ backend: db.backend, appliedMigrations: appliedNow }, 'database ready');
+  if (config.api.authDisabled) {
+    logger.warn('AUTH_DISABLED=true: API keys are not checked and every caller is an admin; use this only on a trusted network');
+  } else if ((await countLiveApiKeys(db)) === 0) {
+    logger.warn('no API keys exist yet: every /v1 request will be refused; mint one with `npm run keys -- create --name admin --scopes admin`');
+  }
   let services: ServiceLayer;
   try {
-    services = await startServiceLayer(db, logger, { kernelThreads: config.kernelThreads, jobs: config.jobs, embedding: config.embedding });
+    services = await startServiceLayer(db, logger, {
+      kernelThreads: config.kernelThreads,
+      jobs: config.jobs,
+      embedding: config.embedding,
+      authEnabled: !config.api.authDisabled,
+    });
   } catch (error) {
     await db.close();
     throw error;

@@ -15,6 +15,7 @@ export interface Config {
   shutdownGraceMs: number;
   kernelThreads: number;
   jobs: { pollMs: number; staleMs: number; annIndexBatch: number };
+  api: { authDisabled: boolean; rateLimitPerMinute: number; bodyLimitBytes: number; maxItemsPerRequest: number; requestTimeoutMs: number };
   embedding: {
     modelsDir: string;
     /** A user-supplied ONNX model; null means the default (converted on first start). */
@@ -115,6 +116,13 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownGraceMs: v.SHUTDOWN_GRACE_MS as number,
     kernelThreads: v.KERNEL_THREADS as number,
     jobs: { pollMs: v.JOB_POLL_MS as number, staleMs: v.JOB_STALE_MS as number, annIndexBatch: v.ANN_INDEX_BATCH as number },
+    api: {
+      authDisabled: v.AUTH_DISABLED as boolean,
+      rateLimitPerMinute: v.RATE_LIMIT_PER_MINUTE as number,
+      bodyLimitBytes: v.BODY_LIMIT_BYTES as number,
+      maxItemsPerRequest: v.MAX_ITEMS_PER_REQUEST as number,
+      requestTimeoutMs: v.REQUEST_TIMEOUT_MS as number,
+    },
     embedding: {
       modelsDir,
       custom,

@@ -76,6 +76,13 @@ export function randomKey(seed: number, idHash: number): number {
 const FNV_OFFSET_BASIS = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
 
+/** 32-bit FNV-1a of raw bytes: `fnv1a32Bytes(utf8(text)) === fnv1a32(text)` for well-formed text. */
+export function fnv1a32Bytes(bytes: Uint8Array, from = 0, to = bytes.length): number {
+  let hash = FNV_OFFSET_BASIS;
+  for (let i = from; i < to; i++) hash = Math.imul(hash ^ bytes[i], FNV_PRIME);
+  return hash >>> 0;
+}
+
 /**
  * 32-bit FNV-1a of the UTF-8 encoding of `text` (lone surrogates encode as U+FFFD, as
  * `TextEncoder` does), computed without allocating.

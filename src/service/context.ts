@@ -14,6 +14,8 @@ export interface ServiceContext {
   embedder: Embedder | null;
   /** Tells the in-process job worker that a job was queued (it also polls). */
   wakeJobs(): void;
+  /** False only when the configuration disables API keys (AUTH_DISABLED=true). */
+  authEnabled: boolean;
 }
 
 export function createContext(
@@ -22,6 +24,7 @@ export function createContext(
   logger: Logger,
   embedder: Embedder | null = null,
   wakeJobs: () => void = () => undefined,
+  authEnabled = true,
 ): ServiceContext {
-  return { db, kernel, logger, prototypes: new PrototypeCache(), embedder, wakeJobs };
+  return { db, kernel, logger, prototypes: new PrototypeCache(), embedder, wakeJobs, authEnabled };
 }

@@ -77,18 +77,50 @@ export interface ImageItem {
  * through the same path as precomputed ones.
  */
 export async function ingestImages(ctx: ServiceContext, datasetName: string, items: readonly ImageItem[]): Promise<IngestResult> {
-  const embedder = embedderOf(ctx);
-  const dataset = await getDataset(ctx, datasetName);
-  checkModel(dataset, embedder.identity);
-  let embedded;
-  try {
-    embedded = await embedder.batcher.embed(items.map((i) => i.image));
-  } catch (error) {
-    if (error instanceof OverloadedError) {
-      throw new ServiceError('overloaded', 'OVERLOADED', error.message, { retryAfterMs: error.retryAfterMs });
+  embedderOf(ctx);
+  return ingestItems(ctx, datasetName, items);
+}
+
+/** One item of a mixed ingest: exactly one of a precomputed embedding and an encoded image. */
+export interface AnyItem {
+  externalId: string;
+  embedding?: ArrayLike<number>;
+  image?: Uint8Array;
+  metadata?: unknown;
+}
+
+/**
+ * Embeds the images of a batch (if any) and stores everything in one ingest. An item with both or
+ * neither of `image` and `embedding`, or an image that fails to decode, fails alone.
+ */
+export async function embedAny(ctx: ServiceContext, dataset: Dataset, items: readonly { embedding?: ArrayLike<number>; image?: Uint8Array }[]) {
+  const results = new Array<{ embedding: ArrayLike<number> } | { error: { code: string; message: string } }>(items.length);
+  const imageAt: number[] = [];
+  items.forEach((item, i) => {
+    const hasImage = item.image !== undefined;
+    const hasEmbedding = item.embedding !== undefined;
+    if (hasImage === hasEmbedding) results[i] = { error: { code: 'INVALID_ITEM', message: 'give exactly one of image and embedding' } };
+    else if (hasImage) imageAt.push(i);
+    else results[i] = { embedding: item.embedding! };
+  });
+  if (imageAt.length > 0) {
+    const embedder = embedderOf(ctx);
+    checkModel(dataset, embedder.identity);
+    let embedded;
+    try {
+      embedded = await embedder.batcher.embed(imageAt.map((i) => items[i].image!));
+    } catch (error) {
+      if (error instanceof OverloadedError) throw new ServiceError('overloaded', 'OVERLOADED', error.message, { retryAfterMs: error.retryAfterMs });
+      throw error;
     }
-    throw error;
+    embedded.forEach((result, j) => (results[imageAt[j]] = result));
   }
+  return results;
+}
+
+export async function ingestItems(ctx: ServiceContext, datasetName: string, items: readonly AnyItem[]): Promise<IngestResult> {
+  const dataset = await getDataset(ctx, datasetName);
+  const embedded = await embedAny(ctx, dataset, items);
   const outcomes = new Array<ItemOutcome>(items.length);
   const good: number[] = [];
   embedded.forEach((result, i) => {
@@ -98,7 +130,7 @@ export async function ingestImages(ctx: ServiceContext, datasetName: string, ite
   const stored = await ingestEmbeddings(
     ctx,
     datasetName,
-    good.map((i) => ({ externalId: items[i].externalId, embedding: (embedded[i] as { embedding: Float32Array }).embedding, metadata: items[i].metadata })),
+    good.map((i) => ({ externalId: items[i].externalId, embedding: (embedded[i] as { embedding: ArrayLike<number> }).embedding, metadata: items[i].metadata })),
   );
   good.forEach((i, j) => (outcomes[i] = stored.items[j]));
   return { ...stored, items: outcomes };

@@ -155,12 +155,15 @@ export class JobRunner {
 
 /** A job as callers see it: its row without internals, progress as done / total / fraction. */
 export type JobView = Pick<JobRow, 'id' | 'kind' | 'state' | 'phase' | 'result' | 'error' | 'attempts' | 'createdAt' | 'startedAt' | 'finishedAt'> & {
+  /** Name of the dataset the job works on (null when it was deleted). */
+  dataset: string | null;
   progress: { done: number; total: number; fraction: number };
 };
 
-export function jobView(job: JobRow): JobView {
+export function jobView(job: JobRow, dataset: string | null): JobView {
   return {
     id: job.id,
+    dataset,
     kind: job.kind,
     state: job.state,
     phase: job.phase,
@@ -177,7 +180,8 @@ export function jobView(job: JobRow): JobView {
 export async function getJobView(db: Database, id: string): Promise<JobView> {
   const job = isUuid(id) ? await getJob(db, id) : undefined;
   if (!job) throw new ServiceError('not_found', 'JOB_NOT_FOUND', `job ${id} does not exist`, { id });
-  return jobView(job);
+  const [owner] = job.datasetId ? await db.query<{ name: string }>('SELECT name FROM datasets WHERE id = $1', [job.datasetId]) : [];
+  return jobView(job, owner?.name ?? null);
 }
 
 /** Yields the job's state whenever it changes, until it succeeds or fails. */

@@ -28,7 +28,7 @@ export interface PrototypeStatus {
 export async function prototypeStatus(ctx: ServiceContext, datasetName: string): Promise<PrototypeStatus> {
   const dataset = await getDataset(ctx, datasetName);
   const job = await activeJob(ctx.db, dataset.id, REFIT_JOB);
-  const refitJob = job ? jobView(job) : null;
+  const refitJob = job ? jobView(job, dataset.name) : null;
   if (dataset.activeVersion === null) {
     return { version: null, k: null, clusterSizes: [], revision: 0, fitItems: 0, itemsSinceFit: 0, arrivedFraction: 0, drift: { mean: 0, max: 0 }, objective: null, fittedAt: null, refitJob };
   }

@@ -20,7 +20,7 @@ export async function requestRefit(ctx: ServiceContext, datasetName: string): Pr
   const dataset = await getDataset(ctx, datasetName);
   const { job, created } = await ctx.db.transaction((tx) => enqueueJob(tx, dataset.id, REFIT_JOB, { reason: 'requested' }));
   if (created) ctx.wakeJobs();
-  return jobView(job);
+  return jobView(job, dataset.name);
 }
 
 async function datasetById(db: Sql, id: string): Promise<DatasetRow> {
@@ -58,9 +58,17 @@ function lacksScore(version: number): string {
   return `NOT EXISTS (SELECT 1 FROM item_scores s WHERE s.item_id = items.id AND s.version = ${Number(version)})`;
 }
 
-/** After a switch: old scores are garbage; the previous prototype set is kept for reference, older ones go. */
+/**
+ * After a switch: old scores are garbage, and so are new-version scores the bulk rescore wrote for
+ * items deleted while it ran (item_scores has no foreign key); the previous prototype set is kept
+ * for reference, older ones go.
+ */
 async function dropStaleVersions(db: Sql, datasetId: string, active: number, previous: number | null): Promise<void> {
   await db.query('DELETE FROM item_scores WHERE dataset_id = $1 AND version <> $2', [datasetId, active]);
+  await db.query(
+    'DELETE FROM item_scores s WHERE s.dataset_id = $1 AND s.version = $2 AND NOT EXISTS (SELECT 1 FROM items i WHERE i.id = s.item_id)',
+    [datasetId, active],
+  );
   await db.query('DELETE FROM prototype_sets WHERE dataset_id = $1 AND version NOT IN ($2, $3)', [datasetId, active, previous ?? active]);
 }
 

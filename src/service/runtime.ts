@@ -14,6 +14,8 @@ export interface ServiceLayerOptions {
   jobs: { pollMs: number; staleMs: number; annIndexBatch: number };
   /** The image encoder to load; null for a process that only takes precomputed embeddings. */
   embedding: EmbedderOptions | null;
+  /** API keys required (default true); only an explicit configuration turns them off. */
+  authEnabled?: boolean;
 }
 
 export interface ServiceLayer {
@@ -29,7 +31,7 @@ export async function startServiceLayer(db: Database, logger: Logger, options: S
   const embedder = options.embedding ? await startEmbedder(options.embedding) : null;
   if (embedder) logger.info({ model: embedder.identity, dim: embedder.dim }, 'image encoder loaded');
   const wake = { fn: () => undefined as void };
-  const ctx = createContext(db, kernel, logger, embedder, () => wake.fn());
+  const ctx = createContext(db, kernel, logger, embedder, () => wake.fn(), options.authEnabled ?? true);
   const runner = new JobRunner(
     db,
     logger,

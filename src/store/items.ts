@@ -1,4 +1,4 @@
-import { fnv1a32 } from '../core/random.js';
+import { fnv1a32, fnv1a32Bytes } from '../core/random.js';
 import type { Sql } from './database.js';
 import { uuidLiteral } from './datasets.js';
 import { CopyBinaryParser, copyHeader, copyTrailer, decodeVectorInto, encodeTuple } from './pgcopy.js';
@@ -213,4 +213,93 @@ export async function readScoredItems(db: Sql, datasetId: string, version: numbe
     idHashes,
     vectors,
   };
+}
+
+/** One version's scores without the external id strings: what a selection needs, ~20 bytes per item. */
+export interface ScoreColumns {
+  n: number;
+  /** Item row ids (bigserial values, exact in float64). */
+  itemIds: Float64Array;
+  scores: Float32Array;
+  clusters: Int32Array;
+  /** `fnv1a32` of each external id. */
+  idHashes: Uint32Array;
+}
+
+/**
+ * Reads one version's scores sorted by external id in byte order (the order selection breaks ties
+ * in), hashing each id as it streams past instead of keeping the string: a million items cost
+ * about 20 MB however long their ids are.
+ */
+export async function readScoreColumns(db: Sql, datasetId: string, version: number): Promise<ScoreColumns> {
+  let capacity = 1 << 14;
+  let n = 0;
+  let itemIds = new Float64Array(capacity);
+  let scores = new Float32Array(capacity);
+  let clusters = new Int32Array(capacity);
+  let idHashes = new Uint32Array(capacity);
+  const grow = () => {
+    capacity *= 2;
+    const move = <T extends Float64Array | Float32Array | Int32Array | Uint32Array>(from: T, to: T): T => (to.set(from), to);
+    itemIds = move(itemIds, new Float64Array(capacity));
+    scores = move(scores, new Float32Array(capacity));
+    clusters = move(clusters, new Int32Array(capacity));
+    idHashes = move(idHashes, new Uint32Array(capacity));
+  };
+  const parser = new CopyBinaryParser((fields) => {
+    if (n === capacity) grow();
+    itemIds[n] = Number(fields[0]!.readBigInt64BE(0));
+    idHashes[n] = fnv1a32Bytes(fields[1]!);
+    scores[n] = fields[2]!.readFloatBE(0);
+    clusters[n] = fields[3]!.readInt32BE(0);
+    n++;
+  });
+  const source = `(SELECT s.item_id, i.external_id, s.score, s.cluster
+     FROM item_scores s JOIN items i ON i.id = s.item_id
+     WHERE s.dataset_id = ${uuidLiteral(datasetId)} AND s.version = ${Number(version)} ORDER BY i.external_id COLLATE "C")`;
+  for await (const chunk of db.copyOut(source, 'binary')) parser.push(chunk);
+  parser.end();
+  return { n, itemIds: itemIds.slice(0, n), scores: scores.slice(0, n), clusters: clusters.slice(0, n), idHashes: idHashes.slice(0, n) };
+}
+
+/** External ids of item rows, in the order given; ids of rows deleted meanwhile come back as null. */
+export async function externalIdsOf(db: Sql, itemIds: ArrayLike<number>): Promise<(string | null)[]> {
+  const rows = await db.query<{ id: number; external_id: string }>('SELECT id::float8 AS id, external_id FROM items WHERE id = ANY($1::bigint[])', [
+    Array.from(itemIds, String),
+  ]);
+  const byId = new Map(rows.map((r) => [Number(r.id), r.external_id]));
+  return Array.from(itemIds, (id) => byId.get(id) ?? null);
+}
+
+export interface ItemRow {
+  externalId: string;
+  metadata: Record<string, unknown>;
+  createdAt: Date;
+  updatedAt: Date;
+  /** Score under `version`, null when the item has none (no prototypes yet). */
+  score: number | null;
+  cluster: number | null;
+}
+
+export async function findItem(db: Sql, datasetId: string, externalId: string, version: number | null): Promise<ItemRow | undefined> {
+  const rows = await db.query<ItemRow>(
+    `SELECT i.external_id AS "externalId", i.metadata, i.created_at AS "createdAt", i.updated_at AS "updatedAt", s.score, s.cluster
+       FROM items i LEFT JOIN item_scores s ON s.dataset_id = i.dataset_id AND s.item_id = i.id AND s.version = $3
+      WHERE i.dataset_id = $1 AND i.external_id = $2`,
+    [datasetId, externalId, version],
+  );
+  return rows[0];
+}
+
+/**
+ * Deletes one item with its scores of every version and its nearest-neighbour entries. Must run
+ * inside a transaction holding the dataset lock, so an ingest or version switch cannot interleave.
+ */
+export async function deleteItem(tx: Sql, datasetId: string, externalId: string): Promise<boolean> {
+  const rows = await tx.query<{ id: string }>('DELETE FROM items WHERE dataset_id = $1 AND external_id = $2 RETURNING id::text AS id', [datasetId, externalId]);
+  if (rows.length === 0) return false;
+  // item_scores and ann_pending carry no foreign keys (bulk-write speed); item_ann cascades.
+  await tx.query('DELETE FROM item_scores WHERE dataset_id = $1 AND item_id = $2::bigint', [datasetId, rows[0].id]);
+  await tx.query('DELETE FROM ann_pending WHERE item_id = $1::bigint', [rows[0].id]);
+  return true;
 }

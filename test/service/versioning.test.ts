@@ -122,6 +122,6 @@ describe.each(BACKENDS)('prototype versions on the $name backend', (backend) => 
     expect(await observe(h.db, 'crash')).toEqual({ v: 2, items: 3000, scored: 3000 });
     const sets = await h.db.query<{ version: number }>('SELECT version FROM prototype_sets WHERE dataset_id = $1 ORDER BY version', [dataset.id]);
     expect(sets.map((s) => s.version)).toEqual([1, 2]);
-    expect(jobView(claimed).kind).toBe(REFIT_JOB);
+    expect(jobView(claimed, null).kind).toBe(REFIT_JOB);
   });
 });

@@ -1,0 +1,40 @@
+import { lockDataset } from '../store/datasets.js';
+import { deleteItem as deleteItemRow, findItem } from '../store/items.js';
+import type { ServiceContext } from './context.js';
+import { getDataset } from './datasets.js';
+import { ServiceError } from './errors.js';
+
+export interface ItemView {
+  externalId: string;
+  metadata: Record<string, unknown>;
+  createdAt: Date;
+  updatedAt: Date;
+  /** Score under the active prototype version; null before the first fit. */
+  score: number | null;
+  cluster: number | null;
+  prototypeVersion: number | null;
+}
+
+function notFound(dataset: string, externalId: string): never {
+  throw new ServiceError('not_found', 'ITEM_NOT_FOUND', `dataset ${dataset} has no item ${externalId}`, { dataset, externalId });
+}
+
+export async function getItem(ctx: ServiceContext, datasetName: string, externalId: string): Promise<ItemView> {
+  const dataset = await getDataset(ctx, datasetName);
+  const row = await findItem(ctx.db, dataset.id, externalId, dataset.activeVersion);
+  if (!row) notFound(datasetName, externalId);
+  return { ...row, prototypeVersion: row.score === null ? null : dataset.activeVersion };
+}
+
+/**
+ * Deletes one item, its scores and its nearest-neighbour entries under the dataset lock. The
+ * prototypes keep the item's past contribution until the next full fit.
+ */
+export async function deleteItem(ctx: ServiceContext, datasetName: string, externalId: string): Promise<void> {
+  const dataset = await getDataset(ctx, datasetName);
+  const deleted = await ctx.db.transaction(async (tx) => {
+    if (!(await lockDataset(tx, dataset.id))) return false;
+    return deleteItemRow(tx, dataset.id, externalId);
+  });
+  if (!deleted) notFound(datasetName, externalId);
+}

@@ -1,0 +1,170 @@
+import { fnv1a32 } from '../core/random.js';
+import { percentileOf, scoresFromSimilarity, sortScores } from '../core/scores.js';
+import { decideKeep, selectWithRule, type KeepRule, type SelectionOrder } from '../core/selection.js';
+import { readScoreColumns, type ScoreColumns } from '../store/items.js';
+import type { ServiceContext } from './context.js';
+import { getDataset, type Dataset } from './datasets.js';
+import { nearestStored } from './duplicates.js';
+import { ServiceError } from './errors.js';
+import { embedAny } from './images.js';
+import { checkSelectionRequest, type SelectionRequest } from './selection.js';
+
+export interface ScoreCandidate {
+  externalId: string;
+  embedding?: ArrayLike<number>;
+  image?: Uint8Array;
+}
+
+/** The policy a candidate's keep/skip decision follows, as for a selection (default: hardest 30%). */
+export type ScorePolicy = Omit<SelectionRequest, 'count'> & { epsilon?: number };
+
+export const DEFAULT_SCORE_POLICY = { order: 'hardest' as SelectionOrder, fraction: 0.3 };
+
+export type CandidateScore =
+  | {
+      externalId: string;
+      status: 'scored';
+      score: number;
+      cluster: number;
+      /** Fraction of the dataset's items whose score is ≤ this one (1 = harder than everything stored). */
+      percentile: number;
+      nearest: { externalId: string; similarity: number } | null;
+      /** The nearest stored item is within the near-duplicate threshold (similarity ≥ 1 − ε). */
+      duplicate: boolean;
+      /** `skip` when the policy would prune it or it nearly duplicates a stored item. */
+      decision: 'keep' | 'skip';
+      reason: 'policy-keep' | 'policy-prune' | 'near-duplicate';
+    }
+  | { externalId: string; status: 'error'; code: string; message: string };
+
+export interface ScoreResult {
+  prototypeVersion: number;
+  policy: { order: SelectionOrder; fraction: number; balance: 'none' | 'cluster'; seed: number; epsilon: number };
+  items: CandidateScore[];
+}
+
+/**
+ * A dataset's score distribution and selection boundaries, reused across score calls for a few
+ * seconds: reading a million scores costs ~1 s, a score call must not.
+ */
+interface Distribution {
+  version: number;
+  loadedAt: number;
+  columns: ScoreColumns;
+  sorted: Float32Array;
+  rules: Map<string, KeepRule>;
+}
+
+const DISTRIBUTION_TTL_MS = 10_000;
+const distributions = new WeakMap<ServiceContext, Map<string, Distribution>>();
+
+async function distributionOf(ctx: ServiceContext, dataset: Dataset, version: number): Promise<Distribution> {
+  let perDataset = distributions.get(ctx);
+  if (!perDataset) distributions.set(ctx, (perDataset = new Map()));
+  const cached = perDataset.get(dataset.id);
+  if (cached && cached.version === version && Date.now() - cached.loadedAt < DISTRIBUTION_TTL_MS) return cached;
+  const columns = await readScoreColumns(ctx.db, dataset.id, version);
+  const fresh: Distribution = { version, loadedAt: Date.now(), columns, sorted: sortScores(columns.scores), rules: new Map() };
+  perDataset.set(dataset.id, fresh);
+  return fresh;
+}
+
+function ruleFor(distribution: Distribution, policy: Required<Omit<ScorePolicy, 'epsilon' | 'outlierFraction' | 'bins'>> & ScorePolicy): KeepRule {
+  const key = JSON.stringify([policy.order, policy.fraction, policy.balance, policy.seed, policy.outlierFraction, policy.bins]);
+  let rule = distribution.rules.get(key);
+  if (!rule) {
+    const { columns } = distribution;
+    rule = selectWithRule(
+      { scores: columns.scores, clusters: columns.clusters, idHashes: columns.idHashes },
+      {
+        order: policy.order,
+        budget: { fraction: policy.fraction },
+        balance: policy.balance,
+        seed: policy.seed,
+        outlierFraction: policy.outlierFraction,
+        bins: policy.bins,
+      },
+    ).rule;
+    distribution.rules.set(key, rule);
+  }
+  return rule;
+}
+
+/**
+ * "Should we annotate these?": scores new images or embeddings against the active prototypes
+ * without storing them. Per item: score, nearest cluster, percentile within the dataset, the most
+ * similar stored item, and keep/skip under a selection policy — the decision the same selection
+ * over the stored items would make for an item like this one.
+ */
+export async function scoreBatch(ctx: ServiceContext, datasetName: string, candidates: readonly ScoreCandidate[], policyInput: Partial<ScorePolicy> = {}): Promise<ScoreResult> {
+  const dataset = await getDataset(ctx, datasetName);
+  const policy = {
+    order: policyInput.order ?? DEFAULT_SCORE_POLICY.order,
+    fraction: policyInput.fraction ?? DEFAULT_SCORE_POLICY.fraction,
+    balance: policyInput.balance ?? 'none',
+    seed: policyInput.seed ?? 0,
+    outlierFraction: policyInput.outlierFraction,
+    bins: policyInput.bins,
+  } as const;
+  checkSelectionRequest(policy);
+  const epsilon = policyInput.epsilon ?? dataset.settings.duplicateEpsilon;
+  const version = dataset.activeVersion;
+  if (version === null) {
+    throw new ServiceError('conflict', 'NO_PROTOTYPES', `dataset ${dataset.name} has no prototypes yet: ingest more items or request a refit`, { dataset: dataset.name });
+  }
+
+  const dim = dataset.dimension;
+  const embedded = await embedAny(ctx, dataset, candidates);
+  const results = new Array<CandidateScore>(candidates.length);
+  const good: number[] = [];
+  const vectors = new Float32Array(candidates.length * dim);
+  embedded.forEach((result, i) => {
+    const externalId = candidates[i].externalId;
+    const fail = (code: string, message: string) => (results[i] = { externalId, status: 'error', code, message });
+    if ('error' in result) return fail(result.error.code, result.error.message);
+    const e = result.embedding;
+    if (e.length !== dim) return fail('DIMENSION_MISMATCH', `embedding has ${e.length} values, dataset ${dataset.name} expects ${dim}`);
+    const at = good.length * dim;
+    let squared = 0;
+    for (let j = 0; j < dim; j++) {
+      const x = Number(e[j]);
+      vectors[at + j] = x;
+      squared += x * x;
+    }
+    if (!Number.isFinite(squared)) return fail('NON_FINITE_VALUE', 'embedding contains NaN or ±Infinity');
+    if (!(squared > 0)) return fail('ZERO_VECTOR', 'embedding is all zeros and has no direction');
+    const scale = 1 / Math.sqrt(squared);
+    for (let j = 0; j < dim; j++) vectors[at + j] *= scale;
+    good.push(i);
+  });
+
+  if (good.length > 0) {
+    const n = good.length;
+    const unit = vectors.subarray(0, n * dim);
+    const set = await ctx.prototypes.get(ctx.db, dataset.id, version, dim);
+    const [nearest, neighbours, distribution] = await Promise.all([
+      ctx.kernel.nearest(unit, n, set.centroids, set.k, dim),
+      nearestStored(ctx, dataset, unit, n, epsilon),
+      distributionOf(ctx, dataset, version),
+    ]);
+    const scores = scoresFromSimilarity(nearest.similarity);
+    const rule = ruleFor(distribution, policy);
+    good.forEach((i, j) => {
+      const externalId = candidates[i].externalId;
+      const neighbour = neighbours[j];
+      const kept = decideKeep(rule, scores[j], nearest.cluster[j], fnv1a32(externalId));
+      results[i] = {
+        externalId,
+        status: 'scored',
+        score: scores[j],
+        cluster: nearest.cluster[j],
+        percentile: percentileOf(distribution.sorted, scores[j]),
+        nearest: neighbour.externalId === null ? null : { externalId: neighbour.externalId, similarity: neighbour.similarity! },
+        duplicate: neighbour.duplicate,
+        decision: neighbour.duplicate || !kept ? 'skip' : 'keep',
+        reason: neighbour.duplicate ? 'near-duplicate' : kept ? 'policy-keep' : 'policy-prune',
+      };
+    });
+  }
+  return { prototypeVersion: version, policy: { order: policy.order, fraction: policy.fraction, balance: policy.balance, seed: policy.seed, epsilon }, items: results };
+}
