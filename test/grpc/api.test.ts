@@ -407,7 +407,7 @@ describe('gRPC API limits', () => {
     const fresh = await BACKENDS[0].fresh();
     cleanup = fresh.cleanup;
     service = await startService(
-      { ...testConfig(modelPath, dir, { RATE_LIMIT_PER_MINUTE: '3', BODY_LIMIT_BYTES: '2048' }), database: fresh.config },
+      { ...testConfig(modelPath, dir, { RATE_LIMIT_PER_MINUTE: '3', BODY_LIMIT_BYTES: '2048', REQUEST_TIMEOUT_MS: '400' }), database: fresh.config },
       silentLogger,
     );
     client = new ApiClient(service.grpc.port, (await mintApiKey(service.db, { name: 'limited', scopes: ['admin'] })).secret);
@@ -442,5 +442,18 @@ describe('gRPC API limits', () => {
     // Another key has its own budget.
     const other = client.withKey((await mintApiKey(service.db, { name: 'other', scopes: ['read'] })).secret);
     await expect(other.unary('ListDatasets', {})).resolves.toMatchObject({ datasets: [{ name: 'small' }] });
+  });
+
+  it('cuts off an ingest stream whose client goes silent for longer than REQUEST_TIMEOUT_MS', async () => {
+    const quiet = client.withKey((await mintApiKey(service.db, { name: 'quiet', scopes: ['write'] })).secret);
+    const failure = await new Promise<grpc.ServiceError>((resolve, reject) => {
+      const call = quiet.raw.IngestItems(quiet.metadata(), (error: grpc.ServiceError | null) =>
+        error ? resolve(error) : reject(new Error('the stream was answered without an error')),
+      ) as grpc.ClientWritableStream<Msg>;
+      call.write({ dataset: 'small', items: [{ externalId: 'a', embedding: [1, 0, 0, 0] }] });
+      // never ends the stream
+    });
+    expect(failure.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    expect(failure.metadata.get('error-code')).toEqual(['REQUEST_TIMEOUT']);
   });
 });
