@@ -66,11 +66,11 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     },
   };
 
-  const http = await buildApp({ logger, readiness });
+  const http = await buildApp({ logger, readiness, ctx: services.ctx, api: config.api });
   let grpc: GrpcServer | undefined;
   try {
     await http.listen({ host: config.host, port: config.port });
-    grpc = await startGrpcServer(config.host, config.grpcPort, logger);
+    grpc = await startGrpcServer(config.host, config.grpcPort, logger, { ctx: services.ctx, api: config.api });
   } catch (error) {
     await http.close();
     await services.stop();

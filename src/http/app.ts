@@ -2,25 +2,33 @@ import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
+import type { Config } from '../config/index.js';
+import type { ServiceContext } from '../service/context.js';
 import { errorsPlugin } from './plugins/errors.js';
 import { openapiPlugin } from './plugins/openapi.js';
 import { healthRoutes, type Readiness } from './routes/health.js';
+import { v1Routes } from './routes/v1/index.js';
 
 export interface AppDeps {
   logger: Logger;
   readiness: Readiness;
+  /** The use cases behind /v1. */
+  ctx: ServiceContext;
+  api: Config['api'];
 }
 
 const REQUEST_ID_HEADER = 'x-request-id';
 
 /** Builds the fastify app (not listening). Every request log line carries `reqId`. */
-export async function buildApp({ logger, readiness }: AppDeps): Promise<FastifyInstance> {
+export async function buildApp({ logger, readiness, ctx, api }: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     requestIdHeader: REQUEST_ID_HEADER,
     genReqId: () => randomUUID(),
     // Keep-alive connections that are idle are closed at shutdown; busy ones finish their request.
     forceCloseConnections: 'idle',
+    bodyLimit: api.bodyLimitBytes,
+    requestTimeout: api.requestTimeoutMs,
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   app.addHook('onSend', async (request, reply) => {
@@ -29,5 +37,6 @@ export async function buildApp({ logger, readiness }: AppDeps): Promise<FastifyI
   await app.register(errorsPlugin);
   await app.register(openapiPlugin);
   await app.register(healthRoutes, { readiness });
+  await app.register(v1Routes, { prefix: '/v1', ctx, api });
   return app;
 }

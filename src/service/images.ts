@@ -7,6 +7,7 @@ import type { ServiceContext } from './context.js';
 import { createDataset, getDataset, type CreateDatasetInput, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
 import { ingestEmbeddings, type IngestResult, type ItemOutcome } from './ingest.js';
+import { decodeBase64Strict, decodeVector } from '../embedding/vectors.js';
 
 /** What the encoder is and how it is batched (the `embedding` part of the configuration). */
 export type EmbedderOptions = Config['embedding'];
@@ -81,11 +82,15 @@ export async function ingestImages(ctx: ServiceContext, datasetName: string, ite
   return ingestItems(ctx, datasetName, items);
 }
 
-/** One item of a mixed ingest: exactly one of a precomputed embedding and an encoded image. */
+/**
+ * One item of a mixed ingest: exactly one of a precomputed embedding and an encoded image. An
+ * embedding is numbers, or little-endian float32 as bytes or base64 text; an image is its file's
+ * bytes or their base64 text.
+ */
 export interface AnyItem {
   externalId: string;
-  embedding?: ArrayLike<number>;
-  image?: Uint8Array;
+  embedding?: ArrayLike<number> | string;
+  image?: Uint8Array | string;
   metadata?: unknown;
 }
 
@@ -93,22 +98,34 @@ export interface AnyItem {
  * Embeds the images of a batch (if any) and stores everything in one ingest. An item with both or
  * neither of `image` and `embedding`, or an image that fails to decode, fails alone.
  */
-export async function embedAny(ctx: ServiceContext, dataset: Dataset, items: readonly { embedding?: ArrayLike<number>; image?: Uint8Array }[]) {
+export async function embedAny(ctx: ServiceContext, dataset: Dataset, items: readonly Pick<AnyItem, 'embedding' | 'image'>[]) {
   const results = new Array<{ embedding: ArrayLike<number> } | { error: { code: string; message: string } }>(items.length);
   const imageAt: number[] = [];
+  const images: Uint8Array[] = [];
   items.forEach((item, i) => {
-    const hasImage = item.image !== undefined;
-    const hasEmbedding = item.embedding !== undefined;
-    if (hasImage === hasEmbedding) results[i] = { error: { code: 'INVALID_ITEM', message: 'give exactly one of image and embedding' } };
-    else if (hasImage) imageAt.push(i);
-    else results[i] = { embedding: item.embedding! };
+    const { image, embedding } = item;
+    if ((image === undefined) === (embedding === undefined)) {
+      results[i] = { error: { code: 'INVALID_ITEM', message: 'give exactly one of image and embedding' } };
+    } else if (image !== undefined) {
+      const bytes = typeof image === 'string' ? decodeBase64Strict(image) : image;
+      if (bytes === undefined) results[i] = { error: { code: 'INVALID_BASE64', message: 'image is not valid base64' } };
+      else {
+        imageAt.push(i);
+        images.push(bytes);
+      }
+    } else if (typeof embedding === 'string' || embedding instanceof Uint8Array) {
+      const decoded = decodeVector(embedding, dataset.dimension);
+      results[i] = 'error' in decoded ? decoded : { embedding: decoded.vector };
+    } else {
+      results[i] = { embedding: embedding! };
+    }
   });
   if (imageAt.length > 0) {
     const embedder = embedderOf(ctx);
     checkModel(dataset, embedder.identity);
     let embedded;
     try {
-      embedded = await embedder.batcher.embed(imageAt.map((i) => items[i].image!));
+      embedded = await embedder.batcher.embed(images);
     } catch (error) {
       if (error instanceof OverloadedError) throw new ServiceError('overloaded', 'OVERLOADED', error.message, { retryAfterMs: error.retryAfterMs });
       throw error;

@@ -6,14 +6,11 @@ import type { ServiceContext } from './context.js';
 import { getDataset, type Dataset } from './datasets.js';
 import { nearestStored } from './duplicates.js';
 import { ServiceError } from './errors.js';
-import { embedAny } from './images.js';
+import { embedAny, type AnyItem } from './images.js';
 import { checkSelectionRequest, type SelectionRequest } from './selection.js';
 
-export interface ScoreCandidate {
-  externalId: string;
-  embedding?: ArrayLike<number>;
-  image?: Uint8Array;
-}
+/** A new item to score: an embedding or an image, encoded as for ingest (see `AnyItem`). */
+export type ScoreCandidate = Omit<AnyItem, 'metadata'>;
 
 /** The policy a candidate's keep/skip decision follows, as for a selection (default: hardest 30%). */
 export type ScorePolicy = Omit<SelectionRequest, 'count'> & { epsilon?: number };

@@ -13,6 +13,18 @@ function validationDetails(error: FastifyError): Record<string, unknown> {
   return { field: `${location}${pointer}`, reason: first.message ?? 'invalid' };
 }
 
+/** Stable names for fastify's and its plugins' own client errors. */
+const CLIENT_ERROR_CODES: Record<string, string> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'BODY_TOO_LARGE',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'INVALID_JSON',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'EMPTY_BODY',
+  FST_REQ_FILE_TOO_LARGE: 'FILE_TOO_LARGE',
+  FST_FILES_LIMIT: 'TOO_MANY_ITEMS',
+  FST_PARTS_LIMIT: 'TOO_MANY_ITEMS',
+  FST_INVALID_MULTIPART_CONTENT_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+};
+
 /**
  * One error shape for every failure: `{ error: { code, message, details } }`. Validation errors
  * name the field; internal errors are logged in full and answered without stack, SQL or internals.
@@ -33,7 +45,7 @@ export const errorsPlugin = fp(async (app: FastifyInstance) => {
     const status = error.statusCode ?? 500;
     if (status >= 400 && status < 500) {
       // fastify's own client errors (bad JSON, body too large, unsupported media type, ...).
-      const code = (error.code ?? 'BAD_REQUEST').replace(/^FST_ERR_/, '');
+      const code = CLIENT_ERROR_CODES[error.code] ?? (error.code ?? 'BAD_REQUEST').replace(/^FST_(ERR_)?/, '');
       return reply.status(status).send(errorBody(code, error.message));
     }
     request.log.error({ err: error }, 'unhandled error');

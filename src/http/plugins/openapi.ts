@@ -13,6 +13,8 @@ export const openapiPlugin = fp(async (app: FastifyInstance) => {
         version: '1',
         description: 'Label-free data pruning with self-supervised prototype scores (Sorscher et al., NeurIPS 2022).',
       },
+      components: { securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'An API key minted with `npm run keys -- create` or POST /v1/keys' } } },
+      security: [{ apiKey: [] }],
     },
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });

@@ -12,7 +12,7 @@ const Status = Type.Object({ status: Type.String() });
 export const healthRoutes: FastifyPluginAsyncTypebox<{ readiness: Readiness }> = async (app, { readiness }) => {
   app.get(
     '/healthz',
-    { schema: { summary: 'Liveness: the process is up', tags: ['health'], response: { 200: Status } } },
+    { schema: { summary: 'Liveness: the process is up', tags: ['health'], security: [], response: { 200: Status } } },
     async () => ({ status: 'ok' }),
   );
 
@@ -22,6 +22,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ readiness: Readiness }> =
       schema: {
         summary: 'Readiness: the database answers and every migration is applied',
         tags: ['health'],
+        security: [],
         response: { 200: Status, 503: ErrorBody },
       },
     },

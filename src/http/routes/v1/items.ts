@@ -1,0 +1,121 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
+import { Type } from '@sinclair/typebox';
+import type {} from '@fastify/multipart';
+import type { Config } from '../../../config/index.js';
+import type { ServiceContext } from '../../../service/context.js';
+import { ServiceError } from '../../../service/errors.js';
+import { ingestItems, type AnyItem } from '../../../service/images.js';
+import type { IngestResult } from '../../../service/ingest.js';
+import { deleteItem, getItem } from '../../../service/items.js';
+import { ErrorBody } from '../../schemas.js';
+import { DatasetParams, IngestBody, IngestResponse, Item, ItemParams } from './schemas.js';
+
+/** Multipart field names that carry no id of their own: the file name is the external id. */
+const GENERIC_FIELDS = new Set(['file', 'files', 'image', 'images']);
+
+export function checkItemCount(count: number, max: number): void {
+  if (count > max) {
+    throw new ServiceError('too_large', 'TOO_MANY_ITEMS', `a request may carry at most ${max} items (MAX_ITEMS_PER_REQUEST); got ${count}`, { max, count });
+  }
+}
+
+/**
+ * Image files of a multipart upload. The external id is the field name, or the file name when
+ * the field is a generic one (file, files, image, images). An optional text field `metadata`
+ * holds a JSON object mapping external ids to metadata objects.
+ */
+async function multipartItems(request: FastifyRequest, maxItems: number): Promise<AnyItem[]> {
+  const items: AnyItem[] = [];
+  let metadata: Record<string, unknown> = {};
+  for await (const part of request.parts()) {
+    if (part.type === 'file') {
+      const externalId = GENERIC_FIELDS.has(part.fieldname) ? part.filename : part.fieldname;
+      const image = await part.toBuffer();
+      if (part.file.truncated) throw new ServiceError('too_large', 'FILE_TOO_LARGE', `file ${part.filename} exceeds BODY_LIMIT_BYTES`);
+      items.push({ externalId, image });
+      checkItemCount(items.length, maxItems);
+    } else if (part.fieldname === 'metadata') {
+      try {
+        metadata = JSON.parse(String(part.value)) as Record<string, unknown>;
+      } catch {
+        throw new ServiceError('invalid', 'INVALID_METADATA', 'the metadata field must be a JSON object keyed by external id', { field: 'metadata' });
+      }
+      if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) {
+        throw new ServiceError('invalid', 'INVALID_METADATA', 'the metadata field must be a JSON object keyed by external id', { field: 'metadata' });
+      }
+    } else {
+      throw new ServiceError('invalid', 'UNKNOWN_FIELD', `unexpected text field ${part.fieldname}: send image files, plus an optional metadata field`, { field: part.fieldname });
+    }
+  }
+  if (items.length === 0) throw new ServiceError('invalid', 'NO_ITEMS', 'the upload holds no files', { field: 'body' });
+  for (const item of items) item.metadata = metadata[item.externalId];
+  return items;
+}
+
+export function ingestView(result: IngestResult) {
+  const counts = { stored: 0, updated: 0, failed: 0 };
+  for (const item of result.items) counts[item.status === 'error' ? 'failed' : item.status]++;
+  return { prototypeVersion: result.prototypeVersion, scheduledJobId: result.scheduledJobId, counts, items: result.items };
+}
+
+const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody };
+
+export const itemRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; api: Config['api'] }> = async (app, { ctx, api }) => {
+  app.post(
+    '/datasets/:dataset/items',
+    {
+      config: { scope: 'write' },
+      schema: {
+        summary: 'Ingest items (idempotent by external id: re-sending replaces)',
+        description:
+          'JSON: `items` with an `image` (base64 file) or an `embedding` (numbers, or base64 little-endian float32) each. ' +
+          'multipart/form-data: image files; the field name is the external id, or the file name for fields named file/files/image/images; ' +
+          'an optional `metadata` text field maps external ids to metadata objects. Each item succeeds or fails on its own.',
+        tags: ['items'],
+        params: DatasetParams,
+        body: {
+          content: {
+            'application/json': { schema: IngestBody },
+            'multipart/form-data': { schema: Type.Unknown({ description: 'image files, plus an optional metadata text field (see description)' }) },
+          },
+        },
+        response: { 200: IngestResponse, ...errors, 409: ErrorBody, 413: ErrorBody, 429: ErrorBody, 503: ErrorBody },
+      },
+    },
+    async (request) => {
+      let items: AnyItem[];
+      if (request.isMultipart()) {
+        items = await multipartItems(request, api.maxItemsPerRequest);
+      } else {
+        items = (request.body as typeof IngestBody.static).items;
+        checkItemCount(items.length, api.maxItemsPerRequest);
+      }
+      return ingestView(await ingestItems(ctx, request.params.dataset, items));
+    },
+  );
+
+  app.get(
+    '/datasets/:dataset/items/:externalId',
+    {
+      config: { scope: 'read' },
+      schema: { summary: 'An item’s score, cluster, prototype version and metadata', tags: ['items'], params: ItemParams, response: { 200: Item, ...errors } },
+    },
+    async (request) => {
+      const item = await getItem(ctx, request.params.dataset, request.params.externalId);
+      return { ...item, createdAt: item.createdAt.toISOString(), updatedAt: item.updatedAt.toISOString() };
+    },
+  );
+
+  app.delete(
+    '/datasets/:dataset/items/:externalId',
+    {
+      config: { scope: 'write' },
+      schema: { summary: 'Delete an item with its scores', tags: ['items'], params: ItemParams, response: { 204: Type.Null(), ...errors } },
+    },
+    async (request, reply) => {
+      await deleteItem(ctx, request.params.dataset, request.params.externalId);
+      return reply.status(204).send(null);
+    },
+  );
+};

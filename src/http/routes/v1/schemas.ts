@@ -1,0 +1,318 @@
+import { Type, type TSchema } from '@sinclair/typebox';
+
+/** Schemas of the /v1 API. Each has an $id so OpenAPI lists it once under components. */
+
+const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
+const DateTime = Type.String({ format: 'date-time' });
+
+export const DatasetParams = Type.Object({ dataset: Type.String({ description: 'Dataset name', minLength: 1, maxLength: 128 }) });
+export const ItemParams = Type.Object({
+  dataset: Type.String({ minLength: 1, maxLength: 128 }),
+  externalId: Type.String({ description: 'The item’s external id (URL-encoded)', minLength: 1, maxLength: 512 }),
+});
+
+export const Order = Type.Union([Type.Literal('hardest'), Type.Literal('easiest'), Type.Literal('random'), Type.Literal('stratified')], {
+  description: 'hardest/easiest: by score; random: seeded baseline; stratified: CCS (drop the β hardest, fill equal-width score bins evenly)',
+});
+export const Balance = Type.Union([Type.Literal('none'), Type.Literal('cluster')], { description: 'cluster: every cluster keeps the same fraction' });
+
+const RefitSettings = Type.Object(
+  {
+    meanDrift: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+    maxDrift: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+    arrivedFraction: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1 })),
+  },
+  { additionalProperties: false },
+);
+
+export const DatasetSettings = Type.Object(
+  {
+    seed: Type.Optional(Type.Integer()),
+    minItemsForFit: Type.Optional(Type.Integer({ minimum: 1, description: 'The first fit runs once the dataset holds this many items' })),
+    autoRefit: Type.Optional(Type.Boolean()),
+    refit: Type.Optional(RefitSettings),
+    duplicateEpsilon: Type.Optional(Type.Number({ minimum: 0, maximum: 2 })),
+    maxIterations: Type.Optional(Type.Integer({ minimum: 0 })),
+    tolerance: Type.Optional(Type.Number({ minimum: 0 })),
+  },
+  { additionalProperties: false },
+);
+
+export const CreateDatasetBody = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' }),
+    dimension: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 16000, description: 'Embedding-only dataset of this dimension. Omit for an image dataset embedded by the server’s model.' }),
+    ),
+    k: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 100000, description: 'Prototypes; omitted: ⌈√N⌉ clamped to [2, 1000] at each full fit' }))),
+    settings: Type.Optional(DatasetSettings),
+  },
+  { $id: 'CreateDataset', additionalProperties: false },
+);
+
+export const Dataset = Type.Object(
+  {
+    name: Type.String(),
+    dimension: Type.Integer(),
+    k: Nullable(Type.Integer()),
+    model: Nullable(Type.Object({ name: Type.String(), sha256: Type.String() })),
+    activeVersion: Nullable(Type.Integer()),
+    settings: Type.Object({}, { additionalProperties: true }),
+    createdAt: DateTime,
+    updatedAt: DateTime,
+  },
+  { $id: 'Dataset' },
+);
+
+export const DatasetList = Type.Object({ datasets: Type.Array(Type.Ref(Dataset)) }, { $id: 'DatasetList' });
+
+export const Embedding = Type.Union([Type.Array(Type.Number()), Type.String({ description: 'base64 of little-endian float32' })]);
+
+export const IngestBody = Type.Object(
+  {
+    items: Type.Array(
+      Type.Object(
+        {
+          externalId: Type.String({ minLength: 1, maxLength: 512 }),
+          image: Type.Optional(Type.String({ description: 'base64 of a JPEG, PNG, WebP, GIF or TIFF file' })),
+          embedding: Type.Optional(Embedding),
+          metadata: Type.Optional(Type.Object({}, { additionalProperties: true })),
+        },
+        { additionalProperties: false },
+      ),
+      { minItems: 1, description: 'At most MAX_ITEMS_PER_REQUEST items; each has exactly one of image and embedding' },
+    ),
+  },
+  { $id: 'IngestRequest', additionalProperties: false },
+);
+
+export const ItemError = Type.Object({
+  externalId: Type.String(),
+  status: Type.Literal('error'),
+  code: Type.String(),
+  message: Type.String(),
+});
+
+export const IngestResponse = Type.Object(
+  {
+    prototypeVersion: Nullable(Type.Integer()),
+    scheduledJobId: Nullable(Type.String()),
+    counts: Type.Object({ stored: Type.Integer(), updated: Type.Integer(), failed: Type.Integer() }),
+    items: Type.Array(
+      Type.Union([
+        Type.Object({
+          externalId: Type.String(),
+          status: Type.Union([Type.Literal('stored'), Type.Literal('updated')]),
+          score: Nullable(Type.Number()),
+          cluster: Nullable(Type.Integer()),
+        }),
+        ItemError,
+      ]),
+    ),
+  },
+  { $id: 'IngestResponse' },
+);
+
+export const SelectionQuery = Type.Object(
+  {
+    order: Type.Optional(Order),
+    fraction: Type.Optional(Type.Number({ description: 'Keep this fraction, in (0, 1]' })),
+    count: Type.Optional(Type.Integer({ minimum: 0, description: 'Keep this many (instead of fraction)' })),
+    balance: Type.Optional(Balance),
+    seed: Type.Optional(Type.Integer()),
+    outlierFraction: Type.Optional(Type.Number({ minimum: 0, exclusiveMaximum: 1, description: 'stratified: β, the hardest fraction set aside (default 0.1)' })),
+    bins: Type.Optional(Type.Integer({ minimum: 1, maximum: 10000, description: 'stratified: score bins (default 50)' })),
+    format: Type.Optional(Type.Union([Type.Literal('json'), Type.Literal('ndjson'), Type.Literal('csv')], { description: 'Overrides the Accept header' })),
+    cursor: Type.Optional(Type.String({ description: 'json: nextCursor of the previous page' })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10000, description: 'json: ids per page (default 1000)' })),
+  },
+  { additionalProperties: false },
+);
+
+export const SelectionPage = Type.Object(
+  {
+    prototypeVersion: Type.Integer(),
+    total: Type.Integer({ description: 'Items in the dataset' }),
+    size: Type.Integer({ description: 'Items in the whole selection' }),
+    externalIds: Type.Array(Type.String()),
+    nextCursor: Nullable(Type.String()),
+  },
+  { $id: 'SelectionPage' },
+);
+
+export const ScoreBody = Type.Object(
+  {
+    items: Type.Array(
+      Type.Object(
+        {
+          externalId: Type.String({ minLength: 1, maxLength: 512 }),
+          image: Type.Optional(Type.String({ description: 'base64 image file' })),
+          embedding: Type.Optional(Embedding),
+        },
+        { additionalProperties: false },
+      ),
+      { minItems: 1 },
+    ),
+    policy: Type.Optional(
+      Type.Object(
+        {
+          order: Type.Optional(Order),
+          fraction: Type.Optional(Type.Number({ description: 'in (0, 1]; default 0.3' })),
+          balance: Type.Optional(Balance),
+          seed: Type.Optional(Type.Integer()),
+          epsilon: Type.Optional(Type.Number({ minimum: 0, maximum: 2, description: 'near-duplicate threshold; default: the dataset’s' })),
+          outlierFraction: Type.Optional(Type.Number({ minimum: 0, exclusiveMaximum: 1 })),
+          bins: Type.Optional(Type.Integer({ minimum: 1, maximum: 10000 })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { $id: 'ScoreRequest', additionalProperties: false },
+);
+
+export const ScoreResponse = Type.Object(
+  {
+    prototypeVersion: Type.Integer(),
+    policy: Type.Object({ order: Order, fraction: Type.Number(), balance: Balance, seed: Type.Integer(), epsilon: Type.Number() }),
+    items: Type.Array(
+      Type.Union([
+        Type.Object({
+          externalId: Type.String(),
+          status: Type.Literal('scored'),
+          score: Type.Number(),
+          cluster: Type.Integer(),
+          percentile: Type.Number(),
+          nearest: Nullable(Type.Object({ externalId: Type.String(), similarity: Type.Number() })),
+          duplicate: Type.Boolean(),
+          decision: Type.Union([Type.Literal('keep'), Type.Literal('skip')]),
+          reason: Type.Union([Type.Literal('policy-keep'), Type.Literal('policy-prune'), Type.Literal('near-duplicate')]),
+        }),
+        ItemError,
+      ]),
+    ),
+  },
+  { $id: 'ScoreResponse' },
+);
+
+export const Job = Type.Object(
+  {
+    id: Type.String(),
+    dataset: Nullable(Type.String()),
+    kind: Type.String(),
+    state: Type.Union(['queued', 'running', 'succeeded', 'failed', 'cancelled'].map((s) => Type.Literal(s))),
+    phase: Nullable(Type.String()),
+    progress: Type.Object({ done: Type.Number(), total: Type.Number(), fraction: Type.Number() }),
+    result: Nullable(Type.Object({}, { additionalProperties: true })),
+    error: Nullable(Type.String()),
+    attempts: Type.Integer(),
+    createdAt: DateTime,
+    startedAt: Nullable(DateTime),
+    finishedAt: Nullable(DateTime),
+  },
+  { $id: 'Job' },
+);
+
+const Drift = Type.Object({ mean: Type.Number(), max: Type.Number() });
+
+export const Prototypes = Type.Object(
+  {
+    version: Nullable(Type.Integer()),
+    k: Nullable(Type.Integer()),
+    clusterSizes: Type.Array(Type.Integer()),
+    revision: Type.Integer(),
+    fitItems: Type.Number(),
+    itemsSinceFit: Type.Number(),
+    arrivedFraction: Type.Number(),
+    drift: Drift,
+    objective: Nullable(Type.Number()),
+    fittedAt: Nullable(DateTime),
+    refitJob: Nullable(Type.Ref(Job)),
+  },
+  { $id: 'Prototypes' },
+);
+
+export const DuplicatesQuery = Type.Object(
+  { epsilon: Type.Optional(Type.Number({ minimum: 0, maximum: 2, description: 'similarity ≥ 1 − ε is a duplicate; default: the dataset’s' })) },
+  { additionalProperties: false },
+);
+
+export const Duplicates = Type.Object(
+  {
+    prototypeVersion: Type.Integer(),
+    epsilon: Type.Number(),
+    duplicateCount: Type.Integer(),
+    groups: Type.Array(Type.Object({ kept: Type.String(), duplicates: Type.Array(Type.String()) })),
+  },
+  { $id: 'Duplicates' },
+);
+
+export const Stats = Type.Object(
+  {
+    dataset: Type.String(),
+    itemCount: Type.Integer(),
+    scoredCount: Type.Integer(),
+    prototypeVersion: Nullable(Type.Integer()),
+    k: Nullable(Type.Integer()),
+    histogram: Type.Object({ binWidth: Type.Number(), counts: Type.Array(Type.Integer()) }, { description: 'Bin i holds scores in [i·w, (i+1)·w); the last bin also holds everything above' }),
+    clusterSizes: Type.Array(Type.Integer()),
+    drift: Drift,
+    arrivedFraction: Type.Number(),
+    lastRefit: Nullable(Type.Object({ version: Type.Integer(), fittedAt: DateTime })),
+    refitJob: Nullable(Type.Ref(Job)),
+    ingest: Type.Object({
+      lastHour: Type.Integer(),
+      last24Hours: Type.Integer(),
+      hourly: Type.Array(Type.Object({ hour: DateTime, items: Type.Integer() })),
+    }),
+  },
+  { $id: 'Stats' },
+);
+
+export const Item = Type.Object(
+  {
+    externalId: Type.String(),
+    metadata: Type.Object({}, { additionalProperties: true }),
+    score: Nullable(Type.Number()),
+    cluster: Nullable(Type.Integer()),
+    prototypeVersion: Nullable(Type.Integer()),
+    createdAt: DateTime,
+    updatedAt: DateTime,
+  },
+  { $id: 'Item' },
+);
+
+export const Scope = Type.Union([Type.Literal('read'), Type.Literal('write'), Type.Literal('admin')]);
+
+export const CreateKeyBody = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 128 }),
+    scopes: Type.Array(Scope, { minItems: 1, description: 'admin implies write implies read' }),
+    datasets: Type.Optional(Type.Array(Type.String(), { description: 'Limit the key to these datasets; empty or omitted: all' })),
+  },
+  { $id: 'CreateApiKey', additionalProperties: false },
+);
+
+export const ApiKey = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    scopes: Type.Array(Scope),
+    datasets: Type.Array(Type.String()),
+    createdAt: DateTime,
+    lastUsedAt: Nullable(DateTime),
+    revokedAt: Nullable(DateTime),
+  },
+  { $id: 'ApiKey' },
+);
+
+export const MintedKey = Type.Intersect([ApiKey, Type.Object({ secret: Type.String({ description: 'Shown once; send as Authorization: Bearer <secret>' }) })], {
+  $id: 'MintedApiKey',
+});
+
+export const ApiKeyList = Type.Object({ keys: Type.Array(Type.Ref(ApiKey)) }, { $id: 'ApiKeyList' });
+
+export const KeyParams = Type.Object({ id: Type.String() });
+
+/** Shared schemas the routes reference with Type.Ref. */
+export const SHARED_SCHEMAS = [Dataset, Job, ApiKey];

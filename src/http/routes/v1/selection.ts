@@ -1,0 +1,80 @@
+import { Readable } from 'node:stream';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import type { ServiceContext } from '../../../service/context.js';
+import { computeSelection, selectedExternalIds, selectPage, type SelectionRequest } from '../../../service/selection.js';
+import { ErrorBody } from '../../schemas.js';
+import { DatasetParams, SelectionPage, SelectionQuery } from './schemas.js';
+
+type Format = 'json' | 'ndjson' | 'csv';
+
+/** `format=` wins; otherwise the Accept header picks NDJSON or CSV; JSON pages by default. */
+function pickFormat(format: Format | undefined, accept: string | undefined): Format {
+  if (format) return format;
+  const wanted = (accept ?? '').toLowerCase();
+  if (wanted.includes('application/x-ndjson')) return 'ndjson';
+  if (wanted.includes('text/csv')) return 'csv';
+  return 'json';
+}
+
+function csvField(value: string): string {
+  return /[",\r\n]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value;
+}
+
+export const selectionRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }> = async (app, { ctx }) => {
+  app.get(
+    '/datasets/:dataset/selection',
+    {
+      config: { scope: 'read' },
+      schema: {
+        summary: 'Select external ids by a pruning policy: paged JSON, or a streamed NDJSON/CSV export',
+        description:
+          'Give `fraction` in (0, 1] or `count`. JSON answers one page (`limit`, `cursor`). With `Accept: application/x-ndjson` or `text/csv` ' +
+          '(or `format=`) the whole selection streams in policy order, one id per line, read from the database in chunks, in constant memory. ' +
+          'Every answer names the prototype version it used (`prototypeVersion`, and the `X-Prototype-Version` header).',
+        tags: ['selection'],
+        params: DatasetParams,
+        querystring: SelectionQuery,
+        response: {
+          200: {
+            description: 'A page (JSON) or the whole selection (NDJSON lines `{"externalId": …}`, or CSV with an `external_id` header)',
+            content: {
+              'application/json': { schema: SelectionPage },
+              'application/x-ndjson': { schema: Type.String() },
+              'text/csv': { schema: Type.String() },
+            },
+          },
+          400: ErrorBody,
+          401: ErrorBody,
+          403: ErrorBody,
+          404: ErrorBody,
+          409: ErrorBody,
+        },
+      },
+    },
+    async (request, reply) => {
+      const { dataset } = request.params;
+      const { format, cursor, limit, order, ...rest } = request.query;
+      const selection: SelectionRequest = { order: order ?? 'hardest', ...rest };
+      const chosen = pickFormat(format, request.headers.accept);
+      if (chosen === 'json') {
+        const page = await selectPage(ctx, dataset, selection, { cursor, limit: limit ?? 1000 });
+        void reply.header('x-prototype-version', String(page.version));
+        return { prototypeVersion: page.version, total: page.total, size: page.size, externalIds: page.externalIds, nextCursor: page.nextCursor };
+      }
+      const handle = await computeSelection(ctx, dataset, selection);
+      async function* lines() {
+        if (chosen === 'csv') yield 'external_id\n';
+        for await (const ids of selectedExternalIds(ctx, handle.itemIds)) {
+          yield chosen === 'csv' ? ids.map((id) => `${csvField(id)}\n`).join('') : ids.map((id) => `${JSON.stringify({ externalId: id })}\n`).join('');
+        }
+      }
+      return reply
+        .header('content-type', chosen === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson')
+        .header('x-prototype-version', String(handle.version))
+        .header('x-selection-total', String(handle.total))
+        .header('x-selection-size', String(handle.itemIds.length))
+        .send(Readable.from(lines()) as unknown as string); // streamed as is; the schema documents the text it carries
+    },
+  );
+};
