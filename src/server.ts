@@ -1,3 +1,5 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from './config/index.js';
@@ -6,7 +8,8 @@ import { startGrpcServer, type GrpcServer } from './grpc/server.js';
 import type { Database } from './store/database.js';
 import { migrationsUpToDate } from './store/migrations.js';
 import { openDatabase } from './store/open.js';
-import { countLiveApiKeys } from './store/api-keys.js';
+import { countApiKeys } from './store/api-keys.js';
+import { mintApiKey } from './service/auth.js';
 import { startServiceLayer, type ServiceLayer } from './service/runtime.js';
 
 export interface RunningService {
@@ -31,14 +34,30 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+export const INITIAL_ADMIN_KEY_FILE = 'initial-admin-key';
+
+/**
+ * A database that never had an API key gets one admin key at first boot, its secret written to
+ * DATA_DIR/initial-admin-key (mode 0600) — never to the log — so a fresh install is usable at once.
+ * Revoke it once you have minted your own keys; it is not recreated while any key exists.
+ */
+async function ensureInitialAdminKey(db: Database, dataDir: string, logger: Logger): Promise<void> {
+  if ((await countApiKeys(db)) > 0) return;
+  const key = await mintApiKey(db, { name: 'initial-admin', scopes: ['admin'] });
+  const file = path.resolve(dataDir, INITIAL_ADMIN_KEY_FILE);
+  await mkdir(path.dirname(file), { recursive: true });
+  await writeFile(file, `${key.secret}\n`, { mode: 0o600 });
+  logger.warn({ keyId: key.id, file }, 'no API key existed: minted an admin key; its secret is in this file (revoke it once you have your own keys)');
+}
+
 /** Boots everything in order: database (+migrations) → HTTP → gRPC. Shutdown runs in reverse. */
 export async function startService(config: Config, logger: Logger): Promise<RunningService> {
   const { db, migrations, appliedNow } = await openDatabase(config.database);
   logger.info({ backend: db.backend, appliedMigrations: appliedNow }, 'database ready');
   if (config.api.authDisabled) {
     logger.warn('AUTH_DISABLED=true: API keys are not checked and every caller is an admin; use this only on a trusted network');
-  } else if ((await countLiveApiKeys(db)) === 0) {
-    logger.warn('no API keys exist yet: every /v1 request will be refused; mint one with `npm run keys -- create --name admin --scopes admin`');
+  } else {
+    await ensureInitialAdminKey(db, config.dataDir, logger);
   }
   let services: ServiceLayer;
   try {

@@ -12,6 +12,8 @@ export interface Config {
   grpcPort: number;
   logLevel: LogLevel;
   database: DatabaseConfig;
+  /** Where the embedded database and the initial admin key file live. */
+  dataDir: string;
   shutdownGraceMs: number;
   kernelThreads: number;
   jobs: { pollMs: number; staleMs: number; annIndexBatch: number };
@@ -113,6 +115,7 @@ export function loadConfig(env: Env = process.env): Config {
     database: databaseUrl
       ? { backend: 'native', url: databaseUrl, poolMax: v.DATABASE_POOL_MAX as number }
       : { backend: 'embedded', dataDir: v.DATA_DIR as string },
+    dataDir: v.DATA_DIR as string,
     shutdownGraceMs: v.SHUTDOWN_GRACE_MS as number,
     kernelThreads: v.KERNEL_THREADS as number,
     jobs: { pollMs: v.JOB_POLL_MS as number, staleMs: v.JOB_STALE_MS as number, annIndexBatch: v.ANN_INDEX_BATCH as number },

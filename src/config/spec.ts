@@ -24,7 +24,7 @@ export const VARIABLES = {
     protocols: ['postgres:', 'postgresql:'],
     doc: 'Native PostgreSQL (15+, pgvector 0.7+) connection URL. Unset: embedded PGlite under DATA_DIR.',
   },
-  DATA_DIR: { kind: 'string', default: './data', doc: 'Directory of the embedded database (used when DATABASE_URL is unset).' },
+  DATA_DIR: { kind: 'string', default: './data', doc: 'Directory of the embedded database (used when DATABASE_URL is unset) and of the initial admin key file.' },
   DATABASE_POOL_MAX: { kind: 'int', default: 10, min: 1, max: 1000, doc: 'Maximum connections in the native Postgres pool.' },
   SHUTDOWN_GRACE_MS: {
     kind: 'int',

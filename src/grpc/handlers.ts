@@ -1,11 +1,11 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
-import { authorize, mayAccessDataset, type Principal } from '../service/auth.js';
+import { authorize, authorizeJob, mayAccessDataset, type Principal } from '../service/auth.js';
 import type { ServiceContext } from '../service/context.js';
 import { createDataset, deleteDataset, getDataset, listDatasets } from '../service/datasets.js';
 import { findDuplicates } from '../service/duplicates.js';
-import { ServiceError } from '../service/errors.js';
+import { checkItemCount, ServiceError } from '../service/errors.js';
 import { createImageDataset, ingestItems } from '../service/images.js';
 import type { ItemOutcome } from '../service/ingest.js';
 import { deleteItem, getItem } from '../service/items.js';
@@ -47,20 +47,6 @@ export interface HandlerDeps {
 }
 
 type Msg = Record<string, unknown>;
-
-/** Ingest messages and score requests carry at most `max` items. */
-function checkItemCount(count: number, max: number): void {
-  if (count > max) {
-    throw new ServiceError('too_large', 'TOO_MANY_ITEMS', `a message may carry at most ${max} items, got ${count}`, { max, got: count });
-  }
-}
-
-/** Read access to a job's dataset; a job whose dataset is gone is visible only to unrestricted keys. */
-function authorizeJob(principal: Principal, job: JobView): void {
-  if (job.dataset !== null) return authorize(principal, 'read', job.dataset);
-  authorize(principal, 'read');
-  if (principal.datasets.length > 0) throw new ServiceError('forbidden', 'DATASET_FORBIDDEN', 'this API key may not access the job of a deleted dataset', {});
-}
 
 function waitForDrain(call: grpc.ServerWritableStream<Msg, Msg>): Promise<void> {
   return new Promise((resolve) => {

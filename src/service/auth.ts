@@ -111,3 +111,12 @@ export function authorize(principal: Principal, scope: Scope, dataset?: string):
     throw new ServiceError('forbidden', 'DATASET_FORBIDDEN', `this API key may not access dataset ${dataset}`, { dataset });
   }
 }
+
+/** Read access to a job means read access to its dataset; a job whose dataset is gone is visible only to unrestricted keys. */
+export function authorizeJob(principal: Principal, job: { dataset: string | null }): void {
+  if (job.dataset !== null) return authorize(principal, 'read', job.dataset);
+  authorize(principal, 'read');
+  if (principal.datasets.length > 0) {
+    throw new ServiceError('forbidden', 'DATASET_FORBIDDEN', 'this API key may not access the job of a deleted dataset', {});
+  }
+}

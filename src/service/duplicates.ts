@@ -48,7 +48,7 @@ export interface NearestStored {
 /**
  * For each unit vector, the most similar stored item: the dataset's HNSW index (pgvector, cosine)
  * over indexed items, plus an exact scan of the items stored since the index last caught up, so a
- * just-ingested duplicate is never missed. One round trip per source for the whole batch.
+ * just-ingested duplicate is never missed. One round trip for the whole batch.
  */
 export async function nearestStored(ctx: ServiceContext, dataset: Dataset, vectors: Float32Array, n: number, epsilon?: number): Promise<NearestStored[]> {
   const eps = epsilon ?? dataset.settings.duplicateEpsilon;
@@ -57,35 +57,31 @@ export async function nearestStored(ctx: ServiceContext, dataset: Dataset, vecto
   const literals = Array.from({ length: n }, (_, i) => vectorLiteral(vectors.subarray(i * dim, (i + 1) * dim)));
   const ds = uuidLiteral(dataset.id);
   const expr = annExpression(dim, 'a.embedding');
-  const lookups = await Promise.all([
-    ctx.db.query<{ ord: string; external_id: string; distance: number }>(
-      `SELECT q.ord, nn.external_id, nn.distance FROM unnest($1::text[]) WITH ORDINALITY AS q(v, ord)
-       CROSS JOIN LATERAL (
-         SELECT i.external_id, ${expr} <=> q.v::vector(${dim}) AS distance
-           FROM item_ann a JOIN items i ON i.id = a.item_id
-          WHERE a.dataset_id = ${ds}
-          ORDER BY ${expr} <=> q.v::vector(${dim}) LIMIT 1) nn`,
-      [literals],
-    ),
-    ctx.db.query<{ ord: string; external_id: string; distance: number }>(
-      `SELECT q.ord, nn.external_id, nn.distance FROM unnest($1::text[]) WITH ORDINALITY AS q(v, ord)
-       CROSS JOIN LATERAL (
-         SELECT i.external_id, i.embedding <=> q.v::vector AS distance
-           FROM ann_pending p JOIN items i ON i.id = p.item_id
-          WHERE p.dataset_id = ${ds}
-          ORDER BY i.embedding <=> q.v::vector LIMIT 1) nn`,
-      [literals],
-    ),
-  ]);
+  // One statement, so both sources are read from one snapshot: the background indexer moving an
+  // item from pending to indexed between two queries would otherwise hide it from both.
+  const rows = await ctx.db.query<{ ord: string; external_id: string; distance: number }>(
+    `SELECT q.ord, nn.external_id, nn.distance FROM unnest($1::text[]) WITH ORDINALITY AS q(v, ord)
+     CROSS JOIN LATERAL (
+       SELECT i.external_id, ${expr} <=> q.v::vector(${dim}) AS distance
+         FROM item_ann a JOIN items i ON i.id = a.item_id
+        WHERE a.dataset_id = ${ds}
+        ORDER BY ${expr} <=> q.v::vector(${dim}) LIMIT 1) nn
+     UNION ALL
+     SELECT q.ord, nn.external_id, nn.distance FROM unnest($1::text[]) WITH ORDINALITY AS q(v, ord)
+     CROSS JOIN LATERAL (
+       SELECT i.external_id, i.embedding <=> q.v::vector AS distance
+         FROM ann_pending p JOIN items i ON i.id = p.item_id
+        WHERE p.dataset_id = ${ds}
+        ORDER BY i.embedding <=> q.v::vector LIMIT 1) nn`,
+    [literals],
+  );
   const best: NearestStored[] = Array.from({ length: n }, () => ({ externalId: null, similarity: null, duplicate: false }));
-  for (const rows of lookups) {
-    for (const r of rows) {
-      const i = Number(r.ord) - 1;
-      const similarity = 1 - Number(r.distance);
-      const current = best[i];
-      if (current.similarity === null || similarity > current.similarity) {
-        best[i] = { externalId: r.external_id, similarity, duplicate: similarity >= 1 - eps - 1e-6 };
-      }
+  for (const r of rows) {
+    const i = Number(r.ord) - 1;
+    const similarity = 1 - Number(r.distance);
+    const current = best[i];
+    if (current.similarity === null || similarity > current.similarity) {
+      best[i] = { externalId: r.external_id, similarity, duplicate: similarity >= 1 - eps - 1e-6 };
     }
   }
   return best;

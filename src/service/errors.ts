@@ -34,3 +34,10 @@ export const HTTP_STATUS_BY_KIND: Record<ErrorKind, number> = {
   overloaded: 429,
   unavailable: 503,
 };
+
+/** Ingest and score requests (REST bodies, gRPC messages) carry at most `max` items (MAX_ITEMS_PER_REQUEST). */
+export function checkItemCount(count: number, max: number): void {
+  if (count > max) {
+    throw new ServiceError('too_large', 'TOO_MANY_ITEMS', `a request may carry at most ${max} items (MAX_ITEMS_PER_REQUEST); got ${count}`, { max, count });
+  }
+}

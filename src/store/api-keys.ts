@@ -30,8 +30,9 @@ export async function listApiKeys(db: Database): Promise<ApiKeyRow[]> {
   return db.query<ApiKeyRow>(`SELECT ${COLUMNS} FROM api_keys ORDER BY created_at, id`);
 }
 
-export async function countLiveApiKeys(db: Database): Promise<number> {
-  const [row] = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM api_keys WHERE revoked_at IS NULL');
+/** Every key ever minted, revoked ones included. */
+export async function countApiKeys(db: Database): Promise<number> {
+  const [row] = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM api_keys');
   return row.n;
 }
 

@@ -68,7 +68,7 @@ describe.each(BACKENDS.map((b) => [b.name, b] as [string, TestBackend]))('gRPC A
     await writeFile(modelPath, channelMeanNchw(32, 32));
     const fresh = await backend.fresh();
     cleanup = fresh.cleanup;
-    service = await startService({ ...testConfig(modelPath, dir), database: fresh.config }, silentLogger);
+    service = await startService({ ...testConfig(modelPath, dir), database: fresh.config, dataDir: fresh.dataDir }, silentLogger);
     const port = service.grpc.port;
     const mint = async (scopes: string[], datasets?: string[]) => (await mintApiKey(service.db, { name: scopes.join('+'), scopes, datasets })).secret;
     admin = new ApiClient(port, await mint(['admin']));
@@ -407,7 +407,7 @@ describe('gRPC API limits', () => {
     const fresh = await BACKENDS[0].fresh();
     cleanup = fresh.cleanup;
     service = await startService(
-      { ...testConfig(modelPath, dir, { RATE_LIMIT_PER_MINUTE: '3', BODY_LIMIT_BYTES: '2048', REQUEST_TIMEOUT_MS: '400' }), database: fresh.config },
+      { ...testConfig(modelPath, dir, { RATE_LIMIT_PER_MINUTE: '3', BODY_LIMIT_BYTES: '2048', REQUEST_TIMEOUT_MS: '400' }), database: fresh.config, dataDir: fresh.dataDir },
       silentLogger,
     );
     client = new ApiClient(service.grpc.port, (await mintApiKey(service.db, { name: 'limited', scopes: ['admin'] })).secret);

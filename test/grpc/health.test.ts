@@ -37,7 +37,7 @@ describe('gRPC health service', () => {
     const fresh = await BACKENDS[0].fresh();
     cleanup = fresh.cleanup;
     const config = loadConfig({ PORT: '0', GRPC_PORT: '0', HOST: '127.0.0.1' });
-    service = await startService({ ...config, database: fresh.config }, silentLogger);
+    service = await startService({ ...config, database: fresh.config, dataDir: fresh.dataDir }, silentLogger);
     client = healthClient(service.grpc.port);
   });
 

@@ -12,7 +12,8 @@ import type { DatabaseConfig } from '../../src/config/index.js';
  */
 export interface TestBackend {
   name: 'embedded' | 'native';
-  fresh(): Promise<{ config: DatabaseConfig; cleanup(): Promise<void> }>;
+  /** `dataDir` is an empty directory for the service's own files (DATA_DIR). */
+  fresh(): Promise<{ config: DatabaseConfig; dataDir: string; cleanup(): Promise<void> }>;
 }
 
 export const NATIVE_URL = process.env.TEST_DATABASE_URL;
@@ -21,7 +22,7 @@ const embedded: TestBackend = {
   name: 'embedded',
   async fresh() {
     const dir = await mkdtemp(path.join(tmpdir(), 'protoprune-test-'));
-    return { config: { backend: 'embedded', dataDir: dir }, cleanup: () => rm(dir, { recursive: true, force: true }) };
+    return { config: { backend: 'embedded', dataDir: dir }, dataDir: dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
   },
 };
 
@@ -47,10 +48,13 @@ const native: TestBackend = {
   async fresh() {
     const schema = `test_${randomBytes(6).toString('hex')}`;
     await adminQuery(`CREATE SCHEMA "${schema}"`);
+    const dataDir = await mkdtemp(path.join(tmpdir(), 'protoprune-test-'));
     return {
       config: { backend: 'native', url: urlWithSchema(NATIVE_URL!, schema), poolMax: 4 },
+      dataDir,
       cleanup: async () => {
         await adminQuery(`DROP SCHEMA "${schema}" CASCADE`);
+        await rm(dataDir, { recursive: true, force: true });
       },
     };
   },

@@ -11,6 +11,8 @@ export interface ApiHarness {
   service: RunningService;
   /** Bearer secrets by role. */
   keys: { admin: string; writer: string; reader: string; otherOnly: string };
+  /** The service's DATA_DIR. */
+  dataDir: string;
   close(): Promise<void>;
 }
 
@@ -22,10 +24,11 @@ export async function startApi(backend: TestBackend, env: Record<string, string>
   const fresh = await backend.fresh();
   const modelsDir = await mkdtemp(path.join(tmpdir(), 'protoprune-models-'));
   const config = loadConfig({ PORT: '0', GRPC_PORT: '0', HOST: '127.0.0.1', JOB_POLL_MS: '50', MODELS_DIR: modelsDir, EMBEDDING_MAX_WAIT_MS: '2', ...env });
-  const service = await startService({ ...config, database: fresh.config }, silentLogger);
+  const service = await startService({ ...config, database: fresh.config, dataDir: fresh.dataDir }, silentLogger);
   const mint = async (scopes: string[], datasets: string[] = []) => (await mintApiKey(service.db, { name: scopes.join('+'), scopes, datasets })).secret;
   return {
     service,
+    dataDir: fresh.dataDir,
     keys: { admin: await mint(['admin']), writer: await mint(['write']), reader: await mint(['read']), otherOnly: await mint(['admin'], ['other']) },
     async close() {
       await service.stop();

@@ -44,7 +44,7 @@ describe.each(BACKENDS)('health endpoints on the $name backend', (backend) => {
       fresh.config.backend === 'native' && databaseUrlOverride
         ? { ...fresh.config, url: databaseUrlOverride(fresh.config.url) }
         : fresh.config;
-    const service = await startService({ ...base, database }, silentLogger);
+    const service = await startService({ ...base, database, dataDir: fresh.dataDir }, silentLogger);
     cleanups.push(() => service.stop());
     return service;
   }

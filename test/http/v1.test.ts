@@ -1,4 +1,7 @@
+import { readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
 import request from 'supertest';
+import { INITIAL_ADMIN_KEY_FILE } from '../../src/server.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { selectItems } from '../../src/service/selection.js';
 import { BACKENDS } from '../helpers/backends.js';
@@ -38,6 +41,14 @@ describe.each(BACKENDS)('REST /v1 on the $name backend', (backend) => {
   });
 
   describe('authentication and authorisation', () => {
+    it('mints one admin key at first boot into DATA_DIR/initial-admin-key (mode 0600)', async () => {
+      const file = path.join(h.dataDir, INITIAL_ADMIN_KEY_FILE);
+      expect((await stat(file)).mode & 0o777).toBe(0o600);
+      const secret = (await readFile(file, 'utf8')).trim();
+      await http.post('/v1/datasets').set('authorization', bearer(secret)).send({ name: 'initial-key-check', dimension: 2 }).expect(201);
+      await http.delete('/v1/datasets/initial-key-check').set('authorization', bearer(secret)).expect(204);
+    });
+
     it('refuses a missing key, an unknown key, and a malformed header with 401', async () => {
       const missing = await http.get('/v1/datasets').expect(401);
       expect(missing.body.error.code).toBe('MISSING_API_KEY');

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { Config } from '../../../config/index.js';
-import { authorize } from '../../../service/auth.js';
+import { authorizeJob } from '../../../service/auth.js';
 import type { ServiceContext } from '../../../service/context.js';
 import { findDuplicates } from '../../../service/duplicates.js';
 import { getJobView, type JobView } from '../../../service/jobs.js';
@@ -9,8 +9,8 @@ import { prototypeStatus } from '../../../service/prototypes.js';
 import { requestRefit } from '../../../service/refit.js';
 import { scoreBatch } from '../../../service/score.js';
 import { datasetStats } from '../../../service/stats.js';
+import { checkItemCount } from '../../../service/errors.js';
 import { ErrorBody } from '../../schemas.js';
-import { checkItemCount } from './items.js';
 import { DatasetParams, Duplicates, DuplicatesQuery, Prototypes, ScoreBody, ScoreResponse, Stats } from './schemas.js';
 
 const iso = (d: Date | null) => (d === null ? null : new Date(d).toISOString());
@@ -81,7 +81,7 @@ export const analysisRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; ap
     },
     async (request) => {
       const job = await getJobView(ctx.db, request.params.id);
-      authorize(request.principal!, 'read', job.dataset ?? undefined);
+      authorizeJob(request.principal!, job);
       return jobBody(job);
     },
   );

@@ -4,7 +4,7 @@ import { Type } from '@sinclair/typebox';
 import type {} from '@fastify/multipart';
 import type { Config } from '../../../config/index.js';
 import type { ServiceContext } from '../../../service/context.js';
-import { ServiceError } from '../../../service/errors.js';
+import { checkItemCount, ServiceError } from '../../../service/errors.js';
 import { ingestItems, type AnyItem } from '../../../service/images.js';
 import type { IngestResult } from '../../../service/ingest.js';
 import { deleteItem, getItem } from '../../../service/items.js';
@@ -13,12 +13,6 @@ import { DatasetParams, IngestBody, IngestResponse, Item, ItemParams } from './s
 
 /** Multipart field names that carry no id of their own: the file name is the external id. */
 const GENERIC_FIELDS = new Set(['file', 'files', 'image', 'images']);
-
-export function checkItemCount(count: number, max: number): void {
-  if (count > max) {
-    throw new ServiceError('too_large', 'TOO_MANY_ITEMS', `a request may carry at most ${max} items (MAX_ITEMS_PER_REQUEST); got ${count}`, { max, count });
-  }
-}
 
 /**
  * Image files of a multipart upload. The external id is the field name, or the file name when
