@@ -8,6 +8,7 @@ import { createDataset, getDataset, type CreateDatasetInput, type Dataset } from
 import { ServiceError } from './errors.js';
 import { ingestEmbeddings, type IngestResult, type ItemOutcome } from './ingest.js';
 import { decodeBase64Strict, decodeVector } from '../embedding/vectors.js';
+import { makeThumbnail } from '../embedding/thumbnail.js';
 
 /** What the encoder is and how it is batched (the `embedding` part of the configuration). */
 export type EmbedderOptions = Config['embedding'];
@@ -16,6 +17,8 @@ export type EmbedderOptions = Config['embedding'];
 export interface Embedder {
   identity: EncoderIdentity;
   dim: number;
+  /** Decompression-bomb guard of every decode (IMAGE_MAX_PIXELS). */
+  maxPixels: number;
   batcher: EmbeddingBatcher;
   close(): Promise<void>;
 }
@@ -35,6 +38,7 @@ export async function startEmbedder(options: EmbedderOptions): Promise<Embedder>
   return {
     identity: encoder.identity,
     dim: encoder.dim,
+    maxPixels: options.maxPixels,
     batcher,
     async close() {
       await batcher.close();
@@ -98,8 +102,8 @@ export interface AnyItem {
  * Embeds the images of a batch (if any) and stores everything in one ingest. An item with both or
  * neither of `image` and `embedding`, or an image that fails to decode, fails alone.
  */
-export async function embedAny(ctx: ServiceContext, dataset: Dataset, items: readonly Pick<AnyItem, 'embedding' | 'image'>[]) {
-  const results = new Array<{ embedding: ArrayLike<number> } | { error: { code: string; message: string } }>(items.length);
+export async function embedAny(ctx: ServiceContext, dataset: Dataset, items: readonly Pick<AnyItem, 'embedding' | 'image'>[], withThumbnails = false) {
+  const results = new Array<{ embedding: ArrayLike<number>; thumbnail?: Uint8Array | null } | { error: { code: string; message: string } }>(items.length);
   const imageAt: number[] = [];
   const images: Uint8Array[] = [];
   items.forEach((item, i) => {
@@ -123,21 +127,25 @@ export async function embedAny(ctx: ServiceContext, dataset: Dataset, items: rea
   if (imageAt.length > 0) {
     const embedder = embedderOf(ctx);
     checkModel(dataset, embedder.identity);
+    // Thumbnails decode on sharp's thread pool while the encoder runs.
+    const thumbnails = withThumbnails ? Promise.all(images.map((bytes) => makeThumbnail(bytes, embedder.maxPixels))) : null;
     let embedded;
     try {
       embedded = await embedder.batcher.embed(images);
     } catch (error) {
+      await thumbnails;
       if (error instanceof OverloadedError) throw new ServiceError('overloaded', 'OVERLOADED', error.message, { retryAfterMs: error.retryAfterMs });
       throw error;
     }
-    embedded.forEach((result, j) => (results[imageAt[j]] = result));
+    const small = await thumbnails;
+    embedded.forEach((result, j) => (results[imageAt[j]] = 'error' in result ? result : { embedding: result.embedding, thumbnail: small?.[j] ?? null }));
   }
   return results;
 }
 
 export async function ingestItems(ctx: ServiceContext, datasetName: string, items: readonly AnyItem[]): Promise<IngestResult> {
   const dataset = await getDataset(ctx, datasetName);
-  const embedded = await embedAny(ctx, dataset, items);
+  const embedded = await embedAny(ctx, dataset, items, true);
   const outcomes = new Array<ItemOutcome>(items.length);
   const good: number[] = [];
   embedded.forEach((result, i) => {
@@ -147,7 +155,10 @@ export async function ingestItems(ctx: ServiceContext, datasetName: string, item
   const stored = await ingestEmbeddings(
     ctx,
     datasetName,
-    good.map((i) => ({ externalId: items[i].externalId, embedding: (embedded[i] as { embedding: ArrayLike<number> }).embedding, metadata: items[i].metadata })),
+    good.map((i) => {
+      const { embedding, thumbnail } = embedded[i] as { embedding: ArrayLike<number>; thumbnail?: Uint8Array | null };
+      return { externalId: items[i].externalId, embedding, metadata: items[i].metadata, thumbnail: thumbnail ?? null };
+    }),
   );
   good.forEach((i, j) => (outcomes[i] = stored.items[j]));
   return { ...stored, items: outcomes };

@@ -1,7 +1,7 @@
 import { centroidDrift, miniBatchUpdate, shouldRefit } from '../core/incremental.js';
 import { scoresFromSimilarity } from '../core/scores.js';
 import { lockDataset } from '../store/datasets.js';
-import { markChanged, upsertItems, upsertScores } from '../store/items.js';
+import { markChanged, saveThumbnails, upsertItems, upsertScores } from '../store/items.js';
 import { enqueueJob } from '../store/jobs.js';
 import { saveMiniBatch, type PrototypeSet } from '../store/prototypes.js';
 import type { ServiceContext } from './context.js';
@@ -15,6 +15,8 @@ export interface IngestItem {
   externalId: string;
   embedding: ArrayLike<number>;
   metadata?: unknown;
+  /** A small JPEG of the image the embedding came from; null or absent for precomputed embeddings. */
+  thumbnail?: Uint8Array | null;
 }
 
 export type ItemOutcome =
@@ -35,6 +37,7 @@ interface ValidItem {
   index: number;
   externalId: string;
   metadata: string;
+  thumbnail: Uint8Array | null;
 }
 
 /** Checks every item on its own; returns the valid ones (normalised into `vectors`) and the errors. */
@@ -73,7 +76,7 @@ function validate(dataset: Dataset, items: readonly IngestItem[]): { valid: Vali
     if (Buffer.byteLength(metadata) > MAX_METADATA_BYTES) return fail(i, 'INVALID_METADATA', `metadata exceeds ${MAX_METADATA_BYTES} bytes`);
     const scale = 1 / Math.sqrt(squared);
     for (let j = 0; j < dim; j++) scratch[at + j] *= scale;
-    valid.push({ index: i, externalId, metadata });
+    valid.push({ index: i, externalId, metadata, thumbnail: item.thumbnail ?? null });
   });
   return { valid, vectors: scratch.subarray(0, valid.length * dim), outcomes };
 }
@@ -135,6 +138,7 @@ export async function ingestEmbeddings(ctx: ServiceContext, datasetName: string,
     lap('upsertScores');
     await markChanged(tx, dataset.id, itemIds, upserted.filter((u) => !u.inserted).map((u) => u.itemId), version);
     lap('markChanged');
+    await saveThumbnails(tx, upserted, valid.map((v) => v.thumbnail));
     return { version, upserted, scores, clusters, updated };
   });
   lap('commit');

@@ -1,5 +1,5 @@
 import { lockDataset } from '../store/datasets.js';
-import { deleteItem as deleteItemRow, findItem } from '../store/items.js';
+import { deleteItem as deleteItemRow, findItem, findThumbnail } from '../store/items.js';
 import type { ServiceContext } from './context.js';
 import { getDataset } from './datasets.js';
 import { ServiceError } from './errors.js';
@@ -37,4 +37,17 @@ export async function deleteItem(ctx: ServiceContext, datasetName: string, exter
     return deleteItemRow(tx, dataset.id, externalId);
   });
   if (!deleted) notFound(datasetName, externalId);
+}
+
+/** The item's small JPEG, stored when it was ingested as an image. */
+export async function getThumbnail(ctx: ServiceContext, datasetName: string, externalId: string): Promise<Uint8Array> {
+  const dataset = await getDataset(ctx, datasetName);
+  const data = await findThumbnail(ctx.db, dataset.id, externalId);
+  if (!data) {
+    throw new ServiceError('not_found', 'THUMBNAIL_NOT_FOUND', `dataset ${datasetName} has no thumbnail for ${externalId} (it was not ingested as an image, or does not exist)`, {
+      dataset: datasetName,
+      externalId,
+    });
+  }
+  return data;
 }

@@ -303,3 +303,38 @@ export async function deleteItem(tx: Sql, datasetId: string, externalId: string)
   await tx.query('DELETE FROM ann_pending WHERE item_id = $1::bigint', [rows[0].id]);
   return true;
 }
+
+/**
+ * Stores the thumbnails of an upserted batch (index-aligned with it); a replaced item without a
+ * new thumbnail loses its old one, which showed another image.
+ */
+export async function saveThumbnails(tx: Sql, upserted: readonly UpsertedItem[], thumbnails: readonly (Uint8Array | null)[]): Promise<void> {
+  const ids: string[] = [];
+  const data: Buffer[] = [];
+  const stale: string[] = [];
+  upserted.forEach((u, i) => {
+    const thumbnail = thumbnails[i];
+    if (thumbnail) {
+      ids.push(String(u.itemId));
+      data.push(Buffer.from(thumbnail.buffer, thumbnail.byteOffset, thumbnail.byteLength));
+    } else if (!u.inserted) {
+      stale.push(String(u.itemId));
+    }
+  });
+  if (ids.length > 0) {
+    await tx.query(
+      `INSERT INTO item_thumbnails (item_id, data) SELECT unnest($1::bigint[]), unnest($2::bytea[])
+       ON CONFLICT (item_id) DO UPDATE SET data = EXCLUDED.data`,
+      [ids, data],
+    );
+  }
+  if (stale.length > 0) await tx.query('DELETE FROM item_thumbnails WHERE item_id = ANY($1::bigint[])', [stale]);
+}
+
+export async function findThumbnail(db: Sql, datasetId: string, externalId: string): Promise<Uint8Array | undefined> {
+  const rows = await db.query<{ data: Uint8Array }>(
+    'SELECT t.data FROM item_thumbnails t JOIN items i ON i.id = t.item_id WHERE i.dataset_id = $1 AND i.external_id = $2',
+    [datasetId, externalId],
+  );
+  return rows[0]?.data;
+}

@@ -1,6 +1,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import request from 'supertest';
+import sharp from 'sharp';
 import { INITIAL_ADMIN_KEY_FILE } from '../../src/server.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { selectItems } from '../../src/service/selection.js';
@@ -298,6 +299,13 @@ describe.each(BACKENDS)('REST /v1 on the $name backend', (backend) => {
       ]);
       const item = await http.get('/v1/datasets/photos/items/cat-1').set('authorization', bearer(h.keys.reader)).expect(200);
       expect(item.body.metadata).toEqual({ label: 'cat' });
+      const thumb = await http.get('/v1/datasets/photos/items/cat-1/thumbnail').set('authorization', bearer(h.keys.reader)).expect(200);
+      expect(thumb.headers['content-type']).toBe('image/jpeg');
+      const meta = await sharp(thumb.body as Buffer).metadata();
+      expect([meta.format, meta.width, meta.height]).toEqual(['jpeg', 64, 64]);
+      const none = await http.get('/v1/datasets/photos/items/broken/thumbnail').set('authorization', bearer(h.keys.reader)).expect(404);
+      expect(none.body.error.code).toBe('THUMBNAIL_NOT_FOUND');
+      await http.get('/v1/datasets/photos/items/cat-1/thumbnail').set('authorization', bearer(h.keys.otherOnly)).expect(403);
       const json = await http
         .post('/v1/datasets/photos/items')
         .set('authorization', bearer(h.keys.writer))

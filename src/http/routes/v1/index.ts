@@ -10,6 +10,7 @@ import { itemRoutes } from './items.js';
 import { keyRoutes } from './keys.js';
 import { SHARED_SCHEMAS } from './schemas.js';
 import { selectionRoutes } from './selection.js';
+import { thumbnailRoutes } from './thumbnails.js';
 
 /** The public API under /v1: API keys, a per-key rate limit, multipart uploads, and every resource. */
 export const v1Routes: FastifyPluginAsync<{ ctx: ServiceContext; api: Config['api'] }> = async (app, { ctx, api }) => {
@@ -20,6 +21,7 @@ export const v1Routes: FastifyPluginAsync<{ ctx: ServiceContext; api: Config['ap
   await app.register(datasetRoutes, { ctx });
   await app.register(itemRoutes, { ctx, api });
   await app.register(selectionRoutes, { ctx });
+  await app.register(thumbnailRoutes, { ctx });
   await app.register(analysisRoutes, { ctx, api });
   await app.register(keyRoutes, { ctx });
 };
