@@ -79,6 +79,12 @@ export async function openNative(url: string, poolMax: number): Promise<Database
   });
   // An idle client losing its server (restart, network) must not crash the process; the pool replaces it.
   pool.on('error', () => undefined);
+  // As `prisma migrate deploy` does, a named schema is created when missing; otherwise search_path
+  // would silently fall through to public.
+  // (Checked first: CREATE SCHEMA needs the CREATE privilege even when the schema exists.)
+  if (schema && (await pool.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema])).rowCount === 0) {
+    await pool.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdentifier(schema)}`);
+  }
   const prisma = new PrismaClient({ adapter: new PrismaPg(pool, schema ? { schema } : undefined) });
   const sql = clientSql(pool);
 
