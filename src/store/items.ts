@@ -9,16 +9,21 @@ export interface UpsertedItem {
   inserted: boolean;
 }
 
-/** Per-connection scratch table the binary COPY of an ingest batch lands in (emptied at commit). */
+/** Per-connection scratch table replacements of an ingest batch land in (emptied at commit). */
 const INGEST_SCRATCH = `CREATE TEMP TABLE IF NOT EXISTS ingest_batch (
-  ord integer, external_id text, embedding vector, metadata jsonb) ON COMMIT DELETE ROWS`;
+  external_id text, embedding vector, metadata jsonb) ON COMMIT DELETE ROWS`;
+
+/** PostgreSQL's binary timestamps count microseconds from 2000-01-01 UTC. */
+const PG_EPOCH_MICROS = 946_684_800_000_000n;
 
 /**
- * Inserts or replaces a batch of items (external ids must be distinct) in one COPY and one
- * set-based upsert. Must run inside a transaction that holds the dataset lock. `updated_at` is the
- * write's wall-clock time (not the transaction's start), so it is later than any refit snapshot
- * taken before this transaction acquired the lock. Returns, in input order, each item's id and
- * whether it was new.
+ * Inserts or replaces a batch of items (external ids must be distinct). Must run inside a
+ * transaction that holds the dataset lock, so no other writer touches these external ids. New items
+ * (the common case) are copied straight into `items` with ids drawn from its sequence in one round
+ * trip; replacements go through a scratch table and one UPDATE. `updated_at` is the database clock
+ * read after the lock was taken (not the transaction's start), so it is later than any refit
+ * snapshot taken before this transaction acquired the lock. Returns, in input order, each item's id
+ * and whether it was new.
  */
 export async function upsertItems(
   tx: Sql,
@@ -28,32 +33,65 @@ export async function upsertItems(
   vectors: Float32Array,
   metadata: readonly string[],
 ): Promise<UpsertedItem[]> {
-  await tx.exec(INGEST_SCRATCH);
-  async function* tuples() {
-    yield copyHeader();
-    for (let i = 0; i < externalIds.length; i++) {
-      yield encodeTuple([
-        { type: 'int4', value: i },
-        { type: 'text', value: externalIds[i] },
-        { type: 'vector', value: vectors, offset: i * dim, dim },
-        { type: 'jsonb', value: metadata[i] },
-      ]);
-    }
-    yield copyTrailer();
-  }
-  await tx.copyIn('ingest_batch (ord, external_id, embedding, metadata)', 'binary', tuples());
-  const rows = await tx.query<{ id: string; ord: number; inserted: boolean }>(
-    `WITH upserted AS (
-       INSERT INTO items (dataset_id, external_id, embedding, metadata, updated_at)
-       SELECT $1, external_id, embedding, metadata, clock_timestamp() FROM ingest_batch ORDER BY ord
-       ON CONFLICT (dataset_id, external_id) DO UPDATE
-         SET embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at
-       RETURNING id, external_id, (xmax = 0) AS inserted)
-     SELECT u.id::text AS id, b.ord, u.inserted FROM upserted u JOIN ingest_batch b USING (external_id)`,
-    [datasetId],
+  const n = externalIds.length;
+  const out = new Array<UpsertedItem>(n);
+  const existing = await tx.query<{ id: string; external_id: string }>(
+    'SELECT id::text AS id, external_id FROM items WHERE dataset_id = $1 AND external_id = ANY($2::text[])',
+    [datasetId, externalIds],
   );
-  const out = new Array<UpsertedItem>(externalIds.length);
-  for (const r of rows) out[r.ord] = { itemId: BigInt(r.id), inserted: r.inserted };
+  const existingIds = new Map(existing.map((r) => [r.external_id, BigInt(r.id)]));
+  const fresh: number[] = [];
+  const replaced: number[] = [];
+  for (let i = 0; i < n; i++) (existingIds.has(externalIds[i]) ? replaced : fresh).push(i);
+
+  if (fresh.length > 0) {
+    const [alloc] = await tx.query<{ now_us: string; ids: string[] }>(
+      `SELECT ((extract(epoch FROM clock_timestamp()) * 1000000)::int8)::text AS now_us,
+              array(SELECT nextval(pg_get_serial_sequence('items', 'id')) FROM generate_series(1, $1::int))::text[] AS ids`,
+      [fresh.length],
+    );
+    const writtenAt = BigInt(alloc.now_us) - PG_EPOCH_MICROS;
+    const ids = alloc.ids.map(BigInt);
+    async function* tuples() {
+      yield copyHeader();
+      for (let f = 0; f < fresh.length; f++) {
+        const i = fresh[f];
+        yield encodeTuple([
+          { type: 'int8', value: ids[f] },
+          { type: 'uuid', value: datasetId },
+          { type: 'text', value: externalIds[i] },
+          { type: 'vector', value: vectors, offset: i * dim, dim },
+          { type: 'jsonb', value: metadata[i] },
+          { type: 'int8', value: writtenAt }, // timestamptz on the wire: microseconds since 2000-01-01
+        ]);
+      }
+      yield copyTrailer();
+    }
+    await tx.copyIn('items (id, dataset_id, external_id, embedding, metadata, updated_at)', 'binary', tuples());
+    fresh.forEach((i, f) => (out[i] = { itemId: ids[f], inserted: true }));
+  }
+
+  if (replaced.length > 0) {
+    await tx.exec(INGEST_SCRATCH);
+    async function* tuples() {
+      yield copyHeader();
+      for (const i of replaced) {
+        yield encodeTuple([
+          { type: 'text', value: externalIds[i] },
+          { type: 'vector', value: vectors, offset: i * dim, dim },
+          { type: 'jsonb', value: metadata[i] },
+        ]);
+      }
+      yield copyTrailer();
+    }
+    await tx.copyIn('ingest_batch (external_id, embedding, metadata)', 'binary', tuples());
+    await tx.query(
+      `UPDATE items i SET embedding = b.embedding, metadata = b.metadata, updated_at = clock_timestamp()
+         FROM ingest_batch b WHERE i.dataset_id = $1 AND i.external_id = b.external_id`,
+      [datasetId],
+    );
+    for (const i of replaced) out[i] = { itemId: existingIds.get(externalIds[i])!, inserted: false };
+  }
   return out;
 }
 
