@@ -11,6 +11,8 @@ import { openDatabase } from './store/open.js';
 import { countApiKeys } from './store/api-keys.js';
 import { mintApiKey } from './service/auth.js';
 import { startServiceLayer, type ServiceLayer } from './service/runtime.js';
+import { PromMetrics } from './metrics.js';
+import { startMetricsListener, type MetricsListener } from './http/plugins/metrics.js';
 
 export interface RunningService {
   config: Config;
@@ -20,6 +22,10 @@ export interface RunningService {
   services: ServiceLayer;
   /** The bound HTTP port (useful when PORT=0). */
   httpPort: number;
+  /** This service's metrics registry (null with METRICS_ENABLED=false). */
+  metrics: PromMetrics | null;
+  /** The separate /metrics listener's port (METRICS_PORT > 0), else null. */
+  metricsPort: number | null;
   /** Stops accepting, lets in-flight work finish (up to the grace period), closes the database. */
   stop(): Promise<void>;
 }
@@ -59,6 +65,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   } else {
     await ensureInitialAdminKey(db, config.dataDir, logger);
   }
+  const metrics = config.metrics.enabled ? new PromMetrics() : null;
   let services: ServiceLayer;
   try {
     services = await startServiceLayer(db, logger, {
@@ -66,6 +73,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       jobs: config.jobs,
       embedding: config.embedding,
       authEnabled: !config.api.authDisabled,
+      metrics: metrics ?? undefined,
     });
   } catch (error) {
     await db.close();
@@ -85,12 +93,21 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     },
   };
 
-  const http = await buildApp({ logger, readiness, ctx: services.ctx, api: config.api });
+  const http = await buildApp({
+    logger,
+    readiness,
+    ctx: services.ctx,
+    api: config.api,
+    metrics: metrics ? { recorder: metrics, exposition: config.metrics.port === 0 ? metrics : null } : undefined,
+  });
   let grpc: GrpcServer | undefined;
+  let metricsListener: MetricsListener | undefined;
   try {
     await http.listen({ host: config.host, port: config.port });
-    grpc = await startGrpcServer(config.host, config.grpcPort, logger, { ctx: services.ctx, api: config.api });
+    grpc = await startGrpcServer(config.host, config.grpcPort, logger, { ctx: services.ctx, api: config.api, metrics: metrics ?? undefined });
+    if (metrics && config.metrics.port > 0) metricsListener = await startMetricsListener(config.host, config.metrics.port, metrics, logger);
   } catch (error) {
+    await grpc?.shutdown(0);
     await http.close();
     await services.stop();
     await db.close();
@@ -108,6 +125,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     grpc: grpcServer,
     services,
     httpPort,
+    metrics,
+    metricsPort: metricsListener?.port ?? null,
     stop() {
       stopped ??= (async () => {
         stopping = true;
@@ -116,7 +135,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
           http.server.closeAllConnections();
         }, config.shutdownGraceMs);
         try {
-          await Promise.all([http.close(), grpcServer.shutdown(config.shutdownGraceMs)]);
+          await Promise.all([http.close(), grpcServer.shutdown(config.shutdownGraceMs), metricsListener?.close()]);
         } finally {
           clearTimeout(force);
           await services.stop();

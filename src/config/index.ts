@@ -18,6 +18,8 @@ export interface Config {
   kernelThreads: number;
   jobs: { pollMs: number; staleMs: number; annIndexBatch: number };
   api: { authDisabled: boolean; rateLimitPerMinute: number; bodyLimitBytes: number; maxItemsPerRequest: number; requestTimeoutMs: number };
+  /** Prometheus metrics: off, on the HTTP port behind an admin key (port 0), or on a separate plain listener. */
+  metrics: { enabled: boolean; port: number };
   embedding: {
     modelsDir: string;
     /** A user-supplied ONNX model; null means the default (converted on first start). */
@@ -126,6 +128,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxItemsPerRequest: v.MAX_ITEMS_PER_REQUEST as number,
       requestTimeoutMs: v.REQUEST_TIMEOUT_MS as number,
     },
+    metrics: { enabled: v.METRICS_ENABLED as boolean, port: v.METRICS_PORT as number },
     embedding: {
       modelsDir,
       custom,

@@ -63,6 +63,9 @@ export interface BatcherStats {
   imagesPerSecond: number;
 }
 
+/** Told about every encoder run once it ends (successful or not); must not throw. */
+export type BatchObserver = (batch: { size: number; ms: number; ok: boolean }) => void;
+
 interface Call {
   results: EmbedItemResult[];
   remaining: number;
@@ -115,6 +118,7 @@ export class EmbeddingBatcher {
   private failed = 0;
   /** Exponentially weighted inference throughput, images per millisecond. */
   private rate = 0;
+  private readonly observers = new Set<BatchObserver>();
 
   constructor(
     private readonly encoder: ImageEncoder,
@@ -167,6 +171,12 @@ export class EmbeddingBatcher {
       failed: this.failed,
       imagesPerSecond: this.rate * 1000,
     };
+  }
+
+  /** Registers an observer of encoder runs (e.g. metrics); returns a function that removes it. */
+  observe(observer: BatchObserver): () => void {
+    this.observers.add(observer);
+    return () => this.observers.delete(observer);
   }
 
   /** Stops accepting calls and resolves once every accepted image has its result. Idempotent. */
@@ -290,6 +300,7 @@ export class EmbeddingBatcher {
     this.running = true;
     const n = batch.jobs.length;
     const started = performance.now();
+    let ok = false;
     try {
       const out = await this.encoder.embed(batch.buf.subarray(0, n * this.writer.elements), n);
       const dim = this.encoder.dim;
@@ -304,10 +315,19 @@ export class EmbeddingBatcher {
       }
       const perMs = n / Math.max(1e-3, performance.now() - started);
       this.rate = this.rate === 0 ? perMs : 0.8 * this.rate + 0.2 * perMs;
+      ok = true;
     } catch (err) {
       const message = `inference failed: ${(err as Error)?.message ?? String(err)}`;
       for (const job of batch.jobs) this.finish(job, { error: { code: 'INFERENCE_FAILED', message } });
     } finally {
+      const ms = performance.now() - started;
+      for (const observer of this.observers) {
+        try {
+          observer({ size: n, ms, ok });
+        } catch {
+          // an observer's failure must not disturb the batcher
+        }
+      }
       this.batches++;
       batch.jobs = [];
       this.free.push(batch.buf);

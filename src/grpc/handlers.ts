@@ -48,6 +48,12 @@ export interface HandlerDeps {
 
 type Msg = Record<string, unknown>;
 
+function outcomeCounts(outcomes: readonly ItemOutcome[]) {
+  const counts = { stored: 0, updated: 0, failed: 0 };
+  for (const o of outcomes) counts[o.status === 'error' ? 'failed' : o.status]++;
+  return counts;
+}
+
 function waitForDrain(call: grpc.ServerWritableStream<Msg, Msg>): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
@@ -150,13 +156,16 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
           const items = msg.items ?? [];
           checkItemCount(items.length, api.maxItemsPerRequest);
           if (items.length === 0) continue;
+          ctx.metrics?.ingestBytes('grpc', items.reduce((sum, m) => sum + (m.image?.byteLength ?? 0) + (m.embeddingF32le?.byteLength ?? 0) + (m.embedding?.length ?? 0) * 4, 0));
           const batch = decodeBatch<ItemOutcome>(items, true);
           const result = batch.good.length > 0 ? await ingestItems(ctx, dataset, batch.good) : null;
           if (result) {
             prototypeVersion = result.prototypeVersion;
             if (result.scheduledJobId) scheduled.push(result.scheduledJobId);
           }
-          outcomes.push(...batch.merge(result?.items ?? [], (externalId, e) => ({ externalId, status: 'error', code: e.code, message: e.message })));
+          const merged = batch.merge(result?.items ?? [], (externalId, e) => ({ externalId, status: 'error', code: e.code, message: e.message }));
+          ctx.metrics?.ingestItems('grpc', outcomeCounts(merged));
+          outcomes.push(...merged);
         }
         if (dataset === null) throw new ServiceError('invalid', 'EMPTY_INGEST', 'the stream carried no message; name the dataset in at least one', { field: 'dataset' });
         if (prototypeVersion === null) prototypeVersion = (await getDataset(ctx, dataset)).activeVersion;

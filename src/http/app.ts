@@ -4,7 +4,9 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
 import type { ServiceContext } from '../service/context.js';
+import type { Metrics } from '../metrics.js';
 import { errorsPlugin } from './plugins/errors.js';
+import { httpMetricsPlugin, metricsRoute, type MetricsExposition } from './plugins/metrics.js';
 import { openapiPlugin } from './plugins/openapi.js';
 import { healthRoutes, type Readiness } from './routes/health.js';
 import { v1Routes } from './routes/v1/index.js';
@@ -15,12 +17,14 @@ export interface AppDeps {
   /** The use cases behind /v1. */
   ctx: ServiceContext;
   api: Config['api'];
+  /** Request metrics, and `exposition` when /metrics is served on this port (behind an admin key). */
+  metrics?: { recorder: Metrics; exposition: MetricsExposition | null };
 }
 
 const REQUEST_ID_HEADER = 'x-request-id';
 
 /** Builds the fastify app (not listening). Every request log line carries `reqId`. */
-export async function buildApp({ logger, readiness, ctx, api }: AppDeps): Promise<FastifyInstance> {
+export async function buildApp({ logger, readiness, ctx, api, metrics }: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     requestIdHeader: REQUEST_ID_HEADER,
@@ -35,8 +39,10 @@ export async function buildApp({ logger, readiness, ctx, api }: AppDeps): Promis
     void reply.header(REQUEST_ID_HEADER, request.id);
   });
   await app.register(errorsPlugin);
+  if (metrics) await app.register(httpMetricsPlugin, { metrics: metrics.recorder });
   await app.register(openapiPlugin);
   await app.register(healthRoutes, { readiness });
+  if (metrics?.exposition) await app.register(metricsRoute, { ctx, exposition: metrics.exposition });
   await app.register(v1Routes, { prefix: '/v1', ctx, api });
   return app;
 }

@@ -1,7 +1,9 @@
 import type { Logger } from 'pino';
 import type { DistanceKernel } from '../kernels/types.js';
+import type { Metrics } from '../metrics.js';
 import type { Database } from '../store/database.js';
 import type { Embedder } from './images.js';
+import type { IngestJobs } from './ingest-jobs.js';
 import { PrototypeCache } from './prototype-cache.js';
 
 /** What every use case needs: storage, the distance kernel, a logger and a way to wake the job worker. */
@@ -16,6 +18,10 @@ export interface ServiceContext {
   wakeJobs(): void;
   /** False only when the configuration disables API keys (AUTH_DISABLED=true). */
   authEnabled: boolean;
+  /** Where use cases report counters and timings (absent: nothing is recorded). */
+  metrics?: Metrics;
+  /** Background ingests with progress (set by the service layer). */
+  ingestJobs?: IngestJobs;
 }
 
 export function createContext(

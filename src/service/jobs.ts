@@ -25,6 +25,11 @@ export interface JobRunnerOptions {
   staleMs: number;
   /** Work to do when no job is queued (e.g. catching the ANN index up); returns whether it did any. */
   idleWork?: () => Promise<boolean>;
+  /**
+   * Told when a job run ends: `succeeded` (with its result), `failed`, or `interrupted` (shutdown
+   * put it back in the queue). For metrics; must not throw.
+   */
+  onFinished?: (job: JobRow, state: 'succeeded' | 'failed' | 'interrupted', ms: number, result: object | null) => void;
 }
 
 export class JobAbortedError extends Error {
@@ -138,17 +143,28 @@ export class JobRunner {
       await mergeJobResult(this.db, job.id, result);
       await finishJob(this.db, job.id, 'succeeded');
       log.info({ ms: Date.now() - started }, 'job succeeded');
+      this.finished(job, 'succeeded', started, result);
     } catch (error) {
       if (error instanceof JobAbortedError || this.abort.signal.aborted) {
         await finishJob(this.db, job.id, 'queued').catch(() => undefined);
         log.info('job interrupted; queued again');
+        this.finished(job, 'interrupted', started, null);
       } else {
         const message = error instanceof ServiceError ? error.message : `${(error as Error).message}`;
         await finishJob(this.db, job.id, 'failed', message);
         log.error({ err: error }, 'job failed');
+        this.finished(job, 'failed', started, null);
       }
     } finally {
       clearInterval(beat);
+    }
+  }
+
+  private finished(job: JobRow, state: 'succeeded' | 'failed' | 'interrupted', started: number, result: object | null): void {
+    try {
+      this.options.onFinished?.(job, state, Date.now() - started, result);
+    } catch (error) {
+      this.logger.warn({ err: error }, 'job observer failed');
     }
   }
 }

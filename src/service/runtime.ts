@@ -5,6 +5,8 @@ import { requeueStaleJobs } from '../store/jobs.js';
 import { createContext, type ServiceContext } from './context.js';
 import { indexPendingVectors } from './duplicates.js';
 import { JobRunner } from './jobs.js';
+import { failOrphanedIngest, IngestJobs, INGEST_JOB } from './ingest-jobs.js';
+import type { Metrics } from '../metrics.js';
 import { REFIT_JOB } from './ingest.js';
 import { runRefit } from './refit.js';
 import { startEmbedder, type EmbedderOptions } from './images.js';
@@ -16,6 +18,8 @@ export interface ServiceLayerOptions {
   embedding: EmbedderOptions | null;
   /** API keys required (default true); only an explicit configuration turns them off. */
   authEnabled?: boolean;
+  /** Where counters and timings go (absent: nothing is recorded). */
+  metrics?: Metrics;
 }
 
 export interface ServiceLayer {
@@ -32,15 +36,33 @@ export async function startServiceLayer(db: Database, logger: Logger, options: S
   if (embedder) logger.info({ model: embedder.identity, dim: embedder.dim }, 'image encoder loaded');
   const wake = { fn: () => undefined as void };
   const ctx = createContext(db, kernel, logger, embedder, () => wake.fn(), options.authEnabled ?? true);
+  const heartbeatMs = Math.max(100, Math.floor(options.jobs.staleMs / 3));
+  const metrics = options.metrics;
+  if (metrics) {
+    ctx.metrics = metrics;
+    embedder?.batcher.observe(({ size, ms }) => metrics.embeddingBatch(size, ms / 1000));
+    metrics.setSources({
+      embeddingQueueDepth: embedder ? () => embedder.batcher.stats().queued : undefined,
+      dbPool: () => ({ backend: db.backend, ...db.poolStats() }),
+    });
+  }
+  ctx.ingestJobs = new IngestJobs(ctx, { heartbeatMs });
   const runner = new JobRunner(
     db,
     logger,
-    { [REFIT_JOB]: (job, run) => runRefit(ctx, job, run) },
+    { [REFIT_JOB]: (job, run) => runRefit(ctx, job, run), [INGEST_JOB]: (job) => failOrphanedIngest(job) },
     {
       pollMs: options.jobs.pollMs,
       staleMs: options.jobs.staleMs,
-      heartbeatMs: Math.max(100, Math.floor(options.jobs.staleMs / 3)),
+      heartbeatMs,
       idleWork: options.jobs.annIndexBatch > 0 ? async () => (await indexPendingVectors(ctx, options.jobs.annIndexBatch)) > 0 : undefined,
+      onFinished: metrics
+        ? (job, state, ms, result) => {
+            metrics.jobFinished(job.kind, state, ms / 1000);
+            const timings = (result as { timings?: Record<string, unknown> } | null)?.timings;
+            if (job.kind === REFIT_JOB && state === 'succeeded' && timings) metrics.refitTimings(timings);
+          }
+        : undefined,
     },
   );
   wake.fn = () => runner.wake();
@@ -52,6 +74,7 @@ export async function startServiceLayer(db: Database, logger: Logger, options: S
     ctx,
     runner,
     async stop() {
+      await ctx.ingestJobs?.stop();
       await runner.stop();
       await embedder?.close();
       await kernel.dispose();

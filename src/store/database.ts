@@ -19,6 +19,11 @@ export interface Sql {
 }
 
 export type Backend = 'embedded' | 'native';
+export interface PoolStats {
+  total: number;
+  idle: number;
+  waiting: number;
+}
 export type CopyFormat = 'text' | 'binary';
 export type CopyChunks = Iterable<string | Buffer> | AsyncIterable<string | Buffer>;
 
@@ -37,6 +42,11 @@ export interface Database extends Sql {
   registerVectorType(): Promise<void>;
   /** Resolves when a trivial query succeeds. */
   ping(): Promise<void>;
+  /**
+   * Connection usage, for metrics: native — the pg pool's open, idle and waiting counts; embedded —
+   * its single connection (idle when no call runs) and the calls queued behind it.
+   */
+  poolStats(): PoolStats;
   close(): Promise<void>;
 }
 

@@ -45,9 +45,12 @@ const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resol
  */
 class FifoQueue {
   private tail: Promise<unknown> = Promise.resolve();
+  /** Tasks queued or running (for metrics). */
+  pending = 0;
 
   run<T>(task: () => Promise<T>): Promise<T> {
-    const result = this.tail.then(yieldToEventLoop).then(task);
+    this.pending++;
+    const result = this.tail.then(yieldToEventLoop).then(task).finally(() => this.pending--);
     this.tail = result.catch(() => undefined);
     return result;
   }
@@ -102,6 +105,7 @@ export async function openEmbedded(dataDir: string): Promise<Database> {
     async ping() {
       await sql.query('SELECT 1');
     },
+    poolStats: () => ({ total: 1, idle: queue.pending === 0 ? 1 : 0, waiting: Math.max(0, queue.pending - 1) }),
     close() {
       closed ??= (async () => {
         await prisma.$disconnect();

@@ -137,6 +137,7 @@ export async function openNative(url: string, poolMax: number): Promise<Database
     async ping() {
       await pool.query('SELECT 1');
     },
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
     close() {
       closed ??= (async () => {
         await prisma.$disconnect();

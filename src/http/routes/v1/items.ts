@@ -8,6 +8,8 @@ import { checkItemCount, ServiceError } from '../../../service/errors.js';
 import { ingestItems, type AnyItem } from '../../../service/images.js';
 import type { IngestResult } from '../../../service/ingest.js';
 import { deleteItem, getItem } from '../../../service/items.js';
+import { payloadBytes } from '../../../metrics.js';
+import { jobBody } from './analysis.js';
 import { ErrorBody } from '../../schemas.js';
 import { DatasetParams, IngestBody, IngestResponse, Item, ItemParams } from './schemas.js';
 
@@ -55,6 +57,16 @@ export function ingestView(result: IngestResult) {
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody };
 
+const IngestQuery = Type.Object({
+  async: Type.Optional(
+    Type.Boolean({
+      default: false,
+      description:
+        'Answer 202 with a job (kind `ingest`) at once and store the items in the background in chunks of 64, reporting progress (done / total items) on the job; its result holds the counts and each failed item’s code',
+    }),
+  ),
+});
+
 export const itemRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; api: Config['api'] }> = async (app, { ctx, api }) => {
   app.post(
     '/datasets/:dataset/items',
@@ -68,16 +80,17 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; api: C
           'an optional `metadata` text field maps external ids to metadata objects. Each item succeeds or fails on its own.',
         tags: ['items'],
         params: DatasetParams,
+        querystring: IngestQuery,
         body: {
           content: {
             'application/json': { schema: IngestBody },
             'multipart/form-data': { schema: Type.Unknown({ description: 'image files, plus an optional metadata text field (see description)' }) },
           },
         },
-        response: { 200: IngestResponse, ...errors, 409: ErrorBody, 413: ErrorBody, 429: ErrorBody, 503: ErrorBody },
+        response: { 200: IngestResponse, 202: Type.Ref('Job'), ...errors, 409: ErrorBody, 413: ErrorBody, 429: ErrorBody, 503: ErrorBody },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       let items: AnyItem[];
       if (request.isMultipart()) {
         items = await multipartItems(request, api.maxItemsPerRequest);
@@ -85,7 +98,14 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; api: C
         items = (request.body as typeof IngestBody.static).items;
         checkItemCount(items.length, api.maxItemsPerRequest);
       }
-      return ingestView(await ingestItems(ctx, request.params.dataset, items));
+      ctx.metrics?.ingestBytes('rest', items.reduce((sum, item) => sum + payloadBytes(item), 0));
+      if (request.query.async) {
+        if (!ctx.ingestJobs) throw new ServiceError('unavailable', 'NO_BACKGROUND_INGEST', 'this server runs no background ingest');
+        return reply.status(202).send(jobBody(await ctx.ingestJobs.start(request.params.dataset, items)));
+      }
+      const view = ingestView(await ingestItems(ctx, request.params.dataset, items));
+      ctx.metrics?.ingestItems('rest', view.counts);
+      return view;
     },
   );
 
