@@ -118,9 +118,8 @@ export async function ingestEmbeddings(ctx: ServiceContext, datasetName: string,
       clusters = nearest.cluster;
       lap('assign');
       const next = miniBatchUpdate(set.centroids, set.counts, set.k, dim, vectors, valid.length, nearest.cluster);
-      const touched = [...new Set(nearest.cluster)];
       lap('fold');
-      const revision = await saveMiniBatch(tx, set.setId, dim, touched, next.centroids, next.counts, valid.length);
+      const revision = await saveMiniBatch(tx, set.setId, next.centroids, next.counts, valid.length);
       lap('saveCentroids');
       updated = { ...set, centroids: next.centroids, counts: next.counts, revision, itemsSinceFit: set.itemsSinceFit + valid.length };
     }

@@ -38,85 +38,84 @@ export async function findPrototypeSetRow(db: Sql, datasetId: string, version: n
   return rows[0] && toRow(rows[0]);
 }
 
-/** Stores a freshly fitted prototype set as `version` (centroids double as the drift reference). */
+const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** k × d centroids in PostgreSQL's binary float4 layout (big-endian), as stored in prototype_sets.centroids. */
+function encodeCentroids(centroids: Float32Array): Buffer {
+  const bytes = Buffer.alloc(centroids.byteLength);
+  bytes.set(new Uint8Array(centroids.buffer, centroids.byteOffset, centroids.byteLength));
+  return LITTLE_ENDIAN_HOST ? bytes.swap32() : bytes;
+}
+
+function decodeCentroids(stored: Uint8Array, into: Float32Array): void {
+  if (stored.byteLength !== into.byteLength) throw new Error(`stored centroids hold ${stored.byteLength} bytes, expected ${into.byteLength}`);
+  const bytes = Buffer.alloc(stored.byteLength); // Buffer.alloc is 4-byte aligned
+  bytes.set(stored);
+  if (LITTLE_ENDIAN_HOST) bytes.swap32();
+  into.set(new Float32Array(bytes.buffer, bytes.byteOffset, into.length));
+}
+
+/** Per-centroid counts as big-endian int8, as stored in prototype_sets.counts. */
+function encodeCounts(counts: Int32Array): Buffer {
+  const bytes = Buffer.alloc(counts.length * 8);
+  for (let c = 0; c < counts.length; c++) bytes.writeBigInt64BE(BigInt(counts[c]), c * 8);
+  return bytes;
+}
+
+function decodeCounts(stored: Uint8Array, into: Int32Array): void {
+  const bytes = Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength);
+  if (bytes.byteLength !== into.length * 8) throw new Error(`stored counts hold ${bytes.byteLength} bytes, expected ${into.length * 8}`);
+  for (let c = 0; c < into.length; c++) into[c] = Number(bytes.readBigInt64BE(c * 8));
+}
+
+/** Stores a freshly fitted prototype set as `version`: its state, and its centroids as the drift reference. */
 export async function insertPrototypeSet(
   tx: Sql,
   input: { datasetId: string; version: number; k: number; dim: number; centroids: Float32Array; counts: Int32Array; objective: number; fitItems: number },
 ): Promise<bigint> {
   const [row] = await tx.query<{ id: string }>(
-    `INSERT INTO prototype_sets (dataset_id, version, k, fit_items, objective) VALUES ($1, $2, $3, $4, $5) RETURNING id::text`,
-    [input.datasetId, input.version, input.k, input.fitItems, input.objective],
+    `INSERT INTO prototype_sets (dataset_id, version, k, fit_items, objective, centroids, counts) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id::text`,
+    [input.datasetId, input.version, input.k, input.fitItems, input.objective, encodeCentroids(input.centroids.subarray(0, input.k * input.dim)), encodeCounts(input.counts.subarray(0, input.k))],
   );
   const setId = BigInt(row.id);
   async function* tuples() {
     yield copyHeader();
     for (let c = 0; c < input.k; c++) {
-      const vector = { type: 'vector' as const, value: input.centroids, offset: c * input.dim, dim: input.dim };
-      yield encodeTuple([{ type: 'int8', value: setId }, { type: 'int4', value: c }, vector, vector, { type: 'int8', value: input.counts[c] }]);
+      yield encodeTuple([{ type: 'int8', value: setId }, { type: 'int4', value: c }, { type: 'vector', value: input.centroids, offset: c * input.dim, dim: input.dim }]);
     }
     yield copyTrailer();
   }
-  await tx.copyIn('prototypes (set_id, cluster, centroid, fit_centroid, count)', 'binary', tuples());
+  await tx.copyIn('prototypes (set_id, cluster, fit_centroid)', 'binary', tuples());
   return setId;
 }
 
-/** Loads a whole prototype set (centroids via binary COPY). */
+/** Loads a whole prototype set: its current state (one row) and the fitted centroids (binary COPY). */
 export async function loadPrototypeSet(db: Sql, row: PrototypeSetRow, dim: number): Promise<PrototypeSet> {
   const centroids = new Float32Array(row.k * dim);
   const fitCentroids = new Float32Array(row.k * dim);
   const counts = new Int32Array(row.k);
-  const parser = new CopyBinaryParser((fields) => {
-    const c = fields[0]!.readInt32BE(0);
-    decodeVectorInto(fields[1]!, centroids, c * dim);
-    decodeVectorInto(fields[2]!, fitCentroids, c * dim);
-    counts[c] = Number(fields[3]!.readBigInt64BE(0));
-  });
-  const source = `(SELECT cluster, centroid, fit_centroid, count FROM prototypes WHERE set_id = ${BigInt(row.setId)})`;
+  const [state] = await db.query<{ centroids: Uint8Array; counts: Uint8Array }>('SELECT centroids, counts FROM prototype_sets WHERE id = $1', [
+    String(row.setId),
+  ]);
+  decodeCentroids(state.centroids, centroids);
+  decodeCounts(state.counts, counts);
+  const parser = new CopyBinaryParser((fields) => decodeVectorInto(fields[1]!, fitCentroids, fields[0]!.readInt32BE(0) * dim));
+  const source = `(SELECT cluster, fit_centroid FROM prototypes WHERE set_id = ${BigInt(row.setId)})`;
   for await (const chunk of db.copyOut(source, 'binary')) parser.push(chunk);
   parser.end();
   return { ...row, dim, centroids, fitCentroids, counts };
 }
 
-const CENTROID_SCRATCH = `CREATE TEMP TABLE IF NOT EXISTS centroid_updates (
-  cluster integer, centroid vector, count bigint) ON COMMIT DELETE ROWS`;
-
 /**
- * Persists a mini-batch update: the touched centroids and their counts (binary COPY + one UPDATE),
- * and bumps the set's revision and arrived-item count. Runs inside the ingest transaction.
+ * Persists a mini-batch update: the set's centroids and counts (one row, rewritten whole: cheaper
+ * than updating each touched centroid's row), its revision and its arrived-item count. Runs inside
+ * the ingest transaction.
  */
-export async function saveMiniBatch(
-  tx: Sql,
-  setId: bigint,
-  dim: number,
-  touched: readonly number[],
-  centroids: Float32Array,
-  counts: Int32Array,
-  arrived: number,
-): Promise<number> {
-  if (touched.length > 0) {
-    await tx.exec(CENTROID_SCRATCH);
-    async function* tuples() {
-      yield copyHeader();
-      for (const c of touched) {
-        yield encodeTuple([
-          { type: 'int4', value: c },
-          { type: 'vector', value: centroids, offset: c * dim, dim },
-          { type: 'int8', value: counts[c] },
-        ]);
-      }
-      yield copyTrailer();
-    }
-    await tx.copyIn('centroid_updates (cluster, centroid, count)', 'binary', tuples());
-    await tx.query(
-      `UPDATE prototypes p SET centroid = u.centroid, count = u.count FROM centroid_updates u
-        WHERE p.set_id = $1 AND p.cluster = u.cluster`,
-      [String(setId)],
-    );
-  }
+export async function saveMiniBatch(tx: Sql, setId: bigint, centroids: Float32Array, counts: Int32Array, arrived: number): Promise<number> {
   const [row] = await tx.query<{ revision: number }>(
-    `UPDATE prototype_sets SET revision = revision + 1, items_since_fit = items_since_fit + $2, updated_at = now()
+    `UPDATE prototype_sets SET centroids = $2, counts = $3, revision = revision + 1, items_since_fit = items_since_fit + $4, updated_at = now()
       WHERE id = $1 RETURNING revision`,
-    [String(setId), arrived],
+    [String(setId), encodeCentroids(centroids), encodeCounts(counts), arrived],
   );
   return row.revision;
 }
