@@ -20,6 +20,8 @@ COPY --from=build /app/dist ./dist
 COPY --from=build /app/package.json ./
 COPY prisma ./prisma
 COPY proto ./proto
+# The dashboard's static files (HTML, CSS, hand-written JS) are served from src/dashboard.
+COPY src/dashboard ./src/dashboard
 RUN mkdir -p /data && chown node:node /data
 USER node
 VOLUME ["/data"]

@@ -8,6 +8,7 @@ import type { Metrics } from '../metrics.js';
 import { errorsPlugin } from './plugins/errors.js';
 import { httpMetricsPlugin, metricsRoute, type MetricsExposition } from './plugins/metrics.js';
 import { openapiPlugin } from './plugins/openapi.js';
+import { dashboardRoutes } from './routes/dashboard.js';
 import { healthRoutes, type Readiness } from './routes/health.js';
 import { v1Routes } from './routes/v1/index.js';
 
@@ -44,5 +45,6 @@ export async function buildApp({ logger, readiness, ctx, api, metrics }: AppDeps
   await app.register(healthRoutes, { readiness });
   if (metrics?.exposition) await app.register(metricsRoute, { ctx, exposition: metrics.exposition });
   await app.register(v1Routes, { prefix: '/v1', ctx, api });
+  await app.register(dashboardRoutes);
   return app;
 }
