@@ -97,13 +97,25 @@ async function photo(i: number): Promise<string> {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-describe(`dashboard in headless Chromium (${backend.name} backend)`, () => {
+describe(`dashboard in headless Chromium (${backend.name} backend)`, { timeout: 120_000 }, () => {
   let api: ApiHarness;
   let base: string;
   let browser: Browser;
   let context: BrowserContext;
   let page: Page;
   const pageErrors: string[] = [];
+  /** Set when Chromium is missing: every test then fails with the install instructions (none is skipped). */
+  let missingBrowser: Error | undefined;
+  /** A test that needs the browser. */
+  const test = (name: string, fn: () => Promise<void> | void, timeout?: number) =>
+    it(
+      name,
+      async () => {
+        if (missingBrowser) throw missingBrowser;
+        await fn();
+      },
+      timeout,
+    );
   const foreignRequests: string[] = [];
 
   async function call<T>(method: string, url: string, secret: string, body?: unknown): Promise<{ status: number; body: T }> {
@@ -153,7 +165,13 @@ describe(`dashboard in headless Chromium (${backend.name} backend)`, () => {
     page.$$eval('#clusters rect.cluster-bar', (bars) => bars.map((b) => [Number(b.getAttribute('data-cluster')), Number(b.getAttribute('data-size'))] as [number, number]));
 
   beforeAll(async () => {
-    const executablePath = findChromium(); // fails (not skips) with install instructions when missing
+    let executablePath: string;
+    try {
+      executablePath = findChromium();
+    } catch (error) {
+      missingBrowser = error as Error;
+      return;
+    }
     api = await startApi(backend);
     base = `http://127.0.0.1:${api.service.httpPort}`;
 
@@ -208,7 +226,7 @@ describe(`dashboard in headless Chromium (${backend.name} backend)`, () => {
     await api?.close();
   });
 
-  it('serves the page and its assets without an API key, and asks for a key', async () => {
+  test('serves the page and its assets without an API key, and asks for a key', async () => {
     for (const url of ['/dashboard', '/dashboard/assets/dashboard.js', '/dashboard/assets/dashboard.css', '/dashboard/assets/icon.svg']) {
       const response = await fetch(`${base}${url}`);
       expect(response.status, url).toBe(200);
@@ -225,7 +243,7 @@ describe(`dashboard in headless Chromium (${backend.name} backend)`, () => {
     expect(await page.isVisible('#layout')).toBe(false);
   });
 
-  it('with a read key: the histogram adds up to the item count and the cluster bars are /stats’ clusterSizes', async () => {
+  test('with a read key: the histogram adds up to the item count and the cluster bars are /stats’ clusterSizes', async () => {
     await enterKey(api.keys.reader);
     await page.waitForSelector(`#dataset-list button[data-dataset="${DATASET}"]`);
     expect(await page.$$eval('#dataset-list button', (buttons) => buttons.map((b) => b.getAttribute('data-dataset')))).toEqual(expect.arrayContaining([DATASET, OTHER]));
@@ -266,7 +284,7 @@ describe(`dashboard in headless Chromium (${backend.name} backend)`, () => {
     await page.waitForFunction(() => document.querySelector('#prune-curve')?.getAttribute('data-keep') === '1500');
   });
 
-  it('with a read key: the refit button explains that the key lacks the write scope', async () => {
+  test('with a read key: the refit button explains that the key lacks the write scope', async () => {
     await page.click('#refit-button');
     await page.waitForSelector('#refit-message', { state: 'visible' });
     expect(await page.getAttribute('#refit-message', 'data-code')).toBe('INSUFFICIENT_SCOPE');
@@ -274,7 +292,7 @@ describe(`dashboard in headless Chromium (${backend.name} backend)`, () => {
     expect((await stats()).refitJob).toBeNull();
   });
 
-  it('with a write key: a requested refit shows its progress bar while the job runs, then the new version', async () => {
+  test('with a write key: a requested refit shows its progress bar while the job runs, then the new version', async () => {
     await enterKey(api.keys.writer);
     await page.waitForSelector('#dataset-panel[data-version="1"]');
     await page.waitForFunction(() => document.querySelectorAll('#histogram rect.hist-bar').length === 40);
@@ -348,7 +366,7 @@ describe(`dashboard in headless Chromium (${backend.name} backend)`, () => {
     await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png'), fullPage: true });
   });
 
-  it('an image dataset shows the 8 easiest and 8 hardest items’ thumbnails', async () => {
+  test('an image dataset shows the 8 easiest and 8 hardest items’ thumbnails', async () => {
     await page.click(`#dataset-list button[data-dataset="${PHOTOS}"]`);
     await page.waitForSelector('#preview', { state: 'visible' });
     await page.waitForFunction(() => document.querySelectorAll('#preview-easiest .thumb, #preview-hardest .thumb').length === 16);
@@ -370,7 +388,7 @@ describe(`dashboard in headless Chromium (${backend.name} backend)`, () => {
     await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-images.png'), fullPage: true });
   });
 
-  it('a read key limited to another dataset never sees this one', async () => {
+  test('a read key limited to another dataset never sees this one', async () => {
     const limited = await mintApiKey(api.service.db, { name: 'other-reader', scopes: ['read'], datasets: [OTHER] });
     const requested: string[] = [];
     const onRequest = (request: { url(): string }) => requested.push(request.url());
@@ -408,7 +426,7 @@ describe(`dashboard in headless Chromium (${backend.name} backend)`, () => {
     expect(requested.some((url) => url.endsWith('/v1/datasets'))).toBe(true);
   });
 
-  it('asks for a key again when the API answers 401', async () => {
+  test('asks for a key again when the API answers 401', async () => {
     await page.evaluate(() => sessionStorage.setItem('protoprune.apiKey', 'not-a-key'));
     await page.reload();
     await page.waitForSelector('#key-error', { state: 'visible' });
@@ -417,7 +435,7 @@ describe(`dashboard in headless Chromium (${backend.name} backend)`, () => {
     expect(await page.evaluate(() => sessionStorage.getItem('protoprune.apiKey'))).toBeNull();
   });
 
-  it('loaded nothing from other origins and logged no script errors', () => {
+  test('loaded nothing from other origins and logged no script errors', () => {
     expect(foreignRequests).toEqual([]);
     expect(pageErrors).toEqual([]);
   });
