@@ -631,8 +631,11 @@ function drawCutLines(svg, plot, maxScore, cuts, labelled) {
     const x = plot.x + (Math.min(t, maxScore) / maxScore) * plot.w;
     s('line', { class: `cut cut-${kind}`, x1: x, x2: x, y1: plot.y, y2: plot.y + plot.h }, g);
     if (labelled) {
+      // Labels sit beside their line, towards the side they keep; close cuts stack the second one lower.
+      const gap = (Math.abs(cuts.hardest - cuts.easiest) / maxScore) * plot.w;
       const anchor = kind === 'easiest' ? 'end' : 'start';
-      s('text', { class: `label-${kind}`, x: x + (kind === 'easiest' ? -4 : 4), y: plot.y + 10, 'text-anchor': anchor }, g).textContent =
+      const y = plot.y + 10 + (kind === 'hardest' && gap < 70 ? 14 : 0);
+      s('text', { class: `label-${kind}`, x: x + (kind === 'easiest' ? -4 : 4), y, 'text-anchor': anchor }, g).textContent =
         `${kind === 'easiest' ? '≤' : '≥'} ${score3(t)}`;
     }
   }
