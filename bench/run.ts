@@ -1,18 +1,25 @@
 /**
- * `npm run bench`: every benchmark in turn. Set BENCH_DATABASE_URL (or TEST_DATABASE_URL) to a native
- * PostgreSQL for the database figures; without it they run on the embedded backend and say so.
- * Extra arguments are passed to each benchmark (e.g. `npm run bench -- --sizes=100000`).
+ * `npm run bench`: the issue-7 benchmark suite (bench/suite.ts: every figure next to its raw
+ * baseline; writes docs/performance.md). Set BENCH_DATABASE_URL (or TEST_DATABASE_URL) to a native
+ * PostgreSQL; without it the suite runs on the embedded backend at small sizes and says so.
+ *
+ *   npm run bench                          the full suite
+ *   npm run bench -- --quick               small sizes (see bench/suite.ts for every flag)
+ *   npm run bench -- kmeans [flags]        one of the older micro-benchmarks: kmeans, embedding, engine
+ *   npm run bench -- all                   the suite, then kmeans, embedding and engine with their defaults
  */
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const benches = [
-  { file: 'kmeans.ts', args: [] as string[] },
-  { file: 'embedding.ts', args: [] as string[] },
-  { file: 'engine.ts', args: process.argv.slice(2) },
-];
+const named: Record<string, string> = { suite: 'suite.ts', kmeans: 'kmeans.ts', embedding: 'embedding.ts', engine: 'engine.ts' };
+const [first, ...rest] = process.argv.slice(2);
+let benches: { file: string; args: string[] }[];
+if (first === 'all') benches = ['suite.ts', 'kmeans.ts', 'embedding.ts', 'engine.ts'].map((file) => ({ file, args: rest }));
+else if (first !== undefined && first in named) benches = [{ file: named[first], args: rest }];
+else benches = [{ file: 'suite.ts', args: process.argv.slice(2) }];
+
 let failed = false;
 for (const bench of benches) {
   console.log(`\n=== bench/${bench.file} ===`);
