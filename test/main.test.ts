@@ -77,6 +77,9 @@ describe('the service process', () => {
     const body = '{"pending":true}';
     await new Promise<void>((resolve) => socket.once('connect', resolve));
     socket.write(`POST /in-flight HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 5)}`);
+    // Let the server parse the headers first (on a busy machine it may not have yet): only then is
+    // the request in flight rather than a new one arriving after shutdown began.
+    await new Promise((r) => setTimeout(r, 300));
 
     const signalledAt = Date.now();
     running.child.kill('SIGTERM');

@@ -80,6 +80,11 @@ export async function lockDataset(tx: Sql, id: string): Promise<DatasetRow | und
 
 /** Deletes the dataset, its items, scores, prototypes and jobs, and its HNSW index. */
 export async function deleteDataset(tx: Sql, id: string): Promise<boolean> {
+  // Lock order shared with ingest and the background indexer, so none of them deadlock: the dataset
+  // row (ingest takes it first), then item_ann (DROP INDEX needs it exclusively; the indexer holds it
+  // from the start of its statement), then rows (items, ann_pending).
+  if (!(await lockDataset(tx, id))) return false;
+  await tx.exec('LOCK TABLE item_ann IN ACCESS EXCLUSIVE MODE');
   const rows = await tx.query('DELETE FROM datasets WHERE id = $1 RETURNING id', [id]);
   if (rows.length === 0) return false;
   // These two tables carry no foreign keys (bulk-write speed), so their rows go explicitly.
