@@ -40,6 +40,33 @@ interface ValidItem {
   thumbnail: Uint8Array | null;
 }
 
+/**
+ * Checks one embedding and writes it L2-normalised into `out` at `at`; returns the problem instead
+ * when it has the wrong length, a NaN/±Inf, or no direction (all zeros).
+ */
+export function normalizeInto(
+  embedding: ArrayLike<number> | undefined,
+  dim: number,
+  datasetName: string,
+  out: Float32Array,
+  at: number,
+): { code: 'DIMENSION_MISMATCH' | 'NON_FINITE_VALUE' | 'ZERO_VECTOR'; message: string } | null {
+  if (!embedding || embedding.length !== dim) {
+    return { code: 'DIMENSION_MISMATCH', message: `embedding has ${embedding?.length ?? 0} values, dataset ${datasetName} expects ${dim}` };
+  }
+  let squared = 0;
+  for (let j = 0; j < dim; j++) {
+    const x = Number(embedding[j]);
+    out[at + j] = x;
+    squared += x * x;
+  }
+  if (!Number.isFinite(squared)) return { code: 'NON_FINITE_VALUE', message: 'embedding contains NaN or ±Infinity' };
+  if (!(squared > 0)) return { code: 'ZERO_VECTOR', message: 'embedding is all zeros and has no direction' };
+  const scale = 1 / Math.sqrt(squared);
+  for (let j = 0; j < dim; j++) out[at + j] *= scale;
+  return null;
+}
+
 /** Checks every item on its own; returns the valid ones (normalised into `vectors`) and the errors. */
 function validate(dataset: Dataset, items: readonly IngestItem[]): { valid: ValidItem[]; vectors: Float32Array; outcomes: ItemOutcome[] } {
   const dim = dataset.dimension;
@@ -57,25 +84,13 @@ function validate(dataset: Dataset, items: readonly IngestItem[]): { valid: Vali
       return fail(i, 'INVALID_EXTERNAL_ID', `externalId must be a string of 1-${MAX_EXTERNAL_ID_LENGTH} characters`);
     }
     if (lastIndex.get(externalId) !== i) return fail(i, 'DUPLICATE_EXTERNAL_ID', 'the same externalId appears later in this batch; the last one is stored');
-    if (!embedding || embedding.length !== dim) {
-      return fail(i, 'DIMENSION_MISMATCH', `embedding has ${embedding?.length ?? 0} values, dataset ${dataset.name} expects ${dim}`);
-    }
-    const at = valid.length * dim;
-    let squared = 0;
-    for (let j = 0; j < dim; j++) {
-      const x = Number(embedding[j]);
-      scratch[at + j] = x;
-      squared += x * x;
-    }
-    if (!Number.isFinite(squared)) return fail(i, 'NON_FINITE_VALUE', 'embedding contains NaN or ±Infinity');
-    if (!(squared > 0)) return fail(i, 'ZERO_VECTOR', 'embedding is all zeros and has no direction');
+    const problem = normalizeInto(embedding, dim, dataset.name, scratch, valid.length * dim);
+    if (problem) return fail(i, problem.code, problem.message);
     const metadata = item.metadata === undefined ? '{}' : JSON.stringify(item.metadata);
     if (item.metadata !== undefined && (typeof item.metadata !== 'object' || item.metadata === null || Array.isArray(item.metadata))) {
       return fail(i, 'INVALID_METADATA', 'metadata must be a JSON object');
     }
     if (Buffer.byteLength(metadata) > MAX_METADATA_BYTES) return fail(i, 'INVALID_METADATA', `metadata exceeds ${MAX_METADATA_BYTES} bytes`);
-    const scale = 1 / Math.sqrt(squared);
-    for (let j = 0; j < dim; j++) scratch[at + j] *= scale;
     valid.push({ index: i, externalId, metadata, thumbnail: item.thumbnail ?? null });
   });
   return { valid, vectors: scratch.subarray(0, valid.length * dim), outcomes };
@@ -83,8 +98,8 @@ function validate(dataset: Dataset, items: readonly IngestItem[]): { valid: Vali
 
 /**
  * Stores a batch of embeddings: each item is validated alone (a bad one fails alone), normalised,
- * assigned to the active prototypes and scored, then all valid items are written in one COPY and
- * one upsert, and the batch is folded into the centroids (mini-batch k-means) — all in one
+ * assigned to the active prototypes and scored, then all valid items are written set-based (new
+ * ones with one COPY), and the batch is folded into the centroids (mini-batch k-means) — all in one
  * transaction that holds the dataset's row lock. Past the drift thresholds a refit is scheduled.
  */
 export async function ingestEmbeddings(ctx: ServiceContext, datasetName: string, items: readonly IngestItem[]): Promise<IngestResult> {

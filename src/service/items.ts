@@ -1,19 +1,11 @@
 import { lockDataset } from '../store/datasets.js';
-import { deleteItem as deleteItemRow, findItem, findThumbnail } from '../store/items.js';
+import { deleteItem as deleteItemRow, findItem, findThumbnail, type ItemRow } from '../store/items.js';
 import type { ServiceContext } from './context.js';
 import { getDataset } from './datasets.js';
 import { ServiceError } from './errors.js';
 
-export interface ItemView {
-  externalId: string;
-  metadata: Record<string, unknown>;
-  createdAt: Date;
-  updatedAt: Date;
-  /** Score under the active prototype version; null before the first fit. */
-  score: number | null;
-  cluster: number | null;
-  prototypeVersion: number | null;
-}
+/** A stored item as the API shows it: its row, and the prototype version its score is from. */
+export type ItemView = ItemRow & { prototypeVersion: number | null };
 
 function notFound(dataset: string, externalId: string): never {
   throw new ServiceError('not_found', 'ITEM_NOT_FOUND', `dataset ${dataset} has no item ${externalId}`, { dataset, externalId });

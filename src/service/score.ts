@@ -7,6 +7,7 @@ import { getDataset, type Dataset } from './datasets.js';
 import { nearestStored } from './duplicates.js';
 import { ServiceError } from './errors.js';
 import { embedAny, type AnyItem } from './images.js';
+import { normalizeInto } from './ingest.js';
 import { checkSelectionRequest, type SelectionRequest } from './selection.js';
 
 /** A new item to score: an embedding or an image, encoded as for ingest (see `AnyItem`). */
@@ -119,19 +120,8 @@ export async function scoreBatch(ctx: ServiceContext, datasetName: string, candi
     const externalId = candidates[i].externalId;
     const fail = (code: string, message: string) => (results[i] = { externalId, status: 'error', code, message });
     if ('error' in result) return fail(result.error.code, result.error.message);
-    const e = result.embedding;
-    if (e.length !== dim) return fail('DIMENSION_MISMATCH', `embedding has ${e.length} values, dataset ${dataset.name} expects ${dim}`);
-    const at = good.length * dim;
-    let squared = 0;
-    for (let j = 0; j < dim; j++) {
-      const x = Number(e[j]);
-      vectors[at + j] = x;
-      squared += x * x;
-    }
-    if (!Number.isFinite(squared)) return fail('NON_FINITE_VALUE', 'embedding contains NaN or ±Infinity');
-    if (!(squared > 0)) return fail('ZERO_VECTOR', 'embedding is all zeros and has no direction');
-    const scale = 1 / Math.sqrt(squared);
-    for (let j = 0; j < dim; j++) vectors[at + j] *= scale;
+    const problem = normalizeInto(result.embedding, dim, dataset.name, vectors, good.length * dim);
+    if (problem) return fail(problem.code, problem.message);
     good.push(i);
   });
 
