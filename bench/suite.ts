@@ -18,8 +18,9 @@
  *                                                     vs  psql \copy (SELECT … ORDER BY score DESC LIMIT n) TO file
  *
  * Flags: --quick (small sizes), --ingest=100000 --refit=100000,1000000 --images=2000 --k=1000 --dim=512
- *        --score-calls=200 --out=docs/performance.md (default: docs/performance.md for full runs,
+ *        --score-calls=100 --out=docs/performance.md (default: docs/performance.md for full runs,
  *        bench/.cache/performance-quick.md with --quick) --no-docs
+ *        --render=docs/performance.json: only rewrite the Markdown from a previous run's JSON (no measurements)
  * Without BENCH_DATABASE_URL (or TEST_DATABASE_URL) it runs on the embedded PGlite backend, marks every
  * figure EMBEDDED, and skips the psql baselines.
  */
@@ -49,7 +50,7 @@ import { SyntheticSphere } from './synthetic.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..');
-const flags = new Flags(process.argv.slice(2), ['quick', 'ingest', 'refit', 'images', 'k', 'dim', 'score-calls', 'out', 'no-docs']);
+const flags = new Flags(process.argv.slice(2), ['quick', 'ingest', 'refit', 'images', 'k', 'dim', 'score-calls', 'out', 'no-docs', 'render']);
 const QUICK = flags.bool('quick', false);
 const nativeUrl = process.env.BENCH_DATABASE_URL ?? process.env.TEST_DATABASE_URL;
 const small = QUICK || !nativeUrl;
@@ -58,7 +59,7 @@ const REFIT_SIZES = [...flags.ints('refit', small ? [10_000, 50_000] : [100_000,
 const IMAGES = flags.int('images', small ? 200 : 2000);
 const K = flags.int('k', small ? 100 : 1000);
 const DIM = flags.int('dim', 512);
-const SCORE_CALLS = flags.int('score-calls', small ? 30 : 200);
+const SCORE_CALLS = flags.int('score-calls', small ? 30 : 100);
 const SCORE_BATCH = 256;
 const SELECT_FRACTION = 0.3;
 const OUT = flags.has('out') ? path.resolve(flags.string('out', '')) : path.join(repo, QUICK ? 'bench/.cache/performance-quick.md' : 'docs/performance.md');
@@ -381,6 +382,10 @@ async function main(): Promise<void> {
   await mkdir(tmp, { recursive: true });
   // Background HNSW indexing off: it would compete for the cores; the score case indexes explicitly.
   const svc = await startHarnessService({ databaseUrl: url, env: { ANN_INDEX_BATCH: '0' } });
+  const versions = await svc.running.db.query<{ server: string; vector: string | null }>(
+    "SELECT current_setting('server_version') AS server, (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS vector",
+  );
+  const postgres = `PostgreSQL ${versions[0].server}, pgvector ${versions[0].vector ?? '?'}`;
   const datasets = ['bench-ingest', 'bench-ingest-raw', 'bench-images', ...REFIT_SIZES.map((n) => `bench-refit-${n}`)];
   try {
     const ingested = await ingestCase(svc, tmp, usePsql);
@@ -417,6 +422,7 @@ async function main(): Promise<void> {
   const results: SuiteResults = {
     createdAt: new Date().toISOString(),
     backend: url ? 'native' : 'embedded',
+    postgres,
     machine: { cores: os.availableParallelism(), cpu: os.cpus()[0]?.model ?? 'unknown', memGiB: Math.round(os.totalmem() / 2 ** 30), loadBefore, loadAfter: os.loadavg() },
     sizes: { ingest: INGEST_N, refit: REFIT_SIZES, images: IMAGES, k: K, dim: DIM, scoreCalls: SCORE_CALLS, scoreBatch: SCORE_BATCH, quick: QUICK },
     command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
@@ -447,4 +453,12 @@ export function tableLines(results: SuiteResults): string[] {
   ];
 }
 
-await main();
+if (flags.has('render')) {
+  const file = path.resolve(flags.string('render', ''));
+  const results = JSON.parse(await readFile(file, 'utf8')) as SuiteResults;
+  const out = file.replace(/\.json$/, '.md');
+  await writePerformanceDoc(results, out, tableLines(results));
+  log(`rewrote ${path.relative(process.cwd(), out)} from ${path.relative(process.cwd(), file)}`);
+} else {
+  await main();
+}

@@ -6,6 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { CopyBinaryParser, decodeVectorInto } from '../../src/store/pgcopy.js';
@@ -29,6 +30,8 @@ export interface EmbeddedSet {
   source: 'images' | 'cache';
   /** Wall time of the ingest requests, seconds. */
   ingestSeconds: number;
+  /** From images: this run's time; from the cache: the time and load recorded when the cache was built (if known). */
+  imagesIngest: { seconds: number; loadAverage: number[] | null; when: string } | null;
 }
 
 export const externalId = (prefix: string, i: number): string => `${prefix}-${String(i).padStart(5, '0')}`;
@@ -48,6 +51,9 @@ interface CacheMeta {
   modelName: string;
   prefix: string;
   createdAt: string;
+  /** How long embedding the images through the service took when the cache was built, and the machine's load then. */
+  imagesIngestSeconds?: number;
+  loadAverage?: number[];
 }
 
 function cachePaths(cacheDir: string, prefix: string, sha256: string): { data: string; meta: string } {
@@ -55,7 +61,7 @@ function cachePaths(cacheDir: string, prefix: string, sha256: string): { data: s
   return { data: `${stem}.f32`, meta: `${stem}.json` };
 }
 
-async function readCache(cacheDir: string, prefix: string, sha256: string, n: number): Promise<{ vectors: Float32Array; dim: number } | null> {
+async function readCache(cacheDir: string, prefix: string, sha256: string, n: number): Promise<{ vectors: Float32Array; dim: number; meta: CacheMeta } | null> {
   const { data, meta } = cachePaths(cacheDir, prefix, sha256);
   if (!existsSync(data) || !existsSync(meta)) return null;
   const m = JSON.parse(await readFile(meta, 'utf8')) as CacheMeta;
@@ -66,15 +72,24 @@ async function readCache(cacheDir: string, prefix: string, sha256: string, n: nu
   }
   const vectors = new Float32Array(n * m.dim);
   new Uint8Array(vectors.buffer).set(bytes.subarray(0, n * m.dim * 4));
-  return { vectors, dim: m.dim };
+  return { vectors, dim: m.dim, meta: m };
 }
 
-async function writeCache(cacheDir: string, prefix: string, info: DatasetInfo, vectors: Float32Array, n: number): Promise<string> {
+async function writeCache(cacheDir: string, prefix: string, info: DatasetInfo, vectors: Float32Array, n: number, imagesIngestSeconds: number): Promise<string> {
   await mkdir(cacheDir, { recursive: true });
   const { data, meta } = cachePaths(cacheDir, prefix, info.model!.sha256);
   await writeFile(`${data}.tmp`, new Uint8Array(vectors.buffer, vectors.byteOffset, vectors.byteLength));
   await rename(`${data}.tmp`, data);
-  const m: CacheMeta = { n, dim: info.dimension, modelSha256: info.model!.sha256, modelName: info.model!.name, prefix, createdAt: new Date().toISOString() };
+  const m: CacheMeta = {
+    n,
+    dim: info.dimension,
+    modelSha256: info.model!.sha256,
+    modelName: info.model!.name,
+    prefix,
+    createdAt: new Date().toISOString(),
+    imagesIngestSeconds,
+    loadAverage: os.loadavg(),
+  };
   await writeFile(meta, `${JSON.stringify(m, null, 2)}\n`);
   return data;
 }
@@ -194,8 +209,13 @@ export async function embedSet(svc: HarnessService, set: ImageSet, options: Embe
   const ingestSeconds = (performance.now() - started) / 1000;
   const vectors = await readStoredVectors(svc, dataset, prefix, n, info.dimension);
   if (!cached && n === set.n && options.useCache) {
-    const file = await writeCache(options.cacheDir, prefix, info, vectors, n);
+    const file = await writeCache(options.cacheDir, prefix, info, vectors, n, ingestSeconds);
     console.log(`  cached ${n} × ${info.dimension} embeddings in ${file}`);
   }
-  return { dataset, n, dim: info.dimension, vectors, source: cached ? 'cache' : 'images', ingestSeconds };
+  const imagesIngest = cached
+    ? cached.meta.imagesIngestSeconds !== undefined && cached.meta.n === n
+      ? { seconds: cached.meta.imagesIngestSeconds, loadAverage: cached.meta.loadAverage ?? null, when: cached.meta.createdAt }
+      : null
+    : { seconds: ingestSeconds, loadAverage: os.loadavg(), when: new Date().toISOString() };
+  return { dataset, n, dim: info.dimension, vectors, source: cached ? 'cache' : 'images', ingestSeconds, imagesIngest };
 }

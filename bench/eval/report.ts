@@ -88,6 +88,25 @@ function survivalTable(r: EvalResults, fraction: number): string[] {
   return lines;
 }
 
+/** Test accuracy within each class of the models trained on the `fraction` selections, and on everything. */
+function classAccuracyTable(r: EvalResults, fraction: number): string[] {
+  const groups = ['hardest', 'easiest', 'random', 'stratified', 'hardest-cluster'];
+  const label = (g: string) => GROUPS.find((x) => x.group === g)!.short;
+  const full = r.runs.find((x) => x.fraction >= 1);
+  const acc = (g: string, k: number) => {
+    const runs = r.runs.filter((x) => x.fraction === fraction && x.group === g && x.perClassAccuracy);
+    return runs.length ? runs.reduce((s, x) => s + x.perClassAccuracy[k], 0) / runs.length : Number.NaN;
+  };
+  const lines = [
+    `| class | ${groups.map(label).join(' | ')} | all data |`,
+    `|---|${groups.map(() => '---:').join('|')}|---:|`,
+  ];
+  for (let k = 0; k < CLASS_NAMES.length; k++) {
+    lines.push(`| ${k} ${CLASS_NAMES[k]} | ${groups.map((g) => `${pct(acc(g, k))}%`).join(' | ')} | ${full?.perClassAccuracy ? `${pct(full.perClassAccuracy[k])}%` : '–'} |`);
+  }
+  return lines;
+}
+
 function runsTable(r: EvalResults): string[] {
   const lines = ['| policy | kept | items | test acc. | L-BFGS iterations | loss evaluations | stopped by | max abs(grad) | seconds |', '|---|---:|---:|---:|---:|---:|---|---:|---:|'];
   for (const run of r.runs) {
@@ -97,6 +116,14 @@ function runsTable(r: EvalResults): string[] {
     );
   }
   return lines;
+}
+
+function imagesLine(r: EvalResults): string {
+  const part = (what: string, n: number, x: EvalResults['train']['imagesIngest']) =>
+    x
+      ? `${what} ${n.toLocaleString('en')} images in ${x.seconds.toFixed(0)} s (${(n / x.seconds).toFixed(1)} images/s${x.loadAverage ? `, load average ${x.loadAverage.map((l) => l.toFixed(1)).join(' / ')} when it finished` : ''})`
+      : `${what}: not recorded`;
+  return `Embedding the images through the service (${r.train.source === 'cache' ? 'when the cache was built' : 'this run'}): ${part('training', r.train.n, r.train.imagesIngest)}; ${part('test', r.test.n, r.test.imagesIngest)}.`;
 }
 
 export async function writeReport(r: EvalResults, file: string, discussionFile: string): Promise<void> {
@@ -120,7 +147,8 @@ export async function writeReport(r: EvalResults, file: string, discussionFile: 
       `\`${r.model.name}\` (ImageNet MobileNetV2-1.4, sha256 \`${r.model.sha256.slice(0, 16)}…\`), ${r.train.dim}-d, L2-normalised by the service. ` +
       `The images are upscaled by the service's preprocessing (shorter side 256, centre crop 224, grey expanded to RGB). ` +
       `The stored vectors are read back from the service's database and cached under \`bench/.cache/\` keyed by the model's SHA-256; a rerun sends the cached vectors as base64 float32 embeddings instead of images. ` +
-      `This run: training set from ${r.train.source} (${r.train.ingestSeconds.toFixed(0)} s, ${(r.train.n / r.train.ingestSeconds).toFixed(1)} items/s), test set from ${r.test.source}.`,
+      `This run: training set from ${r.train.source} (${r.train.ingestSeconds.toFixed(0)} s, ${(r.train.n / r.train.ingestSeconds).toFixed(0)} items/s), test set from ${r.test.source} (${r.test.ingestSeconds.toFixed(0)} s). ` +
+      imagesLine(r),
     `- **Service**: started in-process with \`startService\` (${r.backend === 'native' ? 'native PostgreSQL + pgvector' : 'embedded PGlite'}), API keys on (the harness mints an admin key with \`mintApiKey\` and revokes it at the end). ` +
       `Test images go to a second dataset so they take exactly the same encoder path; they are never used for clustering.`,
     `- **Prototypes**: one full refit (\`POST …/prototypes/refit\`, followed on \`GET /v1/jobs/{id}\`) with **k = ${r.prototypes.k}** ` +
@@ -131,7 +159,7 @@ export async function writeReport(r: EvalResults, file: string, discussionFile: 
       '`order=stratified` (CCS defaults: β = 10% hardest set aside, 50 bins), and `order=hardest&balance=cluster`, for each kept fraction.',
     `- **Classifier**: multinomial logistic regression (softmax, L2 λ = ${r.lambda} on the weights with the mean cross-entropy, bias unregularised) on the ${r.train.dim}-d embeddings, ` +
       'standardised per feature with the mean and standard deviation of the selected subset. Fitted full-batch with L-BFGS (memory 10, Armijo backtracking) ' +
-      `until max |∇| ≤ ${r.gtol} or the relative decrease of the objective in one iteration is below ${r.ftol}, at most ${r.maxIterations} iterations; ` +
+      `until max |∇| ≤ ${r.gtol} (a tenth of scikit-learn's default tolerance for the same solver) or the relative decrease of the objective in one iteration is below ${r.ftol}, at most ${r.maxIterations} iterations; ` +
       'the data-sized products (X·W, the softmax cross-entropy and Xᵀ(P − Y)) run in an onnxruntime graph built in code (`bench/eval/logreg.ts`). ' +
       `${converged} of ${r.runs.length} fits met a stopping criterion before the iteration cap (see the run table below).`,
     '',
@@ -139,7 +167,8 @@ export async function writeReport(r: EvalResults, file: string, discussionFile: 
     '',
     ...accuracyTable(r),
     '',
-    'Bold: the best policy at that fraction. At 100% every policy keeps the whole training set, so one model stands for all.',
+    'Bold: the best policy at that fraction. At 100% every policy keeps the whole training set, so one model stands for all. ' +
+      'At 90%, stratified (CCS) keeps exactly the easiest 90%: it first sets the hardest β = 10% aside, and the budget is everything that remains — hence the identical figures.',
     '',
     '![Test accuracy vs kept fraction per policy](evaluation-accuracy.svg)',
     '',
@@ -150,9 +179,13 @@ export async function writeReport(r: EvalResults, file: string, discussionFile: 
     '## Per-class survival of the 30% selections',
     '',
     'Share of each class kept by each policy at 30% (random: mean over the seeds). "mean score" is the class\'s mean prototype score (cosine distance to the nearest centroid). ' +
-      `A policy that does not amplify class imbalance keeps about 30% of every class; the training set is balanced (${Math.min(...r.classCounts).toLocaleString('en')}–${Math.max(...r.classCounts).toLocaleString('en')} items per class).`,
+      `A policy that does not amplify class imbalance keeps about 30% of every class; the training set has ${Math.min(...r.classCounts) === Math.max(...r.classCounts) ? `${r.classCounts[0].toLocaleString('en')} items of every class` : `${Math.min(...r.classCounts).toLocaleString('en')}–${Math.max(...r.classCounts).toLocaleString('en')} items per class`}.`,
     '',
     ...survivalTable(r, 0.3),
+    '',
+    'Test accuracy within each class (recall on the 1,000 test images of the class) of the models trained on those 30% selections (random: mean over the seeds), and of the model trained on all data:',
+    '',
+    ...classAccuracyTable(r, 0.3),
     '',
   ];
   if (discussion) lines.push(discussion, '');
@@ -173,7 +206,7 @@ export async function writeReport(r: EvalResults, file: string, discussionFile: 
     "EVAL_DATABASE_URL='postgres://…/protoprune?schema=bench_eval' npm run eval",
     '```',
     '',
-    `Flags (after \`npm run eval --\`): \`--k=${r.k}\`, \`--fractions=10,20,30,50,70,90,100\`, \`--seeds=1,2,3\`, \`--lambda=${r.lambda}\`, \`--max-iter=${r.maxIterations}\`, ` +
+    `Flags (after \`npm run eval --\`): \`--k=${r.k}\`, \`--fractions=10,20,30,50,70,90,100\`, \`--seeds=1,2,3\`, \`--lambda=${r.lambda}\`, \`--max-iter=${r.maxIterations}\`, \`--gtol=${r.gtol}\`, ` +
       '`--limit=N` / `--test-limit=N` (quick runs on the first N images; the cache is only written by full runs), `--no-cache`, `--embed-only`. ' +
       'The first run embeds 70,000 images (about 15 minutes on an idle 2-core machine); reruns reuse `bench/.cache/` and also reuse finished classifier fits whose selection, settings and model are unchanged. ' +
       'Everything in this file, the plot (`evaluation-accuracy.svg`) and the raw numbers (`evaluation-results.json`) are rewritten by each run.',

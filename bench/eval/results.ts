@@ -24,7 +24,15 @@ export interface RunResult {
   seconds: number;
   /** Kept items per class (for the survival table). */
   perClass: number[];
+  /** Test accuracy within each class (recall). */
+  perClassAccuracy: number[];
   selectionHash: string;
+}
+
+export interface ImagesIngest {
+  seconds: number;
+  loadAverage: number[] | null;
+  when: string;
 }
 
 export interface Prototypes {
@@ -44,8 +52,8 @@ export interface EvalResults {
   maxIterations: number;
   gtol: number;
   ftol: number;
-  train: { n: number; dim: number; source: string; ingestSeconds: number };
-  test: { n: number; source: string; ingestSeconds: number };
+  train: { n: number; dim: number; source: string; ingestSeconds: number; imagesIngest: ImagesIngest | null };
+  test: { n: number; source: string; ingestSeconds: number; imagesIngest: ImagesIngest | null };
   prototypes: Prototypes;
   refit: Record<string, unknown>;
   fractions: number[];
