@@ -183,7 +183,9 @@ export async function embedSet(svc: HarnessService, set: ImageSet, options: Embe
     console.log(`  ${dataset}: ingesting ${n} cached embeddings (model sha256 ${info.model.sha256.slice(0, 16)}…) instead of images`);
     const dim = cached.dim;
     const per = 1000;
-    await pool(Math.ceil(n / per), 2, async (b) => {
+    // One request at a time: items get ids in index order, so the refit reads them in the same
+    // order on every rerun and k-means (seeded) gives the same prototypes.
+    await pool(Math.ceil(n / per), 1, async (b) => {
       const from = b * per;
       const to = Math.min(n, from + per);
       const items = [];

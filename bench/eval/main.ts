@@ -52,6 +52,7 @@ const flags = new Flags(process.argv.slice(2), [
   'out',
   'threads',
   'gtol',
+  'render',
 ]);
 
 const K = flags.int('k', 100);
@@ -323,4 +324,15 @@ function accuracyChart(results: EvalResults): string {
   });
 }
 
-await main();
+if (flags.has('render')) {
+  // Rewrites the Markdown and the plot from a previous run's results (no measurements).
+  const given = flags.string('render', 'true');
+  const file = path.resolve(given === 'true' ? path.join(OUT_DIR, 'evaluation-results.json') : given);
+  const results = JSON.parse(await readFile(file, 'utf8')) as EvalResults;
+  const dir = path.dirname(file);
+  await writeFile(path.join(dir, 'evaluation-accuracy.svg'), accuracyChart(results));
+  await writeReport(results, path.join(dir, 'evaluation.md'), path.join(here, 'discussion.md'));
+  log(`rewrote ${path.relative(process.cwd(), path.join(dir, 'evaluation.md'))} from ${path.relative(process.cwd(), file)}`);
+} else {
+  await main();
+}

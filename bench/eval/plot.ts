@@ -31,9 +31,9 @@ export function niceStep(range: number, count: number): number {
 }
 
 export function lineChart(series: Series[], options: ChartOptions): string {
-  const width = options.width ?? 760;
+  const width = options.width ?? 800;
   const height = options.height ?? 460;
-  const margin = { left: 70, right: 200, top: 40, bottom: 55 };
+  const margin = { left: 70, right: 240, top: 40, bottom: 55 };
   const plotW = width - margin.left - margin.right;
   const plotH = height - margin.top - margin.bottom;
   const xs = series.flatMap((s) => s.points.map((p) => p.x)).concat(options.xTicks);

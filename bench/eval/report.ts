@@ -48,7 +48,7 @@ function findings(r: EvalResults): string[] {
     out.push(
       `- **${Math.round(f * 100)}%**: best ${ranked[0].g.short} (${pct(ranked[0].a.mean, 2)}%); vs random ${pct(random.mean, 2)}% (seed range ${pct(random.min, 2)}–${pct(random.max, 2)}): ` +
         `hardest ${vs('hardest')}, easiest ${vs('easiest')}, stratified ${vs('stratified')}, hardest+balance ${vs('hardest-cluster')} points` +
-        (full ? `; ${pct(full.mean - ranked[0].a.mean, 2)} points below training on everything` : '') +
+        (full ? `; ${Math.abs(full.mean - ranked[0].a.mean) < 5e-5 ? 'level with' : `${pct(Math.abs(full.mean - ranked[0].a.mean), 2)} points ${full.mean > ranked[0].a.mean ? 'below' : 'above'}`} training on everything` : '') +
         '.',
     );
   }
@@ -207,7 +207,7 @@ export async function writeReport(r: EvalResults, file: string, discussionFile: 
     '```',
     '',
     `Flags (after \`npm run eval --\`): \`--k=${r.k}\`, \`--fractions=10,20,30,50,70,90,100\`, \`--seeds=1,2,3\`, \`--lambda=${r.lambda}\`, \`--max-iter=${r.maxIterations}\`, \`--gtol=${r.gtol}\`, ` +
-      '`--limit=N` / `--test-limit=N` (quick runs on the first N images; the cache is only written by full runs), `--no-cache`, `--embed-only`. ' +
+      '`--limit=N` / `--test-limit=N` (quick runs on the first N images; the cache is only written by full runs), `--no-cache`, `--embed-only`, `--render` (rewrite this file and the plot from `evaluation-results.json` only). ' +
       'The first run embeds 70,000 images (about 15 minutes on an idle 2-core machine); reruns reuse `bench/.cache/` and also reuse finished classifier fits whose selection, settings and model are unchanged. ' +
       'Everything in this file, the plot (`evaluation-accuracy.svg`) and the raw numbers (`evaluation-results.json`) are rewritten by each run.',
     '',
