@@ -35,8 +35,11 @@ export async function upsertItems(
 ): Promise<UpsertedItem[]> {
   const n = externalIds.length;
   const out = new Array<UpsertedItem>(n);
+  // A join on unnest probes the (dataset_id, external_id) unique index once per id; `= ANY($2)`
+  // lets a stale row estimate pick the dataset's updated_at index and filter every item instead.
   const existing = await tx.query<{ id: string; external_id: string }>(
-    'SELECT id::text AS id, external_id FROM items WHERE dataset_id = $1 AND external_id = ANY($2::text[])',
+    `SELECT i.id::text AS id, i.external_id FROM unnest($2::text[]) AS e(external_id)
+       JOIN items i ON i.dataset_id = $1 AND i.external_id = e.external_id`,
     [datasetId, externalIds],
   );
   const existingIds = new Map(existing.map((r) => [r.external_id, BigInt(r.id)]));
