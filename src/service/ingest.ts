@@ -1,7 +1,8 @@
 import { centroidDrift, miniBatchUpdate, shouldRefit } from '../core/incremental.js';
 import { scoresFromSimilarity } from '../core/scores.js';
 import { lockDataset } from '../store/datasets.js';
-import { markChanged, saveThumbnails, upsertItems, upsertScores } from '../store/items.js';
+import { copyScores, markChanged, saveThumbnails, upsertItems, upsertScores, type UpsertedItem } from '../store/items.js';
+import type { Sql } from '../store/database.js';
 import { enqueueJob } from '../store/jobs.js';
 import { saveMiniBatch, type PrototypeSet } from '../store/prototypes.js';
 import type { ServiceContext } from './context.js';
@@ -148,7 +149,7 @@ export async function ingestEmbeddings(ctx: ServiceContext, datasetName: string,
     );
     lap('upsertItems');
     const itemIds = upserted.map((u) => u.itemId);
-    if (version !== null) await upsertScores(tx, dataset.id, version, itemIds, scores!, clusters!);
+    if (version !== null) await saveBatchScores(tx, dataset.id, version, upserted, scores!, clusters!);
     lap('upsertScores');
     await markChanged(tx, dataset.id, itemIds, upserted.filter((u) => !u.inserted).map((u) => u.itemId), version);
     lap('markChanged');
@@ -170,6 +171,36 @@ export async function ingestEmbeddings(ctx: ServiceContext, datasetName: string,
   lap('schedule');
   ctx.logger.debug({ dataset: dataset.name, items: valid.length, phasesMs: phases }, 'ingest batch');
   return { items: outcomes, prototypeVersion: committed.version, scheduledJobId };
+}
+
+/**
+ * Scores of an ingested batch under the active version: new items' rows cannot exist yet, so they
+ * go in with one binary COPY; replaced items' rows are upserted.
+ */
+async function saveBatchScores(tx: Sql, datasetId: string, version: number, upserted: readonly UpsertedItem[], scores: Float32Array, clusters: Int32Array) {
+  const fresh: number[] = [];
+  const replaced: number[] = [];
+  upserted.forEach((u, j) => (u.inserted ? fresh : replaced).push(j));
+  if (fresh.length > 0) {
+    await copyScores(
+      tx,
+      datasetId,
+      version,
+      BigInt64Array.from(fresh, (j) => upserted[j].itemId),
+      Float32Array.from(fresh, (j) => scores[j]),
+      Int32Array.from(fresh, (j) => clusters[j]),
+    );
+  }
+  if (replaced.length > 0) {
+    await upsertScores(
+      tx,
+      datasetId,
+      version,
+      replaced.map((j) => upserted[j].itemId),
+      Float32Array.from(replaced, (j) => scores[j]),
+      Int32Array.from(replaced, (j) => clusters[j]),
+    );
+  }
 }
 
 /** Schedules the first fit once enough items arrived, or a refit once the prototypes drifted. */
