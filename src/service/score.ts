@@ -8,7 +8,7 @@ import { nearestStored } from './duplicates.js';
 import { ServiceError } from './errors.js';
 import { embedAny, type AnyItem } from './images.js';
 import { normalizeInto } from './ingest.js';
-import { checkSelectionRequest, type SelectionRequest } from './selection.js';
+import { checkSelectionRequest, selectionOptions, type SelectionRequest } from './selection.js';
 
 /** A new item to score: an embedding or an image, encoded as for ingest (see `AnyItem`). */
 export type ScoreCandidate = Omit<AnyItem, 'metadata'>;
@@ -72,17 +72,7 @@ function ruleFor(distribution: Distribution, policy: Required<Omit<ScorePolicy, 
   let rule = distribution.rules.get(key);
   if (!rule) {
     const { columns } = distribution;
-    rule = selectWithRule(
-      { scores: columns.scores, clusters: columns.clusters, idHashes: columns.idHashes },
-      {
-        order: policy.order,
-        budget: { fraction: policy.fraction },
-        balance: policy.balance,
-        seed: policy.seed,
-        outlierFraction: policy.outlierFraction,
-        bins: policy.bins,
-      },
-    ).rule;
+    rule = selectWithRule({ scores: columns.scores, clusters: columns.clusters, idHashes: columns.idHashes }, selectionOptions(policy)).rule;
     distribution.rules.set(key, rule);
   }
   return rule;

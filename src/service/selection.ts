@@ -1,4 +1,4 @@
-import { select, type SelectionOrder } from '../core/selection.js';
+import { select, type SelectionOptions, type SelectionOrder } from '../core/selection.js';
 import type { Sql } from '../store/database.js';
 import { fnv1a32 } from '../core/random.js';
 import { externalIdsOf, readScoreColumns, readScoredItems, type ScoredItems } from '../store/items.js';
@@ -76,27 +76,33 @@ export interface SelectionHandle {
 /** External ids are read back in chunks of this many rows: memory stays bounded however large the selection. */
 export const ID_CHUNK = 5000;
 
+/** The core's options for a (checked) request; defaults: no balance, seed 0. */
+export function selectionOptions(request: SelectionRequest): SelectionOptions {
+  return {
+    order: request.order,
+    budget: request.fraction !== undefined ? { fraction: request.fraction } : { count: request.count! },
+    balance: request.balance ?? 'none',
+    seed: request.seed ?? 0,
+    outlierFraction: request.outlierFraction,
+    bins: request.bins,
+  };
+}
+
 /** Runs a selection policy over the active version's scores; ties are broken by external id. */
 export async function computeSelection(ctx: ServiceContext, datasetName: string, request: SelectionRequest): Promise<SelectionHandle> {
   checkSelectionRequest(request);
-  const dataset = await getDataset(ctx, datasetName);
+  return selectFrom(ctx, await getDataset(ctx, datasetName), request);
+}
+
+/** `computeSelection` for a dataset already looked up and a request already checked. */
+async function selectFrom(ctx: ServiceContext, dataset: Dataset, request: SelectionRequest): Promise<SelectionHandle> {
   const { version, columns } = await ctx.db.transaction(async (tx: Sql) => {
     await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
     const [row] = await tx.query<{ version: number | null }>('SELECT active_version AS version FROM datasets WHERE id = $1', [dataset.id]);
     if (!row || row.version === null) noPrototypes(dataset);
     return { version: row.version!, columns: await readScoreColumns(tx, dataset.id, row.version!) };
   });
-  const chosen = select(
-    { scores: columns.scores, clusters: columns.clusters, idHashes: columns.idHashes },
-    {
-      order: request.order,
-      budget: request.fraction !== undefined ? { fraction: request.fraction } : { count: request.count! },
-      balance: request.balance ?? 'none',
-      seed: request.seed ?? 0,
-      outlierFraction: request.outlierFraction,
-      bins: request.bins,
-    },
-  );
+  const chosen = select({ scores: columns.scores, clusters: columns.clusters, idHashes: columns.idHashes }, selectionOptions(request));
   const itemIds = new Float64Array(chosen.length);
   for (let i = 0; i < chosen.length; i++) itemIds[i] = columns.itemIds[chosen[i]];
   return { version, total: columns.n, itemIds };
@@ -165,6 +171,7 @@ const PAGE_CACHE_TTL_MS = 60_000;
 const PAGE_CACHE_SIZE = 4;
 const pageCache = new WeakMap<ServiceContext, Map<string, { handle: SelectionHandle; at: number }>>();
 
+/** `request` must be checked already. */
 async function cachedSelection(ctx: ServiceContext, datasetName: string, request: SelectionRequest): Promise<SelectionHandle> {
   let cache = pageCache.get(ctx);
   if (!cache) pageCache.set(ctx, (cache = new Map()));
@@ -174,7 +181,7 @@ async function cachedSelection(ctx: ServiceContext, datasetName: string, request
   const hit = cache.get(key);
   const dataset = await getDataset(ctx, datasetName);
   if (hit && hit.handle.version === dataset.activeVersion) return hit.handle;
-  const handle = await computeSelection(ctx, datasetName, request);
+  const handle = await selectFrom(ctx, dataset, request);
   cache.delete(key);
   cache.set(key, { handle, at: now });
   while (cache.size > PAGE_CACHE_SIZE) cache.delete(cache.keys().next().value!);
