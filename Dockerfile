@@ -13,6 +13,10 @@ COPY proto ./proto
 RUN npm run build && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
+# tini as PID 1 forwards signals and reaps zombies. node as PID 1 would ignore SIGTERM/SIGINT until
+# its handlers are installed (the kernel applies no default action to PID 1), e.g. during boot.
+# The data-directory lock does not depend on it: it also copes with node being PID 1 (docker run --init is equivalent).
+RUN apt-get update && apt-get install -y --no-install-recommends tini && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production DATA_DIR=/data MODELS_DIR=/data/models
 COPY --from=build /app/node_modules ./node_modules
@@ -27,4 +31,5 @@ USER node
 VOLUME ["/data"]
 EXPOSE 8080 50051
 HEALTHCHECK --interval=15s --timeout=3s CMD node -e "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/readyz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["node", "dist/src/main.js"]
