@@ -1,11 +1,25 @@
-import { deleteDataset as deleteDatasetRow, findDatasetByName, insertDataset, listDatasets as listDatasetRows, type DatasetRow } from '../store/datasets.js';
+import {
+  deleteDataset as deleteDatasetRow,
+  findDatasetByName,
+  HNSW_HALFVEC_MAX_DIMENSION,
+  HNSW_VECTOR_MAX_DIMENSION,
+  insertDataset,
+  listDatasets as listDatasetRows,
+  type DatasetRow,
+} from '../store/datasets.js';
 import type { ServiceContext } from './context.js';
 import { ServiceError } from './errors.js';
+import { DATASET_NAME_MAX_LENGTH, DATASET_NAME_PATTERN } from './limits.js';
 import { DEFAULT_SETTINGS, resolveSettings, type DatasetSettings } from './settings.js';
 
-export const MAX_DIMENSION = 16000; // pgvector's limit for stored vectors
+/**
+ * Largest embedding dimension a dataset may have: 4,000, what pgvector's HNSW index holds as
+ * halfvec (the near-duplicate index; see `annIndexKind` in store/datasets.ts). pgvector stores up
+ * to 16,000 dimensions, but a dataset above 4,000 could have no near-duplicate index at all.
+ */
+export const MAX_DIMENSION = HNSW_HALFVEC_MAX_DIMENSION;
 export const MAX_K = 100_000;
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const NAME = new RegExp(DATASET_NAME_PATTERN);
 
 export interface CreateDatasetInput {
   name: string;
@@ -43,12 +57,23 @@ function checkSettings(settings: DatasetSettings): void {
 
 export async function createDataset(ctx: ServiceContext, input: CreateDatasetInput): Promise<Dataset> {
   if (!NAME.test(input.name)) {
-    throw new ServiceError('invalid', 'INVALID_NAME', 'dataset name must be 1-128 characters of letters, digits, ".", "_" or "-", starting with a letter or digit', {
+    throw new ServiceError('invalid', 'INVALID_NAME', `dataset name must be 1-${DATASET_NAME_MAX_LENGTH} characters of letters, digits, ".", "_" or "-", starting with a letter or digit`, {
       field: 'name',
     });
   }
-  if (!Number.isInteger(input.dimension) || input.dimension < 1 || input.dimension > MAX_DIMENSION) {
+  if (!Number.isInteger(input.dimension) || input.dimension < 1) {
     throw new ServiceError('invalid', 'INVALID_DIMENSION', `dimension must be an integer from 1 to ${MAX_DIMENSION}`, { field: 'dimension' });
+  }
+  if (input.dimension > MAX_DIMENSION) {
+    const max = MAX_DIMENSION.toLocaleString('en-US');
+    throw new ServiceError(
+      'invalid',
+      'DIMENSION_TOO_LARGE',
+      `dimension ${input.dimension} is above the limit of ${max}: every dataset gets a pgvector HNSW near-duplicate index, ` +
+        `which holds at most ${HNSW_VECTOR_MAX_DIMENSION.toLocaleString('en-US')} dimensions as vector and ${max} as halfvec; ` +
+        `reduce the embeddings (e.g. with PCA) to at most ${max} dimensions`,
+      { field: 'dimension', max: MAX_DIMENSION },
+    );
   }
   const k = input.k ?? null;
   if (k !== null && (!Number.isInteger(k) || k < 1 || k > MAX_K)) {

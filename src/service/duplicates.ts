@@ -1,7 +1,7 @@
 import { findNearDuplicates } from '../core/dedup.js';
 import { normalizeRows } from '../core/normalize.js';
 import { vectorLiteral } from '../store/database.js';
-import { annExpression, uuidLiteral } from '../store/datasets.js';
+import { ANN_RERANK_CANDIDATES, annExpression, annIndexKind, annQueryOperand, uuidLiteral } from '../store/datasets.js';
 import type { ServiceContext } from './context.js';
 import { getDataset, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
@@ -46,35 +46,54 @@ export interface NearestStored {
 }
 
 /**
+ * The statement `nearestStored` runs (`$1`: the query vectors, text[]), exported so tests can
+ * EXPLAIN it. Each query vector is parsed once (the materialised `q`). Indexed items are searched
+ * through the dataset's HNSW index with exactly its expression (see `annIndexKind`): on `vector`
+ * (d ≤ 2,000) the index order and distances are exact; on `halfvec` (2,001-4,000) the index yields
+ * its `ANN_RERANK_CANDIDATES` nearest, re-ranked by the exact float32 `vector` distance, so the
+ * similarity reported (and the duplicate decision) never carries halfvec rounding. Pending items
+ * are scanned exactly. One statement, so both sources are read from one snapshot: the background
+ * indexer moving an item from pending to indexed between two queries would otherwise hide it.
+ */
+export function nearestStoredSql(dataset: Pick<Dataset, 'id' | 'dimension'>): string {
+  const dim = dataset.dimension;
+  const ds = uuidLiteral(dataset.id);
+  const expr = annExpression(dim, 'a.embedding');
+  const byIndex = `ORDER BY ${expr} <=> ${annQueryOperand(dim, 'q.v')}`;
+  const indexed =
+    annIndexKind(dim) === 'vector'
+      ? `SELECT i.external_id, ${expr} <=> q.v AS distance
+           FROM item_ann a JOIN items i ON i.id = a.item_id
+          WHERE a.dataset_id = ${ds}
+          ${byIndex} LIMIT 1`
+      : `SELECT i.external_id, c.distance
+           FROM (SELECT a.item_id, a.embedding <=> q.v AS distance FROM item_ann a
+                  WHERE a.dataset_id = ${ds}
+                  ${byIndex} LIMIT ${ANN_RERANK_CANDIDATES}) c
+           JOIN items i ON i.id = c.item_id
+          ORDER BY c.distance, i.external_id LIMIT 1`;
+  return `WITH q AS MATERIALIZED (SELECT ord, v::vector(${dim}) AS v FROM unnest($1::text[]) WITH ORDINALITY AS t(v, ord))
+     SELECT q.ord, nn.external_id, nn.distance FROM q CROSS JOIN LATERAL (${indexed}) nn
+     UNION ALL
+     SELECT q.ord, nn.external_id, nn.distance FROM q CROSS JOIN LATERAL (
+       SELECT i.external_id, i.embedding <=> q.v AS distance
+         FROM ann_pending p JOIN items i ON i.id = p.item_id
+        WHERE p.dataset_id = ${ds}
+        ORDER BY i.embedding <=> q.v LIMIT 1) nn`;
+}
+
+/**
  * For each unit vector, the most similar stored item: the dataset's HNSW index (pgvector, cosine)
  * over indexed items, plus an exact scan of the items stored since the index last caught up, so a
- * just-ingested duplicate is never missed. One round trip for the whole batch.
+ * just-ingested duplicate is never missed. One round trip for the whole batch. Similarities are
+ * exact float32 cosine similarities whatever type the index is built on.
  */
 export async function nearestStored(ctx: ServiceContext, dataset: Dataset, vectors: Float32Array, n: number, epsilon?: number): Promise<NearestStored[]> {
   const eps = epsilon ?? dataset.settings.duplicateEpsilon;
   checkEpsilon(eps);
   const dim = dataset.dimension;
   const literals = Array.from({ length: n }, (_, i) => vectorLiteral(vectors.subarray(i * dim, (i + 1) * dim)));
-  const ds = uuidLiteral(dataset.id);
-  const expr = annExpression(dim, 'a.embedding');
-  // One statement, so both sources are read from one snapshot: the background indexer moving an
-  // item from pending to indexed between two queries would otherwise hide it from both.
-  const rows = await ctx.db.query<{ ord: string; external_id: string; distance: number }>(
-    `SELECT q.ord, nn.external_id, nn.distance FROM unnest($1::text[]) WITH ORDINALITY AS q(v, ord)
-     CROSS JOIN LATERAL (
-       SELECT i.external_id, ${expr} <=> q.v::vector(${dim}) AS distance
-         FROM item_ann a JOIN items i ON i.id = a.item_id
-        WHERE a.dataset_id = ${ds}
-        ORDER BY ${expr} <=> q.v::vector(${dim}) LIMIT 1) nn
-     UNION ALL
-     SELECT q.ord, nn.external_id, nn.distance FROM unnest($1::text[]) WITH ORDINALITY AS q(v, ord)
-     CROSS JOIN LATERAL (
-       SELECT i.external_id, i.embedding <=> q.v::vector AS distance
-         FROM ann_pending p JOIN items i ON i.id = p.item_id
-        WHERE p.dataset_id = ${ds}
-        ORDER BY i.embedding <=> q.v::vector LIMIT 1) nn`,
-    [literals],
-  );
+  const rows = await ctx.db.query<{ ord: string; external_id: string; distance: number }>(nearestStoredSql(dataset), [literals]);
   const best: NearestStored[] = Array.from({ length: n }, () => ({ externalId: null, similarity: null, duplicate: false }));
   for (const r of rows) {
     const i = Number(r.ord) - 1;

@@ -22,9 +22,52 @@ export function annIndexName(datasetId: string): string {
   return `item_ann_hnsw_${datasetId.replace(/-/g, '')}`;
 }
 
+/**
+ * pgvector's HNSW limits: an index tuple must fit one 8 kB page, so HNSW holds `vector` (float32)
+ * up to 2,000 dimensions and `halfvec` (float16) up to 4,000. Stored vectors stay `vector`.
+ */
+export const HNSW_VECTOR_MAX_DIMENSION = 2000;
+export const HNSW_HALFVEC_MAX_DIMENSION = 4000;
+
+/**
+ * How many nearest candidates a halfvec index scan hands to the exact float32 re-rank. halfvec
+ * keeps ~3 significant digits, so only items whose distances to the query differ by less than its
+ * rounding (~1e-5 for near-duplicates) can swap order. Kept small: it is below pgvector's default
+ * `hnsw.ef_search` (40), so the scan does no extra work, and the planner charges an index scan per
+ * row fetched (one or two pages per halfvec tuple), so a larger limit only delays the point at
+ * which it prefers the index over a sequential scan of a small dataset.
+ */
+export const ANN_RERANK_CANDIDATES = 10;
+
+/** The pgvector type a dataset's HNSW index is built on. */
+export type AnnIndexKind = 'vector' | 'halfvec';
+
+/**
+ * THE rule for a dataset's near-duplicate index, from its dimension: d ≤ 2,000 indexes the float32
+ * `vector` itself (index distances are exact); 2,001-4,000 indexes a `halfvec` cast (index order
+ * is approximate, so queries re-rank candidates by the exact `vector` distance). Above 4,000 no
+ * HNSW index is possible: dataset creation refuses such dimensions.
+ */
+export function annIndexKind(dimension: number): AnnIndexKind {
+  if (!Number.isInteger(dimension) || dimension < 1 || dimension > HNSW_HALFVEC_MAX_DIMENSION) {
+    throw new RangeError(`no HNSW index for dimension ${dimension} (pgvector: at most ${HNSW_HALFVEC_MAX_DIMENSION}, as halfvec)`);
+  }
+  return dimension <= HNSW_VECTOR_MAX_DIMENSION ? 'vector' : 'halfvec';
+}
+
 /** The expression the HNSW index is built on; queries must use the same one to hit the index. */
 export function annExpression(dimension: number, column = 'embedding'): string {
-  return `(${column}::vector(${dimension}))`;
+  return `(${column}::${annIndexKind(dimension)}(${dimension}))`;
+}
+
+/** A query vector (an SQL expression of type `vector` or text) cast to the index's type, for `ORDER BY annExpression <=> this`. */
+export function annQueryOperand(dimension: number, value: string): string {
+  return `${value}::${annIndexKind(dimension)}(${dimension})`;
+}
+
+/** The HNSW operator class (cosine) of the index. */
+export function annOperatorClass(dimension: number): 'vector_cosine_ops' | 'halfvec_cosine_ops' {
+  return annIndexKind(dimension) === 'vector' ? 'vector_cosine_ops' : 'halfvec_cosine_ops';
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -53,7 +96,7 @@ export async function insertDataset(
     [input.name, input.dimension, input.k, JSON.stringify(input.settings), input.modelName, input.modelSha256],
   );
   await tx.exec(
-    `CREATE INDEX "${annIndexName(row.id)}" ON item_ann USING hnsw (${annExpression(row.dimension)} vector_cosine_ops)
+    `CREATE INDEX "${annIndexName(row.id)}" ON item_ann USING hnsw (${annExpression(row.dimension)} ${annOperatorClass(row.dimension)})
      WHERE dataset_id = ${uuidLiteral(row.id)}`,
   );
   return row;
