@@ -9,7 +9,7 @@ import type { Database } from './store/database.js';
 import { migrationsUpToDate } from './store/migrations.js';
 import { openDatabase } from './store/open.js';
 import { countApiKeys } from './store/api-keys.js';
-import { mintApiKey } from './service/auth.js';
+import { mintApiKey, OPERATOR } from './service/auth.js';
 import { startServiceLayer, type ServiceLayer } from './service/runtime.js';
 import { PromMetrics } from './metrics.js';
 import { startMetricsListener, type MetricsListener } from './http/plugins/metrics.js';
@@ -49,7 +49,7 @@ export const INITIAL_ADMIN_KEY_FILE = 'initial-admin-key';
  */
 async function ensureInitialAdminKey(db: Database, dataDir: string, logger: Logger): Promise<void> {
   if ((await countApiKeys(db)) > 0) return;
-  const key = await mintApiKey(db, { name: 'initial-admin', scopes: ['admin'] });
+  const key = await mintApiKey(db, { name: 'initial-admin', scopes: ['admin'] }, OPERATOR);
   const file = path.resolve(dataDir, INITIAL_ADMIN_KEY_FILE);
   await mkdir(path.dirname(file), { recursive: true });
   await writeFile(file, `${key.secret}\n`, { mode: 0o600 });

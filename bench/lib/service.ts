@@ -17,7 +17,7 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { loadConfig, type Config } from '../../src/config/index.js';
 import { startService, type RunningService } from '../../src/server.js';
-import { mintApiKey, revokeApiKey } from '../../src/service/auth.js';
+import { mintApiKey, OPERATOR, revokeApiKey } from '../../src/service/auth.js';
 
 export interface HarnessService {
   running: RunningService;
@@ -93,7 +93,7 @@ export async function startHarnessService(options: StartOptions): Promise<Harnes
   const config = loadConfig(env);
   const logger = pino({ level: config.logLevel });
   const running = await startService(config, logger);
-  const key = await mintApiKey(running.db, { name: `harness-${process.pid}`, scopes: ['admin'] });
+  const key = await mintApiKey(running.db, { name: `harness-${process.pid}`, scopes: ['admin'] }, OPERATOR);
   const base = `http://127.0.0.1:${running.httpPort}`;
   return {
     running,
@@ -105,7 +105,7 @@ export async function startHarnessService(options: StartOptions): Promise<Harnes
     api: new ApiClient(base, key.secret),
     async stop() {
       try {
-        await revokeApiKey(running.db, key.id);
+        await revokeApiKey(running.db, key.id, OPERATOR);
       } finally {
         await running.stop();
         await rm(scratch, { recursive: true, force: true });

@@ -8,7 +8,7 @@
  */
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config/index.js';
-import { listApiKeys, mintApiKey, revokeApiKey } from '../service/auth.js';
+import { listApiKeys, mintApiKey, OPERATOR, revokeApiKey } from '../service/auth.js';
 import { ServiceError } from '../service/errors.js';
 import { openDatabase } from '../store/open.js';
 
@@ -36,13 +36,13 @@ async function main(argv: string[]): Promise<number> {
   const { db } = await openDatabase(config.database);
   try {
     if (command === 'create') {
-      const key = await mintApiKey(db, { name: values.name ?? '', scopes: list(values.scopes), datasets: list(values.datasets) });
+      const key = await mintApiKey(db, { name: values.name ?? '', scopes: list(values.scopes), datasets: list(values.datasets) }, OPERATOR);
       process.stdout.write(`${JSON.stringify({ id: key.id, name: key.name, scopes: key.scopes, datasets: key.datasets })}\n`);
       process.stdout.write(`secret (shown once; send as "Authorization: Bearer <secret>"):\n${key.secret}\n`);
     } else if (command === 'list') {
-      for (const key of await listApiKeys(db)) process.stdout.write(`${JSON.stringify(key)}\n`);
+      for (const key of await listApiKeys(db, OPERATOR)) process.stdout.write(`${JSON.stringify(key)}\n`);
     } else {
-      const key = await revokeApiKey(db, rest[0]);
+      const key = await revokeApiKey(db, rest[0], OPERATOR);
       process.stdout.write(`revoked ${key.id} (${key.name})\n`);
     }
     return 0;

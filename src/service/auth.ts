@@ -1,9 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Database } from '../store/database.js';
-import { findApiKeyByHash, insertApiKey, listApiKeys as listKeyRows, revokeApiKey as revokeKeyRow, touchApiKey, type ApiKeyRow } from '../store/api-keys.js';
+import { findApiKeyByHash, findApiKeyById, insertApiKey, listApiKeys as listKeyRows, revokeApiKey as revokeKeyRow, touchApiKey, type ApiKeyRow } from '../store/api-keys.js';
 import { isUuid } from '../store/datasets.js';
 import type { ServiceContext } from './context.js';
+import { printable } from './text.js';
 import { ServiceError } from './errors.js';
+import { DATASET_NAME_PATTERN, KEY_MAX_DATASETS, KEY_NAME_MAX_LENGTH } from './limits.js';
 
 /** `admin` implies `write`, which implies `read`. */
 export const SCOPES = ['read', 'write', 'admin'] as const;
@@ -20,6 +22,9 @@ export interface Principal {
 
 /** The caller when `AUTH_DISABLED=true`: allowed everything. */
 export const UNAUTHENTICATED_ADMIN: Principal = { keyId: null, name: 'auth-disabled', scopes: ['admin'], datasets: [] };
+
+/** Whoever runs the service or its CLI on the database itself (first-boot key, `npm run keys`): an unrestricted admin. */
+export const OPERATOR: Principal = { keyId: null, name: 'operator', scopes: ['admin'], datasets: [] };
 
 const KEY_PREFIX = 'pp_';
 /** Writing last_used_at on every request would turn reads into writes; once a minute is enough. */
@@ -50,30 +55,78 @@ export interface MintKeyInput {
   datasets?: readonly string[];
 }
 
-/** Creates a key; the secret is returned once and only its SHA-256 is stored. */
-export async function mintApiKey(db: Database, input: MintKeyInput): Promise<ApiKeyView & { secret: string }> {
+const DATASET_NAME = new RegExp(DATASET_NAME_PATTERN);
+
+function highestRank(scopes: readonly string[]): number {
+  return Math.max(-1, ...scopes.map((s) => SCOPES.indexOf(s as Scope)));
+}
+
+/**
+ * A key is within a caller's reach when none of its scopes is above the caller's highest and,
+ * for a caller limited to datasets, when it is limited to a non-empty subset of them. Keys can
+ * only be minted, listed and revoked within reach, so no key can widen itself: a key limited to
+ * datasets can never produce, see or revoke an unrestricted key.
+ */
+export function withinReach(caller: Principal, key: { scopes: readonly string[]; datasets: readonly string[] }): boolean {
+  if (highestRank(key.scopes) > highestRank(caller.scopes)) return false;
+  if (caller.datasets.length === 0) return true;
+  return key.datasets.length > 0 && key.datasets.every((d) => caller.datasets.includes(d));
+}
+
+/** Creates a key within the caller's reach; the secret is returned once and only its SHA-256 is stored. */
+export async function mintApiKey(db: Database, input: MintKeyInput, caller: Principal): Promise<ApiKeyView & { secret: string }> {
   const name = input.name.trim();
-  if (name.length === 0 || name.length > 128) throw new ServiceError('invalid', 'INVALID_NAME', 'key name must be 1-128 characters', { field: 'name' });
+  if (name.length === 0 || name.length > KEY_NAME_MAX_LENGTH) {
+    throw new ServiceError('invalid', 'INVALID_NAME', `key name must be 1-${KEY_NAME_MAX_LENGTH} characters`, { field: 'name' });
+  }
   if (input.scopes.length === 0) throw new ServiceError('invalid', 'INVALID_SCOPES', `give at least one scope of ${SCOPES.join(', ')}`, { field: 'scopes' });
   for (const scope of input.scopes) {
     if (!(SCOPES as readonly string[]).includes(scope)) {
       throw new ServiceError('invalid', 'INVALID_SCOPES', `unknown scope ${scope}; scopes are ${SCOPES.join(', ')}`, { field: 'scopes' });
     }
   }
+  const datasets = [...new Set(input.datasets ?? [])];
+  if (datasets.length > KEY_MAX_DATASETS) {
+    throw new ServiceError('invalid', 'INVALID_DATASETS', `a key may be limited to at most ${KEY_MAX_DATASETS} datasets`, { field: 'datasets' });
+  }
+  const badName = datasets.find((d) => !DATASET_NAME.test(d));
+  if (badName !== undefined) throw new ServiceError('invalid', 'INVALID_DATASETS', 'datasets must be dataset names', { field: 'datasets' });
+  const key = { scopes: [...new Set(input.scopes)], datasets };
+  if (!withinReach(caller, key)) {
+    throw new ServiceError(
+      'forbidden',
+      'KEY_EXCEEDS_CALLER',
+      caller.datasets.length > 0
+        ? `this API key may only mint keys limited to some of its own datasets (${caller.datasets.join(', ')}) and scopes`
+        : 'this API key may not mint a key with a higher scope than its own',
+      { field: key.datasets.length === 0 && caller.datasets.length > 0 ? 'datasets' : 'scopes', granted: { scopes: caller.scopes, datasets: caller.datasets } },
+    );
+  }
   const secret = KEY_PREFIX + randomBytes(24).toString('base64url');
-  const row = await insertApiKey(db, { name, keyHash: hashSecret(secret), scopes: [...new Set(input.scopes)], datasets: [...new Set(input.datasets ?? [])] });
+  const row = await insertApiKey(db, { name, keyHash: hashSecret(secret), ...key });
   return { ...view(row), secret };
 }
 
-export async function listApiKeys(db: Database): Promise<ApiKeyView[]> {
-  return (await listKeyRows(db)).map(view);
+/** The keys within the caller's reach (every key, for an unrestricted admin). */
+export async function listApiKeys(db: Database, caller: Principal): Promise<ApiKeyView[]> {
+  return (await listKeyRows(db)).filter((row) => withinReach(caller, row)).map(view);
 }
 
-export async function revokeApiKey(db: Database, id: string): Promise<ApiKeyView> {
-  const row = isUuid(id) ? await revokeKeyRow(db, id) : undefined;
-  if (!row) throw new ServiceError('not_found', 'API_KEY_NOT_FOUND', `API key ${id} does not exist`, { id });
+/** Revokes a key within the caller's reach; a key beyond it is refused as if it did not exist (its id reveals nothing). */
+export async function revokeApiKey(db: Database, id: string, caller: Principal): Promise<ApiKeyView> {
+  const target = isUuid(id) ? await findApiKeyById(db, id) : undefined;
+  const row = target && withinReach(caller, target) ? await revokeKeyRow(db, id) : undefined;
+  if (!row) throw new ServiceError('not_found', 'API_KEY_NOT_FOUND', `API key ${printable(id, 64)} does not exist`, { id: printable(id, 64) });
   lastTouched.delete(id);
   return view(row);
+}
+
+/** Throws `forbidden` unless the caller is an admin of every dataset (key administration beyond datasets, /metrics). */
+export function authorizeUnrestrictedAdmin(principal: Principal): void {
+  authorize(principal, 'admin');
+  if (principal.datasets.length > 0) {
+    throw new ServiceError('forbidden', 'UNRESTRICTED_ADMIN_REQUIRED', 'this operation needs an admin key that is not limited to datasets', {});
+  }
 }
 
 /**

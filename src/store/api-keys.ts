@@ -26,6 +26,11 @@ export async function findApiKeyByHash(db: Database, keyHash: string): Promise<A
   return rows[0];
 }
 
+export async function findApiKeyById(db: Database, id: string): Promise<ApiKeyRow | undefined> {
+  const rows = await db.query<ApiKeyRow>(`SELECT ${COLUMNS} FROM api_keys WHERE id = $1`, [id]);
+  return rows[0];
+}
+
 export async function listApiKeys(db: Database): Promise<ApiKeyRow[]> {
   return db.query<ApiKeyRow>(`SELECT ${COLUMNS} FROM api_keys ORDER BY created_at, id`);
 }

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../../src/core/random.js';
 import type { DistanceKernel } from '../../src/kernels/types.js';
 import { PROJECT_ROOT } from '../../src/paths.js';
-import { mintApiKey } from '../../src/service/auth.js';
+import { mintApiKey, OPERATOR } from '../../src/service/auth.js';
 import { ingestEmbeddings } from '../../src/service/ingest.js';
 import { BACKENDS } from '../helpers/backends.js';
 import { plantedClusters } from '../helpers/planted.js';
@@ -389,7 +389,7 @@ describe(`dashboard in headless Chromium (${backend.name} backend)`, { timeout: 
   });
 
   test('a read key limited to another dataset never sees this one', async () => {
-    const limited = await mintApiKey(api.service.db, { name: 'other-reader', scopes: ['read'], datasets: [OTHER] });
+    const limited = await mintApiKey(api.service.db, { name: 'other-reader', scopes: ['read'], datasets: [OTHER] }, OPERATOR);
     const requested: string[] = [];
     const onRequest = (request: { url(): string }) => requested.push(request.url());
     page.on('request', onRequest);

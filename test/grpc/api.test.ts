@@ -6,7 +6,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
 import { startService, type RunningService } from '../../src/server.js';
-import { mintApiKey } from '../../src/service/auth.js';
+import { mintApiKey, OPERATOR } from '../../src/service/auth.js';
 import { findDuplicates } from '../../src/service/duplicates.js';
 import { getItem } from '../../src/service/items.js';
 import { scoreBatch } from '../../src/service/score.js';
@@ -70,7 +70,7 @@ describe.each(BACKENDS.map((b) => [b.name, b] as [string, TestBackend]))('gRPC A
     cleanup = fresh.cleanup;
     service = await startService({ ...testConfig(modelPath, dir), database: fresh.config, dataDir: fresh.dataDir }, silentLogger);
     const port = service.grpc.port;
-    const mint = async (scopes: string[], datasets?: string[]) => (await mintApiKey(service.db, { name: scopes.join('+'), scopes, datasets })).secret;
+    const mint = async (scopes: string[], datasets?: string[]) => (await mintApiKey(service.db, { name: scopes.join('+'), scopes, datasets }, OPERATOR)).secret;
     admin = new ApiClient(port, await mint(['admin']));
     reader = admin.withKey(await mint(['read']));
     writer = admin.withKey(await mint(['write']));
@@ -410,7 +410,7 @@ describe('gRPC API limits', () => {
       { ...testConfig(modelPath, dir, { RATE_LIMIT_PER_MINUTE: '3', BODY_LIMIT_BYTES: '2048', REQUEST_TIMEOUT_MS: '400' }), database: fresh.config, dataDir: fresh.dataDir },
       silentLogger,
     );
-    client = new ApiClient(service.grpc.port, (await mintApiKey(service.db, { name: 'limited', scopes: ['admin'] })).secret);
+    client = new ApiClient(service.grpc.port, (await mintApiKey(service.db, { name: 'limited', scopes: ['admin'] }, OPERATOR)).secret);
   });
 
   afterAll(async () => {
@@ -440,12 +440,12 @@ describe('gRPC API limits', () => {
     expect(retryMs).toBeGreaterThan(0);
     expect(retryMs).toBeLessThanOrEqual(60_000);
     // Another key has its own budget.
-    const other = client.withKey((await mintApiKey(service.db, { name: 'other', scopes: ['read'] })).secret);
+    const other = client.withKey((await mintApiKey(service.db, { name: 'other', scopes: ['read'] }, OPERATOR)).secret);
     await expect(other.unary('ListDatasets', {})).resolves.toMatchObject({ datasets: [{ name: 'small' }] });
   });
 
   it('cuts off an ingest stream whose client goes silent for longer than REQUEST_TIMEOUT_MS', async () => {
-    const quiet = client.withKey((await mintApiKey(service.db, { name: 'quiet', scopes: ['write'] })).secret);
+    const quiet = client.withKey((await mintApiKey(service.db, { name: 'quiet', scopes: ['write'] }, OPERATOR)).secret);
     const failure = await new Promise<grpc.ServiceError>((resolve, reject) => {
       const call = quiet.raw.IngestItems(quiet.metadata(), (error: grpc.ServiceError | null) =>
         error ? resolve(error) : reject(new Error('the stream was answered without an error')),

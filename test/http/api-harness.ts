@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '../../src/config/index.js';
 import { startService, type RunningService } from '../../src/server.js';
-import { mintApiKey } from '../../src/service/auth.js';
+import { mintApiKey, OPERATOR } from '../../src/service/auth.js';
 import type { TestBackend } from '../helpers/backends.js';
 import { silentLogger } from '../helpers/logger.js';
 
@@ -25,7 +25,7 @@ export async function startApi(backend: TestBackend, env: Record<string, string>
   const modelsDir = await mkdtemp(path.join(tmpdir(), 'protoprune-models-'));
   const config = loadConfig({ PORT: '0', GRPC_PORT: '0', HOST: '127.0.0.1', JOB_POLL_MS: '50', MODELS_DIR: modelsDir, EMBEDDING_MAX_WAIT_MS: '2', ...env });
   const service = await startService({ ...config, database: fresh.config, dataDir: fresh.dataDir }, silentLogger);
-  const mint = async (scopes: string[], datasets: string[] = []) => (await mintApiKey(service.db, { name: scopes.join('+'), scopes, datasets })).secret;
+  const mint = async (scopes: string[], datasets: string[] = []) => (await mintApiKey(service.db, { name: scopes.join('+'), scopes, datasets }, OPERATOR)).secret;
   return {
     service,
     dataDir: fresh.dataDir,

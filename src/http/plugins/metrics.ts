@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Metrics } from '../../metrics.js';
 import type { ServiceContext } from '../../service/context.js';
 import { authPlugin } from './auth.js';
+import { authorizeUnrestrictedAdmin } from '../../service/auth.js';
 
 /** The Prometheus text of a registry (PromMetrics implements it). */
 export interface MetricsExposition {
@@ -23,7 +24,7 @@ export const httpMetricsPlugin = fp(async (app: FastifyInstance, { metrics }: { 
   });
 });
 
-/** `GET /metrics` on the main HTTP port, behind an admin API key (open when AUTH_DISABLED). */
+/** `GET /metrics` on the main HTTP port, behind an unrestricted admin API key (open when AUTH_DISABLED): it counts every dataset's traffic. */
 export const metricsRoute: FastifyPluginAsync<{ ctx: ServiceContext; exposition: MetricsExposition }> = async (app, { ctx, exposition }) => {
   await app.register(authPlugin, { ctx });
   app.get(
@@ -33,7 +34,8 @@ export const metricsRoute: FastifyPluginAsync<{ ctx: ServiceContext; exposition:
       // An operations endpoint that depends on configuration, like /openapi.json: not in the API document.
       schema: { hide: true },
     },
-    async (_request, reply) => {
+    async (request, reply) => {
+      authorizeUnrestrictedAdmin(request.principal!);
       const body = await exposition.text();
       return reply.type(exposition.contentType).send(body);
     },
