@@ -45,6 +45,9 @@ try {
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // Every call's failure is answered where it happens. A rejection nobody handled is a bug, logged
+  // loudly so tests catch it, but it must not take every other client's requests down with it.
+  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled promise rejection (a bug)'));
 } catch (error) {
   logger.fatal({ err: error }, 'boot failed');
   process.exit(1);

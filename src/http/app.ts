@@ -5,7 +5,9 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
 import type { ServiceContext } from '../service/context.js';
 import type { Metrics } from '../metrics.js';
+import { MAX_PATH_PARAM_LENGTH } from '../service/limits.js';
 import { errorsPlugin } from './plugins/errors.js';
+import { clientErrorHandler, frameworkErrors, inputPlugin, validatorCompilers } from './plugins/input.js';
 import { httpMetricsPlugin, metricsRoute, type MetricsExposition } from './plugins/metrics.js';
 import { openapiPlugin } from './plugins/openapi.js';
 import { dashboardRoutes } from './routes/dashboard.js';
@@ -23,13 +25,23 @@ export interface AppDeps {
 }
 
 const REQUEST_ID_HEADER = 'x-request-id';
+/** A client's request id is echoed and logged, so only a short plain token is taken as one. */
+const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** Builds the fastify app (not listening). Every request log line carries `reqId`. */
 export async function buildApp({ logger, readiness, ctx, api, metrics }: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
-    requestIdHeader: REQUEST_ID_HEADER,
-    genReqId: () => randomUUID(),
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const sent = req.headers[REQUEST_ID_HEADER];
+      return typeof sent === 'string' && CLIENT_REQUEST_ID.test(sent) ? sent : randomUUID();
+    },
+    // Every id the API lets a client create must be addressable in a path (percent-encoded).
+    routerOptions: { maxParamLength: MAX_PATH_PARAM_LENGTH },
+    frameworkErrors,
+    clientErrorHandler,
+    schemaController: validatorCompilers(),
     // Keep-alive connections that are idle are closed at shutdown; busy ones finish their request.
     forceCloseConnections: 'idle',
     bodyLimit: api.bodyLimitBytes,
@@ -40,6 +52,7 @@ export async function buildApp({ logger, readiness, ctx, api, metrics }: AppDeps
     void reply.header(REQUEST_ID_HEADER, request.id);
   });
   await app.register(errorsPlugin);
+  await app.register(inputPlugin);
   if (metrics) await app.register(httpMetricsPlugin, { metrics: metrics.recorder });
   await app.register(openapiPlugin);
   await app.register(healthRoutes, { readiness });

@@ -8,9 +8,8 @@ import { saveMiniBatch, type PrototypeSet } from '../store/prototypes.js';
 import type { ServiceContext } from './context.js';
 import { getDataset, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
+import { codePointLength, EXTERNAL_ID_MAX_LENGTH, METADATA_MAX_BYTES } from './limits.js';
 
-export const MAX_EXTERNAL_ID_LENGTH = 512;
-export const MAX_METADATA_BYTES = 16 * 1024;
 
 export interface IngestItem {
   externalId: string;
@@ -43,7 +42,8 @@ interface ValidItem {
 
 /**
  * Checks one embedding and writes it L2-normalised into `out` at `at`; returns the problem instead
- * when it has the wrong length, a NaN/±Inf, or no direction (all zeros).
+ * when it has the wrong length, a value that is not a finite float32 (NaN, ±Inf, or beyond
+ * ±3.4028235e38, which float32 would turn into ±Inf), or no direction (all zeros).
  */
 export function normalizeInto(
   embedding: ArrayLike<number> | undefined,
@@ -57,11 +57,13 @@ export function normalizeInto(
   }
   let squared = 0;
   for (let j = 0; j < dim; j++) {
-    const x = Number(embedding[j]);
+    const x = embedding[j];
+    if (typeof x !== 'number' || !Number.isFinite(Math.fround(x))) {
+      return { code: 'NON_FINITE_VALUE', message: `embedding value ${j} is not a finite float32 number (NaN, ±Infinity or beyond ±3.4e38)` };
+    }
     out[at + j] = x;
     squared += x * x;
   }
-  if (!Number.isFinite(squared)) return { code: 'NON_FINITE_VALUE', message: 'embedding contains NaN or ±Infinity' };
   if (!(squared > 0)) return { code: 'ZERO_VECTOR', message: 'embedding is all zeros and has no direction' };
   const scale = 1 / Math.sqrt(squared);
   for (let j = 0; j < dim; j++) out[at + j] *= scale;
@@ -81,8 +83,8 @@ function validate(dataset: Dataset, items: readonly IngestItem[]): { valid: Vali
   };
   items.forEach((item, i) => {
     const { externalId, embedding } = item;
-    if (typeof externalId !== 'string' || externalId.length === 0 || externalId.length > MAX_EXTERNAL_ID_LENGTH) {
-      return fail(i, 'INVALID_EXTERNAL_ID', `externalId must be a string of 1-${MAX_EXTERNAL_ID_LENGTH} characters`);
+    if (typeof externalId !== 'string' || externalId.length === 0 || codePointLength(externalId) > EXTERNAL_ID_MAX_LENGTH) {
+      return fail(i, 'INVALID_EXTERNAL_ID', `externalId must be a string of 1-${EXTERNAL_ID_MAX_LENGTH} characters`);
     }
     if (lastIndex.get(externalId) !== i) return fail(i, 'DUPLICATE_EXTERNAL_ID', 'the same externalId appears later in this batch; the last one is stored');
     const problem = normalizeInto(embedding, dim, dataset.name, scratch, valid.length * dim);
@@ -91,7 +93,7 @@ function validate(dataset: Dataset, items: readonly IngestItem[]): { valid: Vali
     if (item.metadata !== undefined && (typeof item.metadata !== 'object' || item.metadata === null || Array.isArray(item.metadata))) {
       return fail(i, 'INVALID_METADATA', 'metadata must be a JSON object');
     }
-    if (Buffer.byteLength(metadata) > MAX_METADATA_BYTES) return fail(i, 'INVALID_METADATA', `metadata exceeds ${MAX_METADATA_BYTES} bytes`);
+    if (Buffer.byteLength(metadata) > METADATA_MAX_BYTES) return fail(i, 'INVALID_METADATA', `metadata exceeds ${METADATA_MAX_BYTES} bytes`);
     valid.push({ index: i, externalId, metadata, thumbnail: item.thumbnail ?? null });
   });
   return { valid, vectors: scratch.subarray(0, valid.length * dim), outcomes };

@@ -9,7 +9,7 @@ import { prototypeStatus } from '../../../service/prototypes.js';
 import { requestRefit } from '../../../service/refit.js';
 import { scoreBatch } from '../../../service/score.js';
 import { datasetStats } from '../../../service/stats.js';
-import { checkItemCount } from '../../../service/errors.js';
+import { checkItemCount, refuseIfNoItemUsable } from '../../../service/errors.js';
 import { ErrorBody } from '../../schemas.js';
 import { DatasetParams, Duplicates, DuplicatesQuery, Prototypes, ScoreBody, ScoreResponse, Stats } from './schemas.js';
 
@@ -43,6 +43,7 @@ export const analysisRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; ap
     async (request) => {
       checkItemCount(request.body.items.length, api.maxItemsPerRequest);
       const result = await scoreBatch(ctx, request.params.dataset, request.body.items, request.body.policy ?? {});
+      refuseIfNoItemUsable(result.items);
       return result;
     },
   );

@@ -4,7 +4,8 @@ import { Type } from '@sinclair/typebox';
 import type {} from '@fastify/multipart';
 import type { Config } from '../../../config/index.js';
 import type { ServiceContext } from '../../../service/context.js';
-import { checkItemCount, ServiceError } from '../../../service/errors.js';
+import { checkItemCount, refuseIfNoItemUsable, ServiceError } from '../../../service/errors.js';
+import { assertValidText, printable } from '../../../service/text.js';
 import { ingestItems, type AnyItem } from '../../../service/images.js';
 import type { IngestResult } from '../../../service/ingest.js';
 import { deleteItem, getItem } from '../../../service/items.js';
@@ -22,13 +23,34 @@ const GENERIC_FIELDS = new Set(['file', 'files', 'image', 'images']);
  * holds a JSON object mapping external ids to metadata objects.
  */
 async function multipartItems(request: FastifyRequest, maxItems: number): Promise<AnyItem[]> {
+  try {
+    return await readParts(request, maxItems);
+  } catch (error) {
+    throw asMultipartError(error);
+  }
+}
+
+/**
+ * A body the multipart parser cannot read (no boundary, a truncated body, broken part headers) is
+ * the client's fault: MALFORMED_MULTIPART. The plugin's own limits carry a 4xx status and keep it.
+ */
+function asMultipartError(error: unknown): unknown {
+  if (error instanceof ServiceError) return error;
+  const status = (error as { statusCode?: unknown } | null)?.statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) return error;
+  const reason = error instanceof Error ? printable(error.message, 200) : 'unreadable body';
+  return new ServiceError('invalid', 'MALFORMED_MULTIPART', `the multipart/form-data body could not be read: ${reason}`, { field: 'body' });
+}
+
+async function readParts(request: FastifyRequest, maxItems: number): Promise<AnyItem[]> {
   const items: AnyItem[] = [];
   let metadata: Record<string, unknown> = {};
   for await (const part of request.parts()) {
     if (part.type === 'file') {
       const externalId = GENERIC_FIELDS.has(part.fieldname) ? part.filename : part.fieldname;
+      assertValidText(externalId, `body/${items.length}/externalId`);
       const image = await part.toBuffer();
-      if (part.file.truncated) throw new ServiceError('too_large', 'FILE_TOO_LARGE', `file ${part.filename} exceeds BODY_LIMIT_BYTES`);
+      if (part.file.truncated) throw new ServiceError('too_large', 'FILE_TOO_LARGE', `file ${printable(externalId ?? '', 200)} exceeds BODY_LIMIT_BYTES`);
       items.push({ externalId, image });
       checkItemCount(items.length, maxItems);
     } else if (part.fieldname === 'metadata') {
@@ -40,8 +62,11 @@ async function multipartItems(request: FastifyRequest, maxItems: number): Promis
       if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) {
         throw new ServiceError('invalid', 'INVALID_METADATA', 'the metadata field must be a JSON object keyed by external id', { field: 'metadata' });
       }
+      assertValidText(metadata, 'metadata');
     } else {
-      throw new ServiceError('invalid', 'UNKNOWN_FIELD', `unexpected text field ${part.fieldname}: send image files, plus an optional metadata field`, { field: part.fieldname });
+      throw new ServiceError('invalid', 'UNKNOWN_FIELD', `unexpected text field ${printable(part.fieldname, 200)}: send image files, plus an optional metadata field`, {
+        field: printable(part.fieldname, 200),
+      });
     }
   }
   if (items.length === 0) throw new ServiceError('invalid', 'NO_ITEMS', 'the upload holds no files', { field: 'body' });
@@ -103,7 +128,9 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; api: C
         if (!ctx.ingestJobs) throw new ServiceError('unavailable', 'NO_BACKGROUND_INGEST', 'this server runs no background ingest');
         return reply.status(202).send(jobBody(await ctx.ingestJobs.start(request.params.dataset, items)));
       }
-      const view = ingestView(await ingestItems(ctx, request.params.dataset, items));
+      const result = await ingestItems(ctx, request.params.dataset, items);
+      refuseIfNoItemUsable(result.items);
+      const view = ingestView(result);
       ctx.metrics?.ingestItems('rest', view.counts);
       return view;
     },

@@ -1,14 +1,16 @@
 import { Type, type TSchema } from '@sinclair/typebox';
+import { MAX_DIMENSION } from '../../../service/datasets.js';
+import { DATASET_NAME_MAX_LENGTH, DATASET_NAME_PATTERN, EXTERNAL_ID_MAX_LENGTH, KEY_MAX_DATASETS, KEY_NAME_MAX_LENGTH } from '../../../service/limits.js';
 
 /** Schemas of the /v1 API. Each has an $id so OpenAPI lists it once under components. */
 
 const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
 const DateTime = Type.String({ format: 'date-time' });
 
-export const DatasetParams = Type.Object({ dataset: Type.String({ description: 'Dataset name', minLength: 1, maxLength: 128 }) });
+export const DatasetParams = Type.Object({ dataset: Type.String({ description: 'Dataset name', minLength: 1, maxLength: DATASET_NAME_MAX_LENGTH }) });
 export const ItemParams = Type.Object({
-  dataset: Type.String({ minLength: 1, maxLength: 128 }),
-  externalId: Type.String({ description: 'The item’s external id (URL-encoded)', minLength: 1, maxLength: 512 }),
+  dataset: Type.String({ minLength: 1, maxLength: DATASET_NAME_MAX_LENGTH }),
+  externalId: Type.String({ description: 'The item’s external id (percent-encoded)', minLength: 1, maxLength: EXTERNAL_ID_MAX_LENGTH }),
 });
 
 export const Order = Type.Union([Type.Literal('hardest'), Type.Literal('easiest'), Type.Literal('random'), Type.Literal('stratified')], {
@@ -40,9 +42,13 @@ export const DatasetSettings = Type.Object(
 
 export const CreateDatasetBody = Type.Object(
   {
-    name: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' }),
+    name: Type.String({ minLength: 1, maxLength: DATASET_NAME_MAX_LENGTH, pattern: DATASET_NAME_PATTERN }),
     dimension: Type.Optional(
-      Type.Integer({ minimum: 1, maximum: 16000, description: 'Embedding-only dataset of this dimension. Omit for an image dataset embedded by the server’s model.' }),
+      Type.Integer({
+        minimum: 1,
+        maximum: MAX_DIMENSION,
+        description: 'Embedding-only dataset of this dimension (at most 4,000: the near-duplicate index is pgvector HNSW, on halfvec above 2,000). Omit for an image dataset embedded by the server’s model.',
+      }),
     ),
     k: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 100000, description: 'Prototypes; omitted: ⌈√N⌉ clamped to [2, 1000] at each full fit' }))),
     settings: Type.Optional(DatasetSettings),
@@ -73,7 +79,7 @@ export const IngestBody = Type.Object(
     items: Type.Array(
       Type.Object(
         {
-          externalId: Type.String({ minLength: 1, maxLength: 512 }),
+          externalId: Type.String({ minLength: 1, maxLength: EXTERNAL_ID_MAX_LENGTH }),
           image: Type.Optional(Type.String({ description: 'base64 of a JPEG, PNG, WebP, GIF or TIFF file' })),
           embedding: Type.Optional(Embedding),
           metadata: Type.Optional(Type.Object({}, { additionalProperties: true })),
@@ -145,7 +151,7 @@ export const ScoreBody = Type.Object(
     items: Type.Array(
       Type.Object(
         {
-          externalId: Type.String({ minLength: 1, maxLength: 512 }),
+          externalId: Type.String({ minLength: 1, maxLength: EXTERNAL_ID_MAX_LENGTH }),
           image: Type.Optional(Type.String({ description: 'base64 image file' })),
           embedding: Type.Optional(Embedding),
         },
@@ -286,9 +292,14 @@ export const Scope = Type.Union([Type.Literal('read'), Type.Literal('write'), Ty
 
 export const CreateKeyBody = Type.Object(
   {
-    name: Type.String({ minLength: 1, maxLength: 128 }),
+    name: Type.String({ minLength: 1, maxLength: KEY_NAME_MAX_LENGTH }),
     scopes: Type.Array(Scope, { minItems: 1, description: 'admin implies write implies read' }),
-    datasets: Type.Optional(Type.Array(Type.String(), { description: 'Limit the key to these datasets; empty or omitted: all' })),
+    datasets: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, maxLength: DATASET_NAME_MAX_LENGTH, pattern: DATASET_NAME_PATTERN }), {
+        maxItems: KEY_MAX_DATASETS,
+        description: 'Limit the key to these datasets; empty or omitted: all. A key limited to datasets can only mint keys limited to a subset of them.',
+      }),
+    ),
   },
   { $id: 'CreateApiKey', additionalProperties: false },
 );
