@@ -3,9 +3,11 @@
  * and the service layer's inputs and views. No logic beyond shape and encoding lives here.
  */
 import { float32FromLittleEndian } from '../embedding/vectors.js';
+import type { ApiKeyView } from '../service/auth.js';
 import type { Dataset, CreateDatasetInput } from '../service/datasets.js';
 import type { DuplicateReport } from '../service/duplicates.js';
 import { ServiceError } from '../service/errors.js';
+import { textProblem } from '../service/text.js';
 import type { ItemOutcome } from '../service/ingest.js';
 import type { ItemView } from '../service/items.js';
 import type { JobView } from '../service/jobs.js';
@@ -135,6 +137,8 @@ export function decodeItem(msg: VectorItemMsg, withMetadata: boolean): DecodedIt
     } catch {
       return { error: { code: 'INVALID_METADATA', message: 'metadata_json is not valid JSON' } };
     }
+    const problem = textProblem(item.metadata, 'metadata_json');
+    if (problem) return { error: { code: problem.code, message: problem.message } };
   }
   return item;
 }
@@ -345,5 +349,17 @@ export function itemMessage(i: ItemView) {
     score: opt(i.score),
     cluster: opt(i.cluster),
     prototypeVersion: opt(i.prototypeVersion),
+  };
+}
+
+export function apiKeyMessage(key: ApiKeyView) {
+  return {
+    id: key.id,
+    name: key.name,
+    scopes: key.scopes,
+    datasets: key.datasets,
+    createdAt: timestamp(key.createdAt),
+    lastUsedAt: timestamp(key.lastUsedAt),
+    revokedAt: timestamp(key.revokedAt),
   };
 }

@@ -1,11 +1,11 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
-import { authorize, authorizeJob, mayAccessDataset, type Principal } from '../service/auth.js';
+import { authorize, authorizeJob, listApiKeys, mayAccessDataset, mintApiKey, revokeApiKey, type Principal } from '../service/auth.js';
 import type { ServiceContext } from '../service/context.js';
 import { createDataset, deleteDataset, getDataset, listDatasets } from '../service/datasets.js';
 import { findDuplicates } from '../service/duplicates.js';
-import { checkItemCount, ServiceError } from '../service/errors.js';
+import { checkItemCount, refuseIfNoItemUsable, ServiceError } from '../service/errors.js';
 import { createImageDataset, ingestItems } from '../service/images.js';
 import type { ItemOutcome } from '../service/ingest.js';
 import { deleteItem, getItem } from '../service/items.js';
@@ -16,6 +16,7 @@ import { scoreBatch, type CandidateScore } from '../service/score.js';
 import { computeSelection, ID_CHUNK, selectedExternalIds } from '../service/selection.js';
 import { datasetStats } from '../service/stats.js';
 import {
+  apiKeyMessage,
   candidateMessage,
   createDatasetInput,
   datasetMessage,
@@ -36,6 +37,8 @@ import {
 } from './convert.js';
 import { ERROR_CODE_KEY, ERROR_DETAILS_KEY, toGrpcError } from './errors.js';
 import { admit, type RateLimiter } from './guard.js';
+import { MALFORMED_MESSAGE } from './proto.js';
+import { assertValidText, printable } from '../service/text.js';
 
 export interface HandlerDeps {
   ctx: ServiceContext;
@@ -68,19 +71,46 @@ function waitForDrain(call: grpc.ServerWritableStream<Msg, Msg>): Promise<void> 
   });
 }
 
+/**
+ * Every request message is checked before any use case sees it: a message that did not parse
+ * (MALFORMED_MESSAGE), and strings that are not storable text (see assertValidText), are
+ * INVALID_ARGUMENT.
+ */
+function checkMessage(message: unknown): void {
+  const malformed = (message as { [MALFORMED_MESSAGE]?: string } | null)?.[MALFORMED_MESSAGE];
+  if (malformed !== undefined) {
+    throw new ServiceError('invalid', 'MALFORMED_MESSAGE', `the request is not a valid protobuf message: ${printable(malformed, 200)}`, {});
+  }
+  assertValidText(message, 'request');
+}
+
 /** Builds the Protoprune service implementation: each handler authenticates, authorizes and calls one use case. */
 export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplementation {
   const { ctx, api, logger, limiter } = deps;
   const watchIntervalMs = deps.watchIntervalMs ?? 250;
 
+  /** Ends a call whose own error answer failed to go out: no failure of one call may escape it and end the process. */
+  function lastResort(method: string, error: unknown, end: (status: Partial<grpc.StatusObject>) => void): void {
+    logger.error({ err: error, method }, 'gRPC call could not be answered normally');
+    try {
+      end({ code: grpc.status.INTERNAL, details: 'internal error' });
+    } catch {
+      // The call is already closed; nothing is left to answer.
+    }
+  }
+
   function unary(method: string, run: (req: Msg, principal: Principal) => Promise<unknown>): grpc.handleUnaryCall<Msg, unknown> {
     return (call, callback) => {
       admit(ctx, limiter, call.metadata, call.getPeer())
-        .then((principal) => run(call.request, principal))
+        .then((principal) => {
+          checkMessage(call.request);
+          return run(call.request, principal);
+        })
         .then(
           (response) => callback(null, response),
           (error) => callback(toGrpcError(error, logger, method)),
-        );
+        )
+        .catch((error: unknown) => lastResort(method, error, (status) => callback(status)));
     };
   }
 
@@ -94,6 +124,7 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
       void (async () => {
         try {
           const principal = await admit(ctx, limiter, call.metadata, call.getPeer());
+          checkMessage(call.request);
           for await (const message of run(call.request, principal, abort.signal)) {
             if (call.cancelled || abort.signal.aborted) return;
             if (!call.write(message)) await waitForDrain(call as grpc.ServerWritableStream<Msg, Msg>);
@@ -101,9 +132,13 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
           if (!call.cancelled) call.end();
         } catch (error) {
           if (call.cancelled) return;
-          call.emit('error', toGrpcError(error, logger, method));
+          try {
+            call.emit('error', toGrpcError(error, logger, method));
+          } catch (unanswered) {
+            lastResort(method, unanswered, (status) => call.emit('error', status));
+          }
         }
-      })();
+      })().catch((error: unknown) => lastResort(method, error, (status) => call.emit('error', status)));
     };
   }
 
@@ -141,6 +176,7 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
           }
           if (next.done) break;
           if (call.cancelled) return;
+          checkMessage(next.value);
           const msg = next.value as { dataset: string; items: VectorItemMsg[] };
           if (dataset === null) {
             dataset = msg.dataset;
@@ -168,6 +204,7 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
           outcomes.push(...merged);
         }
         if (dataset === null) throw new ServiceError('invalid', 'EMPTY_INGEST', 'the stream carried no message; name the dataset in at least one', { field: 'dataset' });
+        refuseIfNoItemUsable(outcomes);
         if (prototypeVersion === null) prototypeVersion = (await getDataset(ctx, dataset)).activeVersion;
         const count = (status: ItemOutcome['status']) => outcomes.filter((o) => o.status === status).length;
         answer(null, {
@@ -183,9 +220,10 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
       } catch (error) {
         if (!call.cancelled) answer(toGrpcError(error, logger, 'IngestItems'));
       } finally {
-        void iterator.return?.();
+        // Closing the iterator of a stream that already failed rejects; that failure was answered above.
+        iterator.return?.()?.catch(() => undefined);
       }
-    })();
+    })().catch((error: unknown) => lastResort('IngestItems', error, (status) => callback(status)));
   };
 
   return {
@@ -244,6 +282,7 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
       const batch = decodeBatch<CandidateScore>(candidates, false);
       const result = await scoreBatch(ctx, dataset, batch.good, policy);
       const items = batch.merge(result.items, (externalId, e) => ({ externalId, status: 'error', code: e.code, message: e.message }));
+      refuseIfNoItemUsable(items);
       return scoreResultMessage(result, items.map(candidateMessage));
     }),
 
@@ -289,6 +328,22 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
       authorize(principal, 'write', req.dataset as string);
       await deleteItem(ctx, req.dataset as string, req.externalId as string);
       return {};
+    }),
+
+    CreateApiKey: unary('CreateApiKey', async (req, principal) => {
+      authorize(principal, 'admin');
+      const key = await mintApiKey(ctx.db, { name: req.name as string, scopes: req.scopes as string[], datasets: req.datasets as string[] }, principal);
+      return { key: apiKeyMessage(key), secret: key.secret };
+    }),
+
+    ListApiKeys: unary('ListApiKeys', async (_req, principal) => {
+      authorize(principal, 'admin');
+      return { keys: (await listApiKeys(ctx.db, principal)).map(apiKeyMessage) };
+    }),
+
+    RevokeApiKey: unary('RevokeApiKey', async (req, principal) => {
+      authorize(principal, 'admin');
+      return apiKeyMessage(await revokeApiKey(ctx.db, req.id as string, principal));
     }),
   };
 }

@@ -30,7 +30,28 @@ export function loadProtopruneDefinition(): protoLoader.PackageDefinition {
   return protoLoader.loadSync([PROTO_FILE, HEALTH_PROTO_FILE], LOADER_OPTIONS);
 }
 
-/** The service definition to register handlers against. */
+/** Set on a request message that failed to parse, with the parser's reason. */
+export const MALFORMED_MESSAGE = Symbol('malformed request message');
+
+/**
+ * The service definition to register handlers against. A request that is not valid protobuf does
+ * not fail inside grpc-js (which would answer INTERNAL): it reaches the handler marked
+ * MALFORMED_MESSAGE, and the handler answers INVALID_ARGUMENT like any other bad request.
+ */
 export function protopruneService(definition: protoLoader.PackageDefinition): grpc.ServiceDefinition {
-  return definition[SERVICE_NAME] as grpc.ServiceDefinition;
+  const service = definition[SERVICE_NAME] as grpc.ServiceDefinition;
+  const tolerant = Object.entries(service).map(([method, spec]) => [
+    method,
+    {
+      ...spec,
+      requestDeserialize: (bytes: Buffer) => {
+        try {
+          return spec.requestDeserialize(bytes);
+        } catch (error) {
+          return { [MALFORMED_MESSAGE]: error instanceof Error ? error.message : 'undecodable' };
+        }
+      },
+    },
+  ]);
+  return Object.fromEntries(tolerant) as grpc.ServiceDefinition;
 }
