@@ -1076,7 +1076,9 @@ function init() {
     event.preventDefault();
     const input = /** @type {HTMLInputElement} */ ($('api-key'));
     const key = input.value.trim();
-    if (key) void connect(key);
+    // A key travels in an HTTP header, which holds printable ASCII only (keys are pp_ + base64url).
+    if (key && !/^[\x21-\x7e]+$/.test(key)) askForKey('An API key is printable ASCII (it starts with pp_); this one has other characters.');
+    else if (key) void connect(key);
   });
   $('change-key').addEventListener('click', () => askForKey());
   $('refit-button').addEventListener('click', () => void requestRefit());

@@ -41,6 +41,8 @@ export async function buildApp({ logger, readiness, ctx, api, metrics }: AppDeps
     routerOptions: { maxParamLength: MAX_PATH_PARAM_LENGTH },
     frameworkErrors,
     clientErrorHandler,
+    // Node itself answers a request without Host (400) with no body; inputPlugin refuses it in the error shape.
+    http: { requireHostHeader: false },
     schemaController: validatorCompilers(),
     // Keep-alive connections that are idle are closed at shutdown; busy ones finish their request.
     forceCloseConnections: 'idle',

@@ -196,7 +196,9 @@ describe(`dashboard in headless Chromium (${backend.name} backend)`, { timeout: 
     );
     // An image dataset (the server's encoder) whose preview strip shows thumbnails.
     expect((await call('POST', '/v1/datasets', api.keys.admin, { name: PHOTOS, k: 3, settings: { minItemsForFit: PHOTO_COUNT, autoRefit: false } })).status).toBe(201);
-    const photos = await Promise.all(Array.from({ length: PHOTO_COUNT }, async (_, i) => ({ externalId: `img-${String(i).padStart(2, '0')}.jpg`, image: await photo(i) })));
+    // Ids with non-ASCII, emoji and URL-special characters: the strip must address each thumbnail.
+    const photoId = (i: number) => `${['img', 'café', 'фото', '写真🦊', 'a/b?c#d%e&f+g'][i % 5]}-${String(i).padStart(2, '0')}.jpg`;
+    const photos = await Promise.all(Array.from({ length: PHOTO_COUNT }, async (_, i) => ({ externalId: photoId(i), image: await photo(i) })));
     const uploaded = await call<{ counts: { stored: number } }>('POST', `/v1/datasets/${PHOTOS}/items`, api.keys.writer, { items: photos });
     expect(uploaded.body.counts.stored).toBe(PHOTO_COUNT);
     await waitFor('the first fit of the image dataset', async () => {
@@ -424,6 +426,29 @@ describe(`dashboard in headless Chromium (${backend.name} backend)`, { timeout: 
     // The page never asked the API about the dataset this key may not read.
     expect(requested.filter((url) => url.includes(`/v1/datasets/${DATASET}`))).toEqual([]);
     expect(requested.some((url) => url.endsWith('/v1/datasets'))).toBe(true);
+  });
+
+  test('refuses a key with non-ASCII, emoji or NUL, and names a non-ASCII or NUL dataset in the URL as unavailable', async () => {
+    for (const typed of ['pp_café', 'pp_🦊🦊', 'pp_a\u0000b']) {
+      if (await page.locator('#change-key').isVisible()) await page.click('#change-key');
+      await page.waitForSelector('#key-panel', { state: 'visible' });
+      await page.fill('#api-key', typed);
+      await page.click('#key-submit');
+      await page.waitForSelector('#key-error', { state: 'visible' });
+      expect(await page.textContent('#key-error')).toMatch(/printable ASCII/);
+      expect(await page.isVisible('#layout')).toBe(false);
+    }
+    for (const name of ['café-🦊', 'nul\u0000name']) {
+      await page.evaluate((n) => {
+        location.hash = `dataset=${encodeURIComponent(n)}`;
+      }, name);
+      await enterKey(api.keys.reader);
+      await page.waitForSelector('#dataset-unavailable', { state: 'visible' });
+      expect(await page.getAttribute('#dataset-unavailable', 'data-dataset')).toBe(name);
+      expect(await page.textContent('#dataset-unavailable')).toContain(name);
+      await page.click(`#dataset-list button[data-dataset="${DATASET}"]`);
+      await page.waitForSelector('#dataset-panel', { state: 'visible' });
+    }
   });
 
   test('asks for a key again when the API answers 401', async () => {

@@ -165,6 +165,10 @@ describe.each(BACKENDS)('hostile REST input on the $name backend', (backend) => 
     expect(garbage).toMatchObject({ status: 400, body: { error: { code: 'MALFORMED_REQUEST' } } });
     const huge = parseRaw(await rawHttp(port, `GET /readyz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`));
     expect(huge).toMatchObject({ status: 431, body: { error: { code: 'HEADERS_TOO_LARGE' } } });
+    const noHost = parseRaw(await rawHttp(port, 'GET /readyz HTTP/1.1\r\nConnection: close\r\n\r\n'));
+    expect(noHost).toMatchObject({ status: 400, body: { error: { code: 'MISSING_HOST_HEADER' } } });
+    const expectation = parseRaw(await rawHttp(port, 'POST /v1/datasets HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}'));
+    expect(expectation).toMatchObject({ status: 417, body: { error: { code: 'EXPECTATION_FAILED' } } });
     // The server keeps serving.
     await http.get('/readyz').expect(200);
   });

@@ -1,9 +1,10 @@
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import fp from 'fastify-plugin';
 import { AjvCompiler } from '@fastify/ajv-compiler';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify';
-import { assertValidText } from '../../service/text.js';
+import { ServiceError } from '../../service/errors.js';
+import { assertValidText, printable } from '../../service/text.js';
 import { errorBody } from '../schemas.js';
 
 /**
@@ -73,6 +74,17 @@ export function clientErrorHandler(this: FastifyInstance, error: NodeJS.ErrnoExc
  */
 export const inputPlugin = fp(async (app: FastifyInstance) => {
   app.removeContentTypeParser('text/plain');
+  app.addHook('onRequest', async (request) => {
+    if (request.raw.httpVersion === '1.1' && request.headers.host === undefined) {
+      throw new ServiceError('invalid', 'MISSING_HOST_HEADER', 'an HTTP/1.1 request must carry a Host header');
+    }
+  });
+  // Without a listener Node answers an Expect other than 100-continue with a bare 417.
+  app.server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    const body = JSON.stringify(errorBody('EXPECTATION_FAILED', 'only "Expect: 100-continue" is supported', { expect: printable(String(req.headers.expect), 200) }));
+    res.writeHead(417, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' });
+    res.end(body);
+  });
   app.addHook('preValidation', async (request) => {
     assertValidText(request.params, 'params');
     assertValidText(request.query, 'querystring');
