@@ -36,6 +36,12 @@ export type CopyChunks = Iterable<string | Buffer> | AsyncIterable<string | Buff
 export interface Database extends Sql {
   readonly backend: Backend;
   readonly prisma: PrismaClient;
+  /**
+   * Connections of their own, outside the pool requests use, so request traffic can never starve
+   * what must keep running under load: job heartbeats and lease checks, and readiness probes.
+   * Native: a separate pool of CONTROL_POOL_MAX connections; embedded: its one connection (one process).
+   */
+  readonly control: Pick<Sql, 'query' | 'exec'>;
   /** Runs `fn` inside one transaction on one connection; commits on success, rolls back on throw. */
   transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T>;
   /** Makes `vector` columns come back as number[] (call once the extension exists). */

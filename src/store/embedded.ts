@@ -96,6 +96,8 @@ export async function openEmbedded(dataDir: string): Promise<Database> {
     backend: 'embedded',
     prisma,
     ...sql,
+    // One process owns the embedded database, so nothing can steal its jobs: the one connection serves.
+    control: sql,
     transaction: (fn) => queue.run(() => pglite.transaction((tx) => fn(pgliteSql(tx)))),
     async registerVectorType() {
       const rows = await sql.query<{ oid: number }>("SELECT oid FROM pg_type WHERE typname = 'vector'");

@@ -39,6 +39,8 @@ function copyMethods(client: pg.PoolClient): Pick<Sql, 'copyIn' | 'copyOut'> {
 }
 
 const CONNECT_TIMEOUT_MS = 5000;
+/** Connections outside the request pool: job heartbeats and lease checks, readiness probes. */
+const CONTROL_POOL_MAX = 2;
 
 function quoteIdentifier(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
@@ -77,8 +79,18 @@ export async function openNative(url: string, poolMax: number): Promise<Database
     // pgvector's objects stay reachable when the tables live in another schema.
     ...(schema ? { options: `-c search_path=${quoteIdentifier(schema)},public` } : {}),
   });
+  // Heartbeats and readiness probes: a small pool of their own (see Database.control).
+  const controlPool = new pg.Pool({
+    connectionString,
+    max: CONTROL_POOL_MAX,
+    types,
+    application_name: 'protoprune-control',
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    ...(schema ? { options: `-c search_path=${quoteIdentifier(schema)},public` } : {}),
+  });
   // An idle client losing its server (restart, network) must not crash the process; the pool replaces it.
   pool.on('error', () => undefined);
+  controlPool.on('error', () => undefined);
   // As `prisma migrate deploy` does, a named schema is created when missing; otherwise search_path
   // would silently fall through to public.
   // (Checked first: CREATE SCHEMA needs the CREATE privilege even when the schema exists.)
@@ -102,6 +114,7 @@ export async function openNative(url: string, poolMax: number): Promise<Database
     backend: 'native',
     prisma,
     ...sql,
+    control: clientSql(controlPool),
     copyIn: (target, format, chunks) => withClient((client) => copyInOn(client, target, format, chunks)),
     async *copyOut(source, format) {
       const client = await pool.connect();
@@ -141,7 +154,7 @@ export async function openNative(url: string, poolMax: number): Promise<Database
     close() {
       closed ??= (async () => {
         await prisma.$disconnect();
-        await pool.end();
+        await Promise.all([pool.end(), controlPool.end()]);
       })();
       return closed;
     },
