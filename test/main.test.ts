@@ -1,52 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { PROJECT_ROOT } from '../src/paths.js';
-
-interface Running {
-  child: ChildProcess;
-  stdout: () => string;
-  stderr: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-function launch(env: Record<string, string>): Running {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: PROJECT_ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (err += d));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal })),
-  );
-  return { child, stdout: () => out, stderr: () => err, exited };
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-async function waitUntilReady(port: number, running: Running, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (running.child.exitCode !== null) throw new Error(`service exited early:\n${running.stderr()}\n${running.stdout()}`);
-    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.status === 200, () => false);
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error('service not ready in time');
-}
+import { freePort, launchService, waitUntilReady } from './helpers/process.js';
 
 describe('the service process', () => {
   const cleanups: Array<() => Promise<unknown>> = [];
@@ -55,7 +12,7 @@ describe('the service process', () => {
   });
 
   it('refuses a bad configuration with exit status 78 and a message naming the variable', async () => {
-    const running = launch({ PORT: 'abc', LOG_LEVEL: 'loud' });
+    const running = launchService({ PORT: 'abc', LOG_LEVEL: 'loud' });
     const { code } = await running.exited;
     expect(code).toBe(78);
     expect(running.stderr()).toContain('PORT="abc": expected an integer from 0 to 65535');
@@ -66,7 +23,7 @@ describe('the service process', () => {
     const dataDir = await mkdtemp(path.join(tmpdir(), 'protoprune-main-'));
     cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
     const port = await freePort();
-    const running = launch({ PORT: String(port), GRPC_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir });
+    const running = launchService({ PORT: String(port), GRPC_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir });
     cleanups.push(async () => running.child.kill('SIGKILL'));
     await waitUntilReady(port, running);
 

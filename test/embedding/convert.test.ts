@@ -15,20 +15,10 @@ import { loadNsfwjsGraph } from '../../src/embedding/convert/tfjs-graph.js';
 import { defaultModelSpec, loadModel, type ImageEncoder } from '../../src/embedding/model.js';
 import { preprocessImage } from '../../src/embedding/preprocess.js';
 import { fromRaw, sceneRaw, variedImages, type NamedImage } from './images.js';
+import { cosine64 as cosine } from '../helpers/halfvec.js';
 
 const { onnx } = onnxProto;
 
-function cosine(a: Float32Array, b: Float32Array): number {
-  let dot = 0;
-  let na = 0;
-  let nb = 0;
-  for (let i = 0; i < a.length; i++) {
-    dot += a[i] * b[i];
-    na += a[i] * a[i];
-    nb += b[i] * b[i];
-  }
-  return dot / Math.sqrt(na * nb);
-}
 
 let dir: string;
 let encoder: ImageEncoder;
