@@ -1,5 +1,8 @@
+import { createHash } from 'node:crypto';
 import { select, type SelectionOptions, type SelectionOrder } from '../core/selection.js';
 import type { Sql } from '../store/database.js';
+import { isUuid } from '../store/datasets.js';
+import { readSelectionSlice, saveSelection, touchSelection } from '../store/selections.js';
 import { fnv1a32 } from '../core/random.js';
 import { externalIdsOf, readScoreColumns, readScoredItems, type ScoredItems } from '../store/items.js';
 import type { ServiceContext } from './context.js';
@@ -128,7 +131,7 @@ export async function selectItems(ctx: ServiceContext, datasetName: string, requ
 }
 
 export interface SelectionPage extends Selection {
-  /** Size of the whole selection. */
+  /** Size of the whole selection (as the first page computed it). */
   size: number;
   /** Pass back as `cursor` for the next page; null on the last page. */
   nextCursor: string | null;
@@ -136,10 +139,23 @@ export interface SelectionPage extends Selection {
 
 export const MAX_PAGE_LIMIT = 10_000;
 
+/**
+ * A stored selection is kept this long after the last page read it (it is extended at most once a
+ * minute, so paging does not write a row per page).
+ */
+export const STORED_SELECTION_TTL_MS = 15 * 60_000;
+const TOUCH_AFTER_MS = 60_000;
+/** Stored selections kept per dataset, most recently used first; older ones answer CURSOR_STALE. */
+export const STORED_SELECTIONS_PER_DATASET = 16;
+/** Reads per page at most when items deleted since the first page leave gaps to fill. */
+const MAX_READS_PER_PAGE = 8;
+/** Positions a stored selection can have: a bytea holds at most 1 GB, 8 bytes per id. */
+const MAX_OFFSET = 2 ** 27;
+
 interface Cursor {
-  /** Prototype version of the first page. */
-  v: number;
-  /** Offset into the selection. */
+  /** The stored selection (row of `selections`) the first page wrote. */
+  s: string;
+  /** Offset into it: the position after the last id handed out. */
   o: number;
   /** Hash of the request, so a cursor cannot be replayed with other parameters. */
   h: string;
@@ -153,64 +169,110 @@ function badCursor(message: string): never {
   throw new ServiceError('invalid', 'INVALID_CURSOR', message, { field: 'cursor' });
 }
 
-function decodeCursor(text: string): Cursor {
+function staleCursor(reason: 'expired' | 'dataset_recreated' | 'legacy', message: string): never {
+  throw new ServiceError('conflict', 'CURSOR_STALE', `${message}; start again without a cursor`, { reason });
+}
+
+function decodeCursor(text: string): Cursor | { legacy: true; h: string } {
   try {
-    const c = JSON.parse(Buffer.from(text, 'base64url').toString('utf8')) as Cursor;
-    if (Number.isInteger(c.v) && Number.isInteger(c.o) && c.o >= 0 && typeof c.h === 'string') return c;
+    const c = JSON.parse(Buffer.from(text, 'base64url').toString('utf8')) as Partial<Cursor> & { v?: unknown };
+    if (c && typeof c === 'object' && Number.isSafeInteger(c.o) && c.o! >= 0 && c.o! <= MAX_OFFSET && typeof c.h === 'string') {
+      if (typeof c.s === 'string' && isUuid(c.s)) return { s: c.s, o: c.o!, h: c.h };
+      // A cursor of the version-pinning format that came before stored selections.
+      if (c.s === undefined && Number.isInteger(c.v)) return { legacy: true, h: c.h };
+    }
   } catch {
     // fall through
   }
   return badCursor('cursor is not one this server issued');
 }
 
-/**
- * Recently computed selections, so paging through one costs one computation, not one per page.
- * A few entries of 8 bytes per selected item; entries expire after a minute.
- */
-const PAGE_CACHE_TTL_MS = 60_000;
-const PAGE_CACHE_SIZE = 4;
-const pageCache = new WeakMap<ServiceContext, Map<string, { handle: SelectionHandle; at: number }>>();
-
-/** `request` must be checked already. */
-async function cachedSelection(ctx: ServiceContext, datasetName: string, request: SelectionRequest): Promise<SelectionHandle> {
-  let cache = pageCache.get(ctx);
-  if (!cache) pageCache.set(ctx, (cache = new Map()));
-  const key = requestKey(datasetName, request);
-  const now = Date.now();
-  for (const [k, entry] of cache) if (now - entry.at > PAGE_CACHE_TTL_MS) cache.delete(k);
-  const hit = cache.get(key);
-  const dataset = await getDataset(ctx, datasetName);
-  if (hit && hit.handle.version === dataset.activeVersion) return hit.handle;
-  const handle = await selectFrom(ctx, dataset, request);
-  cache.delete(key);
-  cache.set(key, { handle, at: now });
-  while (cache.size > PAGE_CACHE_SIZE) cache.delete(cache.keys().next().value!);
-  return handle;
+function encodeCursor(cursor: Cursor): string {
+  return Buffer.from(JSON.stringify(cursor)).toString('base64url');
 }
 
 /**
- * One page of a selection. The cursor pins the prototype version: when a refit switched versions
- * since the first page, the cursor is refused (CURSOR_STALE) and the caller starts over.
+ * External ids of `limit` selected items from position `from` on, skipping items deleted since the
+ * selection was computed (so a page stays full where it can); `read(from, count)` gives the item
+ * ids at positions [from, from + count). Returns the ids and the position after the last one read.
+ */
+async function fillPage(
+  ctx: ServiceContext,
+  size: number,
+  from: number,
+  limit: number,
+  read: (from: number, count: number) => Promise<Float64Array>,
+): Promise<{ externalIds: string[]; next: number }> {
+  const externalIds: string[] = [];
+  let at = from;
+  for (let reads = 0; reads < MAX_READS_PER_PAGE && at < size && externalIds.length < limit; reads++) {
+    // Never more positions than ids still wanted: the page cannot overshoot, so `at` is exact.
+    const count = Math.min(size - at, limit - externalIds.length);
+    const itemIds = await read(at, count);
+    if (itemIds.length === 0) break; // the stored row is shorter than its size says (cannot happen)
+    for await (const ids of selectedExternalIds(ctx, itemIds)) externalIds.push(...ids);
+    at += itemIds.length;
+  }
+  return { externalIds, next: at };
+}
+
+/**
+ * One page of a selection. The first page (no cursor) computes the selection; when more pages
+ * follow it stores the ordered item ids (table `selections`) and the cursor names that stored
+ * selection and an offset. Every later page, on any replica, reads the stored ids: the pages
+ * together are exactly the first page's selection — same prototype version, same item set —
+ * whatever was ingested or refitted since, minus items deleted since (skipped, and the page filled
+ * from further on). A cursor whose stored selection expired or was evicted, or whose dataset was
+ * deleted and re-created, answers CURSOR_STALE.
  */
 export async function selectPage(ctx: ServiceContext, datasetName: string, request: SelectionRequest, page: { cursor?: string; limit: number }): Promise<SelectionPage> {
   checkSelectionRequest(request);
   if (!(Number.isInteger(page.limit) && page.limit >= 1 && page.limit <= MAX_PAGE_LIMIT)) {
     invalid('limit', `limit must be an integer from 1 to ${MAX_PAGE_LIMIT}`);
   }
-  const hash = String(fnv1a32(requestKey(datasetName, request)));
+  const key = requestKey(datasetName, request);
+  const hash = String(fnv1a32(key));
   const cursor = page.cursor ? decodeCursor(page.cursor) : null;
   if (cursor && cursor.h !== hash) badCursor('cursor belongs to a selection with other parameters');
-  const handle = await cachedSelection(ctx, datasetName, request);
-  if (cursor && cursor.v !== handle.version) {
-    throw new ServiceError('conflict', 'CURSOR_STALE', `prototype version changed from ${cursor.v} to ${handle.version} since the first page; start again without a cursor`, {
-      cursorVersion: cursor.v,
-      activeVersion: handle.version,
-    });
+  if (cursor && 'legacy' in cursor) staleCursor('legacy', 'cursor is of an older format');
+  const dataset = await getDataset(ctx, datasetName);
+  const requestHash = createHash('sha256').update(key).digest('hex');
+
+  if (!cursor) {
+    const handle = await selectFrom(ctx, dataset, request);
+    const size = handle.itemIds.length;
+    const { externalIds, next } = await fillPage(ctx, size, 0, page.limit, async (from, count) => handle.itemIds.subarray(from, from + count));
+    let nextCursor: string | null = null;
+    if (next < size) {
+      if (size > MAX_OFFSET) invalid('limit', `a selection of more than ${MAX_OFFSET} ids cannot be paged: stream it (format=ndjson or csv)`);
+      const id = await saveSelection(
+        ctx.db,
+        { datasetId: dataset.id, version: handle.version, requestHash, total: handle.total, itemIds: handle.itemIds },
+        STORED_SELECTION_TTL_MS,
+        STORED_SELECTIONS_PER_DATASET,
+      );
+      nextCursor = encodeCursor({ s: id, o: next, h: hash });
+    }
+    return { version: handle.version, total: handle.total, size, externalIds, nextCursor };
   }
-  const from = Math.min(cursor?.o ?? 0, handle.itemIds.length);
-  const to = Math.min(from + page.limit, handle.itemIds.length);
-  const externalIds: string[] = [];
-  for await (const chunk of selectedExternalIds(ctx, handle.itemIds, from, to)) externalIds.push(...chunk);
-  const nextCursor = to < handle.itemIds.length ? Buffer.from(JSON.stringify({ v: handle.version, o: to, h: hash } satisfies Cursor)).toString('base64url') : null;
-  return { version: handle.version, total: handle.total, size: handle.itemIds.length, externalIds, nextCursor };
+
+  const first = await readSelectionSlice(ctx.db, cursor.s, cursor.o, page.limit);
+  if (!first) staleCursor('expired', 'the selection this cursor pages through is no longer stored (it expired, newer ones evicted it, or its dataset was deleted)');
+  if (first.selection.datasetId !== dataset.id) {
+    // Same name and parameters (the cursor's hash matched), another dataset id: the one the first page saw was deleted.
+    staleCursor('dataset_recreated', `dataset ${datasetName} was deleted and created again since the first page`);
+  }
+  if (first.selection.requestHash !== requestHash) badCursor('cursor belongs to a selection with other parameters');
+  const selection = first.selection;
+  let firstRead = true;
+  const { externalIds, next } = await fillPage(ctx, selection.size, cursor.o, page.limit, async (from, count) => {
+    if (firstRead) return ((firstRead = false), first.itemIds);
+    const slice = await readSelectionSlice(ctx.db, cursor.s, from, count);
+    if (!slice) staleCursor('expired', 'the selection this cursor pages through expired while this page was read');
+    return slice.itemIds;
+  });
+  if (selection.remainingMs < STORED_SELECTION_TTL_MS - TOUCH_AFTER_MS) await touchSelection(ctx.db, selection.id, STORED_SELECTION_TTL_MS);
+  const end = Math.min(next, selection.size);
+  const nextCursor = end < selection.size ? encodeCursor({ s: selection.id, o: end, h: hash }) : null;
+  return { version: selection.version, total: selection.total, size: selection.size, externalIds, nextCursor };
 }

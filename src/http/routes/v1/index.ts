@@ -16,7 +16,7 @@ import { thumbnailRoutes } from './thumbnails.js';
 export const v1Routes: FastifyPluginAsync<{ ctx: ServiceContext; api: Config['api'] }> = async (app, { ctx, api }) => {
   for (const schema of SHARED_SCHEMAS) app.addSchema(schema);
   await app.register(authPlugin, { ctx });
-  await app.register(rateLimitPlugin, { perMinute: api.rateLimitPerMinute });
+  await app.register(rateLimitPlugin, { perMinute: api.rateLimitPerMinute, ctx });
   await app.register(multipart, { limits: { fileSize: api.bodyLimitBytes, files: api.maxItemsPerRequest + 1, fields: 16, fieldSize: 1024 * 1024 } });
   await app.register(datasetRoutes, { ctx });
   await app.register(itemRoutes, { ctx, api });
