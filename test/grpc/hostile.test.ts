@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
+import http2 from 'node:http2';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXTERNAL_ID_MAX_LENGTH } from '../../src/service/limits.js';
@@ -76,6 +77,45 @@ describe.each(BACKENDS)('hostile gRPC input on the $name backend', (backend) => 
     expect(viaFloats).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, errorCode: 'NON_FINITE_VALUE' });
     const viaBytes = await admin.ingestFails([{ dataset: 'vecs', items: [{ externalId: 'nan', embeddingF32le: f32le([Number.NaN, 1, 0, 0]) }] }]);
     expect(viaBytes).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, errorCode: 'NON_FINITE_VALUE' });
+  });
+
+  /** One raw HTTP/2 gRPC call; resolves with the trailers' status and error code. */
+  function rawCall(headers: Record<string, string>, frame: Buffer): Promise<{ status: number; code: string | undefined }> {
+    return new Promise((resolve, reject) => {
+      const session = http2.connect(`http://127.0.0.1:${h.service.grpc.port}`);
+      session.on('error', reject);
+      const stream = session.request({
+        ':method': 'POST',
+        ':path': '/protoprune.v1.Protoprune/GetDataset',
+        'content-type': 'application/grpc',
+        te: 'trailers',
+        authorization: `Bearer ${h.keys.admin}`,
+        ...headers,
+      });
+      let answer: http2.IncomingHttpHeaders = {};
+      stream.on('response', (head) => (answer = head));
+      stream.on('trailers', (trailers) => (answer = { ...answer, ...trailers }));
+      stream.on('data', () => undefined);
+      stream.on('close', () => {
+        session.close();
+        resolve({ status: Number(answer['grpc-status']), code: answer['error-code'] as string | undefined });
+      });
+      stream.end(frame);
+    });
+  }
+
+  it('answers what grpc-js refuses itself (a frame that does not decompress, an unparsable grpc-timeout) with INVALID_ARGUMENT', async () => {
+    const message = Buffer.from([0x0a, 0x01, 0x61]);
+    const plain = Buffer.concat([Buffer.from([0, 0, 0, 0, message.length]), message]);
+    const notGzip = Buffer.from([0x1f, 0x8b, 0x08, 0x00, 0xde, 0xad]);
+    const compressed = Buffer.concat([Buffer.from([1, 0, 0, 0, notGzip.length]), notGzip]);
+    expect(await rawCall({ 'grpc-encoding': 'gzip' }, compressed)).toEqual({ status: grpc.status.INVALID_ARGUMENT, code: 'MALFORMED_MESSAGE' });
+    for (const timeout of ['abc', '1x', 'S']) {
+      expect(await rawCall({ 'grpc-timeout': timeout }, plain)).toEqual({ status: grpc.status.INVALID_ARGUMENT, code: 'INVALID_TIMEOUT' });
+    }
+    // A well-formed raw call still reaches the handler.
+    expect(await rawCall({}, plain)).toEqual({ status: grpc.status.NOT_FOUND, code: 'DATASET_NOT_FOUND' });
+    await stillServing();
   });
 
   it('answers a message that is not protobuf with INVALID_ARGUMENT MALFORMED_MESSAGE, not INTERNAL', async () => {
