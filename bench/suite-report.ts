@@ -1,5 +1,5 @@
 /** Writes docs/performance.md from a run of bench/suite.ts. */
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 
 export interface SuiteRow {
   case: string;
@@ -86,5 +86,10 @@ export async function writePerformanceDoc(r: SuiteResults, file: string, table: 
       'A schema given with `?schema=` is created if missing and left in place (its benchmark datasets are deleted at the end); without one, a temporary schema is created and dropped.',
     '',
   ];
-  await writeFile(file, lines.join('\n'));
+  // The load benchmark's section (bench/load.ts --docs) and score-backlog's (bench/score-backlog.ts) are kept across rewrites.
+  const previous = await readFile(file, 'utf8').catch(() => '');
+  const kept = [/<!-- load-bench:begin -->[\s\S]*?<!-- load-bench:end -->/, /<!-- score-backlog:begin -->[\s\S]*?<!-- score-backlog:end -->/]
+    .map((section) => section.exec(previous)?.[0])
+    .filter((section): section is string => section !== undefined);
+  await writeFile(file, kept.length > 0 ? `${lines.join('\n').replace(/\s*$/, '')}\n\n${kept.join('\n\n')}\n` : lines.join('\n'));
 }

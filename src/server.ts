@@ -11,6 +11,8 @@ import { openDatabase } from './store/open.js';
 import { countApiKeys } from './store/api-keys.js';
 import { mintApiKey, OPERATOR } from './service/auth.js';
 import { startServiceLayer, type ServiceLayer } from './service/runtime.js';
+import { AdmissionLimiter, admissionConfig } from './service/admission.js';
+import { DatabaseAvailability } from './service/errors.js';
 import { PromMetrics } from './metrics.js';
 import { startMetricsListener, type MetricsListener } from './http/plugins/metrics.js';
 
@@ -26,18 +28,56 @@ export interface RunningService {
   metrics: PromMetrics | null;
   /** The separate /metrics listener's port (METRICS_PORT > 0), else null. */
   metricsPort: number | null;
+  /** The admission limit shared by REST and gRPC. */
+  admission: AdmissionLimiter;
+  /** Database outage tracking (logs "database unavailable" / "database reachable again" once per transition). */
+  availability: DatabaseAvailability;
   /** Stops accepting, lets in-flight work finish (up to the grace period), closes the database. */
   stop(): Promise<void>;
 }
 
 const READINESS_TIMEOUT_MS = 2000;
 
+class TimeoutError extends Error {}
+
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
+    timer = setTimeout(() => reject(new TimeoutError(`${what} did not answer within ${ms} ms`)), ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * /readyz: 503 only when shutting down, when the database is unreachable, or when a migration is
+ * not applied. The check runs on the database's control connection (native: a pool of its own,
+ * outside the request pool), so an instance that is merely busy — every request connection in
+ * use, the admission limit refusing work — stays ready and is not pulled from its load balancer.
+ * Concurrent probes share one check. On the embedded backend the control connection is the one
+ * in-process connection, shared with requests: a check that only waits there (busy) counts as ready.
+ */
+function readinessOf(db: Database, migrations: Awaited<ReturnType<typeof openDatabase>>['migrations'], availability: DatabaseAvailability, stopping: () => boolean) {
+  let running: Promise<string | null> | null = null;
+  async function probe(): Promise<string | null> {
+    try {
+      const current = await withTimeout(migrationsUpToDate(db.control, migrations), READINESS_TIMEOUT_MS, 'database');
+      availability.reachable();
+      return current ? null : 'database migrations are not applied';
+    } catch (error) {
+      if (error instanceof TimeoutError && db.backend === 'embedded') return null;
+      const classified = availability.failed(error);
+      return `database unreachable: ${classified ? String(classified.details.reason) : (error as Error).message}`;
+    }
+  }
+  return {
+    async check(): Promise<string | null> {
+      if (stopping()) return 'shutting down';
+      running ??= probe().finally(() => {
+        running = null;
+      });
+      return running;
+    },
+  };
 }
 
 export const INITIAL_ADMIN_KEY_FILE = 'initial-admin-key';
@@ -58,8 +98,12 @@ async function ensureInitialAdminKey(db: Database, dataDir: string, logger: Logg
 
 /** Boots everything in order: database (+migrations) → HTTP → gRPC. Shutdown runs in reverse. */
 export async function startService(config: Config, logger: Logger): Promise<RunningService> {
-  const { db, migrations, appliedNow } = await openDatabase(config.database);
-  logger.info({ backend: db.backend, appliedMigrations: appliedNow }, 'database ready');
+  const availability = new DatabaseAvailability(logger);
+  const { db, migrations, appliedNow } = await openDatabase(config.database, undefined, {
+    observer: { connected: () => availability.reachable(), failed: (error) => availability.failed(error) },
+  });
+  const admission = new AdmissionLimiter(admissionConfig(config.admission, config.database));
+  logger.info({ backend: db.backend, appliedMigrations: appliedNow, admission: admission.config }, 'database ready');
   if (config.api.authDisabled) {
     logger.warn('AUTH_DISABLED=true: API keys are not checked and every caller is an admin; use this only on a trusted network');
   } else {
@@ -81,17 +125,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   }
 
   let stopping = false;
-  const readiness = {
-    async check(): Promise<string | null> {
-      if (stopping) return 'shutting down';
-      try {
-        const current = await withTimeout(migrationsUpToDate(db, migrations), READINESS_TIMEOUT_MS, 'database');
-        return current ? null : 'database migrations are not applied';
-      } catch (error) {
-        return `database unreachable: ${(error as Error).message}`;
-      }
-    },
-  };
+  const readiness = readinessOf(db, migrations, availability, () => stopping);
 
   const http = await buildApp({
     logger,
@@ -99,12 +133,20 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     ctx: services.ctx,
     api: config.api,
     metrics: metrics ? { recorder: metrics, exposition: config.metrics.port === 0 ? metrics : null } : undefined,
+    admission,
+    availability,
   });
   let grpc: GrpcServer | undefined;
   let metricsListener: MetricsListener | undefined;
   try {
     await http.listen({ host: config.host, port: config.port });
-    grpc = await startGrpcServer(config.host, config.grpcPort, logger, { ctx: services.ctx, api: config.api, metrics: metrics ?? undefined });
+    grpc = await startGrpcServer(config.host, config.grpcPort, logger, {
+      ctx: services.ctx,
+      api: config.api,
+      metrics: metrics ?? undefined,
+      admission,
+      availability,
+    });
     if (metrics && config.metrics.port > 0) metricsListener = await startMetricsListener(config.host, config.metrics.port, metrics, logger);
   } catch (error) {
     await grpc?.shutdown(0);
@@ -127,6 +169,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     httpPort,
     metrics,
     metricsPort: metricsListener?.port ?? null,
+    admission,
+    availability,
     stop() {
       stopped ??= (async () => {
         stopping = true;

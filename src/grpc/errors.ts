@@ -1,12 +1,18 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { ServiceError } from '../service/errors.js';
+import { classifyDatabaseError, retryAfterMsOf, retryAfterSeconds, ServiceError } from '../service/errors.js';
 import { printable } from '../service/text.js';
 
 /** Trailing metadata keys of a failed call. */
 export const ERROR_CODE_KEY = 'error-code';
 export const ERROR_DETAILS_KEY = 'error-details';
 export const RETRY_AFTER_MS_KEY = 'retry-after-ms';
+
+/**
+ * On a status built from a database driver error (see classifyDatabaseError): that classified
+ * error, so the admission wrapper can report the outage (non-enumerable; never sent).
+ */
+export const DATABASE_ERROR = Symbol('protoprune.databaseError');
 
 /** The gRPC status of a service error's kind; conflicts are ALREADY_EXISTS only for a taken name. */
 export function grpcStatusOf(error: ServiceError): grpc.status {
@@ -45,22 +51,28 @@ export function asciiJson(value: unknown): string {
 /**
  * The one translation of errors into gRPC statuses. A ServiceError keeps its message, and its
  * machine-readable code and details travel as trailing metadata (`error-code`, `error-details`
- * ASCII-escaped JSON; `retry-after-ms` when the details carry `retryAfterMs`). Anything else is
+ * ASCII-escaped JSON; `retry-after-ms` and `retry-after` (s) on every RESOURCE_EXHAUSTED or
+ * UNAVAILABLE refusal, from `details.retryAfterMs` or 1 s). A database that cannot serve (pool
+ * timeout, unreachable, connection lost: classifyDatabaseError) is UNAVAILABLE DATABASE_UNAVAILABLE,
+ * not logged here (the outage is logged once, see DatabaseAvailability). Anything else is
  * INTERNAL with a generic message; the real error is logged, never sent (no stacks, no SQL).
  * Nothing a client sent can make this throw: the status message is clipped and made well-formed
  * (grpc-js percent-encodes it, which throws on lone surrogates) and the trailers are ASCII.
  */
 export function toGrpcError(error: unknown, logger: Logger, method: string): Partial<grpc.StatusObject> {
   const metadata = new grpc.Metadata();
-  if (error instanceof ServiceError) {
-    metadata.set(ERROR_CODE_KEY, error.code);
-    metadata.set(ERROR_DETAILS_KEY, asciiJson(error.details ?? {}));
-    const retry = (error.details as { retryAfterMs?: unknown } | undefined)?.retryAfterMs;
-    if (typeof retry === 'number' && Number.isFinite(retry)) {
+  const known = error instanceof ServiceError ? error : classifyDatabaseError(error);
+  if (known) {
+    metadata.set(ERROR_CODE_KEY, known.code);
+    metadata.set(ERROR_DETAILS_KEY, asciiJson(known.details ?? {}));
+    const retry = retryAfterMsOf(known);
+    if (retry !== null) {
       metadata.set(RETRY_AFTER_MS_KEY, String(Math.ceil(retry)));
-      metadata.set('retry-after', String(Math.max(1, Math.ceil(retry / 1000))));
+      metadata.set('retry-after', String(retryAfterSeconds(retry)));
     }
-    return { code: grpcStatusOf(error), details: printable(error.message), metadata };
+    const status: Partial<grpc.StatusObject> = { code: grpcStatusOf(known), details: printable(known.message), metadata };
+    if (known !== error) Object.defineProperty(status, DATABASE_ERROR, { value: known, enumerable: false });
+    return status;
   }
   logger.error({ err: error, method }, 'gRPC call failed unexpectedly');
   metadata.set(ERROR_CODE_KEY, 'INTERNAL');

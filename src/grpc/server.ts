@@ -4,9 +4,12 @@ import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
 import type { Metrics } from '../metrics.js';
+import type { AdmissionLimiter } from '../service/admission.js';
 import type { ServiceContext } from '../service/context.js';
-import { RateLimiter } from './guard.js';
+import type { DatabaseAvailability } from '../service/errors.js';
+import { admitted, RateLimiter } from './guard.js';
 import { protopruneHandlers } from './handlers.js';
+import { clientFaultStatuses } from './interceptors.js';
 import { loadProtopruneDefinition, protopruneService, SERVICE_NAME } from './proto.js';
 
 /** What the API services need: the use cases' context and the API limits. */
@@ -15,7 +18,14 @@ export interface GrpcDeps {
   api: Config['api'];
   /** Call latency by method and status is recorded here when given. */
   metrics?: Metrics;
+  /** The admission limit shared with REST (see admitted); absent: calls are not limited. */
+  admission?: AdmissionLimiter;
+  /** Where database outages are noted (logged once per transition). */
+  availability?: DatabaseAvailability;
 }
+
+/** Calls that pass the admission gate without holding a slot while they last. */
+const LONG_LIVED_METHODS: ReadonlySet<string> = new Set(['WatchJob']);
 
 export interface GrpcServer {
   port: number;
@@ -85,13 +95,17 @@ export async function startGrpcServer(host: string, port: number, logger: Logger
   const server = new grpc.Server({
     'grpc.max_receive_message_length': deps.api.bodyLimitBytes,
     'grpc.max_send_message_length': -1,
+    interceptors: [clientFaultStatuses],
   });
   const health = new HealthImplementation({ '': 'SERVING', [SERVICE_NAME]: 'SERVING' });
   health.addToServer(server);
 
   const definition = loadProtopruneDefinition();
   const service = protopruneService(definition);
-  const handlers = protopruneHandlers({ ctx: deps.ctx, api: deps.api, logger, limiter: new RateLimiter(deps.api.rateLimitPerMinute) });
+  const raw = protopruneHandlers({ ctx: deps.ctx, api: deps.api, logger, limiter: new RateLimiter(deps.api.rateLimitPerMinute) });
+  const handlers = deps.admission
+    ? admitted(service, raw, { limiter: deps.admission, availability: deps.availability, logger, passThrough: LONG_LIVED_METHODS })
+    : raw;
   server.addService(service, deps.metrics ? instrumented(service, handlers, deps.metrics) : handlers);
   new ReflectionService(definition).addToServer(server);
 

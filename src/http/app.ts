@@ -6,6 +6,9 @@ import type { Config } from '../config/index.js';
 import type { ServiceContext } from '../service/context.js';
 import type { Metrics } from '../metrics.js';
 import { MAX_PATH_PARAM_LENGTH } from '../service/limits.js';
+import type { AdmissionLimiter } from '../service/admission.js';
+import type { DatabaseAvailability } from '../service/errors.js';
+import { admissionPlugin } from './plugins/admission.js';
 import { errorsPlugin } from './plugins/errors.js';
 import { clientErrorHandler, frameworkErrors, inputPlugin, validatorCompilers } from './plugins/input.js';
 import { httpMetricsPlugin, metricsRoute, type MetricsExposition } from './plugins/metrics.js';
@@ -22,6 +25,10 @@ export interface AppDeps {
   api: Config['api'];
   /** Request metrics, and `exposition` when /metrics is served on this port (behind an admin key). */
   metrics?: { recorder: Metrics; exposition: MetricsExposition | null };
+  /** The admission limit of /v1 (shared with gRPC); absent: not limited. */
+  admission?: AdmissionLimiter;
+  /** Where database outages are noted (logged once per transition). */
+  availability?: DatabaseAvailability;
 }
 
 const REQUEST_ID_HEADER = 'x-request-id';
@@ -29,7 +36,7 @@ const REQUEST_ID_HEADER = 'x-request-id';
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** Builds the fastify app (not listening). Every request log line carries `reqId`. */
-export async function buildApp({ logger, readiness, ctx, api, metrics }: AppDeps): Promise<FastifyInstance> {
+export async function buildApp({ logger, readiness, ctx, api, metrics, admission, availability }: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     requestIdHeader: false,
@@ -46,6 +53,8 @@ export async function buildApp({ logger, readiness, ctx, api, metrics }: AppDeps
     schemaController: validatorCompilers(),
     // Keep-alive connections that are idle are closed at shutdown; busy ones finish their request.
     forceCloseConnections: 'idle',
+    // admissionPlugin answers requests arriving during the drain: 503 SHUTTING_DOWN in the error shape, with Retry-After.
+    return503OnClosing: false,
     bodyLimit: api.bodyLimitBytes,
     requestTimeout: api.requestTimeoutMs,
   }).withTypeProvider<TypeBoxTypeProvider>();
@@ -53,8 +62,10 @@ export async function buildApp({ logger, readiness, ctx, api, metrics }: AppDeps
   app.addHook('onSend', async (request, reply) => {
     void reply.header(REQUEST_ID_HEADER, request.id);
   });
-  await app.register(errorsPlugin);
+  await app.register(errorsPlugin, { availability });
   await app.register(inputPlugin);
+  // Before every route's own hooks (authentication reads the database): see admissionPlugin.
+  await app.register(admissionPlugin, { limiter: admission });
   if (metrics) await app.register(httpMetricsPlugin, { metrics: metrics.recorder });
   await app.register(openapiPlugin);
   await app.register(healthRoutes, { readiness });

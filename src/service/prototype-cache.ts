@@ -1,5 +1,6 @@
 import type { Sql } from '../store/database.js';
 import { findPrototypeSetRow, loadPrototypeSet, type PrototypeSet } from '../store/prototypes.js';
+import { ServiceError } from './errors.js';
 
 /** Centroid bytes the cache holds at most (the most recently used set always stays). */
 export const PROTOTYPE_CACHE_MAX_BYTES = 256 * 2 ** 20;
@@ -26,7 +27,12 @@ export class PrototypeCache {
 
   async get(db: Sql, datasetId: string, version: number, dim: number): Promise<PrototypeSet> {
     const row = await findPrototypeSetRow(db, datasetId, version);
-    if (!row) throw new Error(`prototype set ${version} of dataset ${datasetId} is missing`);
+    // The version this request read was superseded and cleaned up, or the dataset deleted, meanwhile.
+    if (!row) {
+      throw new ServiceError('conflict', 'PROTOTYPES_CHANGED', `prototype version ${version} was replaced (or its dataset deleted) while this request ran; retry`, {
+        version,
+      });
+    }
     const cached = this.sets.get(datasetId);
     if (cached && cached.setId === row.setId && cached.revision === row.revision) {
       this.remember(datasetId, cached);

@@ -31,8 +31,12 @@ CREATE TABLE IF NOT EXISTS "_prisma_migrations" (
     "applied_steps_count"   INTEGER NOT NULL DEFAULT 0
 )`;
 
-/** The advisory lock key Prisma Migrate takes, so the service and the CLI never migrate at once. */
-const PRISMA_ADVISORY_LOCK = 72707369;
+/**
+ * The advisory lock key Prisma Migrate takes, so the service and the CLI never migrate at once —
+ * nor do several service processes booting at the same time. Every schema change at boot (CREATE
+ * SCHEMA, the bookkeeping table, the migrations with their CREATE EXTENSION) runs under it.
+ */
+export const PRISMA_ADVISORY_LOCK = 72707369;
 
 export async function readMigrations(dir: string): Promise<Migration[]> {
   const entries = await readdir(dir, { withFileTypes: true });
@@ -57,14 +61,16 @@ interface AppliedRow {
  * latest schema or it stays exactly as it was (a failure rolls back every statement and every
  * bookkeeping row). Rows are written to _prisma_migrations as `prisma migrate deploy` writes them,
  * so the real CLI sees these migrations as applied. Returns the names applied now.
+ *
+ * The transaction's first statement takes Prisma's advisory lock, before ANY DDL: processes booting
+ * at the same time on a fresh database run one after the other (the later ones find everything
+ * applied), instead of racing on CREATE TABLE IF NOT EXISTS / CREATE EXTENSION IF NOT EXISTS, which
+ * are not safe concurrently (a duplicate-key error on pg_type or pg_extension).
  */
-export async function applyMigrations(
-  db: { exec(script: string): Promise<void>; transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T> },
-  migrations: Migration[],
-): Promise<string[]> {
-  await db.exec(CREATE_MIGRATIONS_TABLE);
+export async function applyMigrations(db: { transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T> }, migrations: Migration[]): Promise<string[]> {
   return db.transaction(async (tx) => {
     await tx.query('SELECT pg_advisory_xact_lock($1)', [PRISMA_ADVISORY_LOCK]);
+    await tx.exec(CREATE_MIGRATIONS_TABLE);
     const rows = await tx.query<AppliedRow>(
       'SELECT migration_name, checksum, finished_at, rolled_back_at FROM "_prisma_migrations" ORDER BY started_at',
     );
@@ -103,7 +109,7 @@ export async function applyMigrations(
 }
 
 /** True when every migration on disk is recorded as finished (what /readyz checks). */
-export async function migrationsUpToDate(db: Sql, migrations: Migration[]): Promise<boolean> {
+export async function migrationsUpToDate(db: Pick<Sql, 'query'>, migrations: Migration[]): Promise<boolean> {
   const rows = await db.query<{ migration_name: string }>(
     `SELECT migration_name FROM "_prisma_migrations"
       WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL AND migration_name = ANY($1::text[])`,

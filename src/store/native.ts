@@ -6,6 +6,46 @@ import { pipeline } from 'node:stream/promises';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { PrismaClient } from '../generated/prisma/client.js';
 import { copyStatement, type CopyChunks, type CopyFormat, type Database, type Sql } from './database.js';
+import { PRISMA_ADVISORY_LOCK } from './migrations.js';
+
+/**
+ * Told about the pools' connections, so database outages can be logged once per transition rather
+ * than once per failed request: `connected` on every new connection made, `failed` when one could
+ * not be made (or the pool gave up waiting for one) or an established one broke.
+ */
+export interface ConnectionObserver {
+  connected(): void;
+  failed(error: unknown): void;
+}
+
+/** Reports `pool`'s connection outcomes to `observer` (pg-pool emits no event for a failed connect). */
+function observe(pool: pg.Pool, observer: ConnectionObserver): void {
+  pool.on('connect', (client) => {
+    // pg-pool listens for errors only on idle clients: a checked-out client (a transaction, a COPY)
+    // whose server ends the connection would otherwise raise an uncaught 'error' and end the
+    // process. Its query in flight rejects either way; this only keeps the process alive.
+    client.on('error', (error) => observer.failed(error));
+    observer.connected();
+  });
+  // An idle client losing its server (restart, network) must not crash the process; the pool replaces it.
+  pool.on('error', (error) => observer.failed(error));
+  const connect = pool.connect.bind(pool) as (callback?: (err: Error | undefined, client: pg.PoolClient | undefined, done: (release?: unknown) => void) => void) => unknown;
+  // pool.query() checks out through this.connect(callback), Prisma's adapter through pool.connect().
+  (pool as { connect: unknown }).connect = (callback?: (err: Error | undefined, client: pg.PoolClient | undefined, done: (release?: unknown) => void) => void) => {
+    if (callback) {
+      return connect((err, client, done) => {
+        if (err) observer.failed(err);
+        callback(err, client, done);
+      });
+    }
+    return (connect() as Promise<pg.PoolClient>).catch((error: unknown) => {
+      observer.failed(error);
+      throw error;
+    });
+  };
+}
+
+const IGNORE: ConnectionObserver = { connected: () => undefined, failed: () => undefined };
 
 function clientSql(client: pg.PoolClient | pg.Pool): Pick<Sql, 'query' | 'exec'> {
   return {
@@ -58,10 +98,36 @@ function splitSchema(url: string): { connectionString: string; schema?: string }
 }
 
 /**
+ * As `prisma migrate deploy` does, a named schema is created when missing; otherwise search_path
+ * would silently fall through to public. Checked first (CREATE SCHEMA needs the CREATE privilege
+ * even when the schema exists), then created under the migrations' advisory lock: concurrent
+ * CREATE SCHEMA IF NOT EXISTS is not safe (a duplicate key on pg_namespace when processes boot together).
+ */
+async function ensureSchema(pool: pg.Pool, schema: string): Promise<void> {
+  const exists = async (client: pg.Pool | pg.PoolClient) => ((await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema])).rowCount ?? 0) > 0;
+  if (await exists(pool)) return;
+  const client = await pool.connect();
+  let broken = false;
+  try {
+    await client.query('BEGIN');
+    await client.query('SELECT pg_advisory_xact_lock($1)', [PRISMA_ADVISORY_LOCK]);
+    if (!(await exists(client))) await client.query(`CREATE SCHEMA ${quoteIdentifier(schema)}`);
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {
+      broken = true;
+    });
+    throw error;
+  } finally {
+    client.release(broken);
+  }
+}
+
+/**
  * Native PostgreSQL through a pg pool; pgvector's `vector` type is parsed into number[].
  * `?schema=name` in the URL puts protoprune's tables in that schema (default: public).
  */
-export async function openNative(url: string, poolMax: number): Promise<Database> {
+export async function openNative(url: string, poolMax: number, observer: ConnectionObserver = IGNORE): Promise<Database> {
   const parsers = new Map<number, (value: string) => unknown>();
   const types = {
     getTypeParser: ((oid: number, format?: string) =>
@@ -88,14 +154,13 @@ export async function openNative(url: string, poolMax: number): Promise<Database
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     ...(schema ? { options: `-c search_path=${quoteIdentifier(schema)},public` } : {}),
   });
-  // An idle client losing its server (restart, network) must not crash the process; the pool replaces it.
-  pool.on('error', () => undefined);
-  controlPool.on('error', () => undefined);
-  // As `prisma migrate deploy` does, a named schema is created when missing; otherwise search_path
-  // would silently fall through to public.
-  // (Checked first: CREATE SCHEMA needs the CREATE privilege even when the schema exists.)
-  if (schema && (await pool.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema])).rowCount === 0) {
-    await pool.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdentifier(schema)}`);
+  observe(pool, observer);
+  observe(controlPool, observer);
+  try {
+    if (schema) await ensureSchema(pool, schema);
+  } catch (error) {
+    await Promise.all([pool.end(), controlPool.end()]).catch(() => undefined);
+    throw error;
   }
   const prisma = new PrismaClient({ adapter: new PrismaPg(pool, schema ? { schema } : undefined) });
   const sql = clientSql(pool);

@@ -1,34 +1,10 @@
-import net from 'node:net';
 import request from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
 import { startService, type RunningService } from '../../src/server.js';
 import { BACKENDS, NATIVE_URL } from '../helpers/backends.js';
 import { silentLogger } from '../helpers/logger.js';
-
-/** A TCP relay to Postgres that the test can cut, to make the database "go away" for real. */
-async function startRelay(target: URL): Promise<{ port: number; cut(): void; close(): Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(target.port || 5432), target.hostname);
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => s.destroy());
-    }
-    client.pipe(upstream).pipe(client);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const cut = () => {
-    server.close();
-    for (const s of sockets) s.destroy();
-  };
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    cut,
-    close: () => new Promise((resolve) => (server.listening ? server.close(() => resolve()) : resolve())),
-  };
-}
+import { startRelay } from '../helpers/relay.js';
 
 describe.each(BACKENDS)('health endpoints on the $name backend', (backend) => {
   const cleanups: Array<() => Promise<void>> = [];

@@ -1,6 +1,14 @@
 import fp from 'fastify-plugin';
 import type { FastifyError, FastifyInstance } from 'fastify';
-import { HTTP_STATUS_BY_KIND, ServiceError } from '../../service/errors.js';
+import {
+  classifyDatabaseError,
+  DEFAULT_RETRY_AFTER_MS,
+  HTTP_STATUS_BY_KIND,
+  retryAfterMsOf,
+  retryAfterSeconds,
+  ServiceError,
+  type DatabaseAvailability,
+} from '../../service/errors.js';
 import { errorBody } from '../schemas.js';
 
 /** Maps a JSON-schema validation failure to the offending field, e.g. "body/items/3/embedding". */
@@ -25,18 +33,38 @@ const CLIENT_ERROR_CODES: Record<string, string> = {
   FST_INVALID_MULTIPART_CONTENT_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
 };
 
+export interface ErrorsOptions {
+  /** Told about database availability errors, so an outage is logged once, not per request. */
+  availability?: DatabaseAvailability;
+}
+
 /**
  * One error shape for every failure: `{ error: { code, message, details } }`. Validation errors
  * name the field; internal errors are logged in full and answered without stack, SQL or internals.
+ * A database that cannot serve (pool timeout, unreachable, connection lost; see
+ * classifyDatabaseError) is 503 DATABASE_UNAVAILABLE, logged once per outage by `availability`
+ * and never with a stack. Every 429 and 503 answer carries `Retry-After` (seconds).
  */
-export const errorsPlugin = fp(async (app: FastifyInstance) => {
+export const errorsPlugin = fp(async (app: FastifyInstance, { availability }: ErrorsOptions) => {
   app.setNotFoundHandler((request, reply) => {
     void reply.status(404).send(errorBody('ROUTE_NOT_FOUND', `no route for ${request.method} ${request.url.split('?')[0]}`));
   });
 
+  // Refusals produced anywhere (the readiness route, plugins) get a retry hint when they lack one.
+  app.addHook('onSend', async (_request, reply) => {
+    if ((reply.statusCode === 429 || reply.statusCode === 503) && !reply.hasHeader('retry-after')) {
+      void reply.header('retry-after', String(retryAfterSeconds(DEFAULT_RETRY_AFTER_MS)));
+    }
+  });
+
   app.setErrorHandler((error: FastifyError, request, reply) => {
-    if (error instanceof ServiceError) {
-      return reply.status(HTTP_STATUS_BY_KIND[error.kind]).send(errorBody(error.code, error.message, error.details));
+    const known = error instanceof ServiceError ? error : classifyDatabaseError(error);
+    if (known) {
+      if (known !== (error as unknown)) availability?.failed(known);
+      const status = HTTP_STATUS_BY_KIND[known.kind];
+      const retry = retryAfterMsOf(known);
+      if (retry !== null && (status === 429 || status === 503)) void reply.header('retry-after', String(retryAfterSeconds(retry)));
+      return reply.status(status).send(errorBody(known.code, known.message, known.details));
     }
     if (error.validation) {
       const details = validationDetails(error);
