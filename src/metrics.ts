@@ -15,7 +15,7 @@ export interface Metrics {
   ingestBytes(transport: string, bytes: number): void;
   /** One encoder run of `size` images that took `seconds`. */
   embeddingBatch(size: number, seconds: number): void;
-  /** A job reached a final state (or was interrupted and re-queued: state `interrupted`). */
+  /** A job run ended: a final state, or `interrupted` / `retried` (re-queued) or `lost` (taken over by another worker). */
   jobFinished(kind: string, state: string, seconds: number): void;
   /** A refit's phase durations, in milliseconds, as its result's `timings` reports them. */
   refitTimings(timings: Record<string, unknown>): void;
@@ -108,7 +108,7 @@ export class PromMetrics implements Metrics {
     });
     this.jobs = new Counter({
       name: 'protoprune_jobs_finished_total',
-      help: 'Jobs that ended, by kind and state (succeeded, failed, interrupted: re-queued by a shutdown)',
+      help: 'Job runs that ended, by kind and state (succeeded, failed; interrupted: re-queued by a shutdown; retried: re-queued after a transient database error; lost: taken over by another worker)',
       labelNames: ['kind', 'state'],
       registers,
     });

@@ -14,9 +14,18 @@ export interface Config {
   database: DatabaseConfig;
   /** Where the embedded database and the initial admin key file live. */
   dataDir: string;
+  /** The admission limit (0 = auto-sized; see src/service/admission.ts). */
+  admission: { maxInFlight: number; maxQueued: number; queueTimeoutMs: number };
   shutdownGraceMs: number;
   kernelThreads: number;
-  jobs: { pollMs: number; staleMs: number; annIndexBatch: number };
+  jobs: {
+    pollMs: number;
+    /** Lease of a running job (JOB_STALE_MS). */
+    staleMs: number;
+    annIndexBatch: number;
+    /** Transient database errors: retries, first and longest backoff. */
+    retry: { limit: number; baseMs: number; maxMs: number };
+  };
   api: { authDisabled: boolean; rateLimitPerMinute: number; bodyLimitBytes: number; maxItemsPerRequest: number; requestTimeoutMs: number };
   /** Prometheus metrics: off, on the HTTP port behind an admin key (port 0), or on a separate plain listener. */
   metrics: { enabled: boolean; port: number };
@@ -118,9 +127,19 @@ export function loadConfig(env: Env = process.env): Config {
       ? { backend: 'native', url: databaseUrl, poolMax: v.DATABASE_POOL_MAX as number }
       : { backend: 'embedded', dataDir: v.DATA_DIR as string },
     dataDir: v.DATA_DIR as string,
+    admission: {
+      maxInFlight: v.ADMISSION_MAX_IN_FLIGHT as number,
+      maxQueued: v.ADMISSION_MAX_QUEUED as number,
+      queueTimeoutMs: v.ADMISSION_QUEUE_TIMEOUT_MS as number,
+    },
     shutdownGraceMs: v.SHUTDOWN_GRACE_MS as number,
     kernelThreads: v.KERNEL_THREADS as number,
-    jobs: { pollMs: v.JOB_POLL_MS as number, staleMs: v.JOB_STALE_MS as number, annIndexBatch: v.ANN_INDEX_BATCH as number },
+    jobs: {
+      pollMs: v.JOB_POLL_MS as number,
+      staleMs: v.JOB_STALE_MS as number,
+      annIndexBatch: v.ANN_INDEX_BATCH as number,
+      retry: { limit: v.JOB_RETRY_LIMIT as number, baseMs: v.JOB_RETRY_BASE_MS as number, maxMs: v.JOB_RETRY_MAX_MS as number },
+    },
     api: {
       authDisabled: v.AUTH_DISABLED as boolean,
       rateLimitPerMinute: v.RATE_LIMIT_PER_MINUTE as number,

@@ -3,6 +3,7 @@ import { EmbeddingBatcher } from '../embedding/batcher.js';
 import { OverloadedError } from '../embedding/errors.js';
 import type { Config } from '../config/index.js';
 import { loadDefaultEncoder, loadModel, type EncoderIdentity, type ImageEncoder } from '../embedding/model.js';
+import type { Sql } from '../store/database.js';
 import type { ServiceContext } from './context.js';
 import { createDataset, getDataset, type CreateDatasetInput, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
@@ -143,7 +144,12 @@ export async function embedAny(ctx: ServiceContext, dataset: Dataset, items: rea
   return results;
 }
 
-export async function ingestItems(ctx: ServiceContext, datasetName: string, items: readonly AnyItem[]): Promise<IngestResult> {
+export async function ingestItems(
+  ctx: ServiceContext,
+  datasetName: string,
+  items: readonly AnyItem[],
+  fence?: (tx: Sql) => Promise<void>,
+): Promise<IngestResult> {
   const dataset = await getDataset(ctx, datasetName);
   const embedded = await embedAny(ctx, dataset, items, true);
   const outcomes = new Array<ItemOutcome>(items.length);
@@ -159,6 +165,7 @@ export async function ingestItems(ctx: ServiceContext, datasetName: string, item
       const { embedding, thumbnail } = embedded[i] as { embedding: ArrayLike<number>; thumbnail?: Uint8Array | null };
       return { externalId: items[i].externalId, embedding, metadata: items[i].metadata, thumbnail: thumbnail ?? null };
     }),
+    fence,
   );
   good.forEach((i, j) => (outcomes[i] = stored.items[j]));
   return { ...stored, items: outcomes };

@@ -1,10 +1,11 @@
-import { finishJob, getJob, heartbeat, mergeJobResult, reportProgress, type JobRow } from '../store/jobs.js';
+import type { Logger } from 'pino';
+import { insertRunningJob, LeaseLostError, mergeJobResult, reportProgress, type JobRow } from '../store/jobs.js';
 import type { ServiceContext } from './context.js';
 import { getDataset } from './datasets.js';
 import { ServiceError } from './errors.js';
 import { ingestItems, type AnyItem } from './images.js';
 import type { ItemOutcome } from './ingest.js';
-import { jobView, type JobView } from './jobs.js';
+import { isTransientDbError, JobAbortedError, jobView, leaseJob, retryDelayMs, type JobView, type LeasedRun, type LeaseTiming, type RetryPolicy } from './jobs.js';
 
 export const INGEST_JOB = 'ingest';
 /** Items stored per step of a background ingest (one `ingestItems` call, one progress report). */
@@ -30,35 +31,42 @@ const INTERRUPTED_MESSAGE =
  * row of kind `ingest`, so `GET /v1/jobs/{id}` follows it like a refit. The job's result holds the
  * counts so far (written after every chunk) and, per failed item, its code.
  *
- * The payload is not stored durably, so such a job cannot resume: the row is created `running` and
- * kept alive by a heartbeat; if the process dies, the job runner's stale-job requeue hands the row to
+ * The payload is not stored durably, so such a job cannot resume: the row is created `running`,
+ * leased to this process (token 1) and held like a runner's job (leaseJob: heartbeat, fenced
+ * writes). If the process dies, the lease expires and the job runner's requeue hands the row to
  * `failOrphanedIngest` (registered as the `ingest` handler), which fails it with a clear message
- * (at once at the next boot on the embedded database, after JOB_STALE_MS on native PostgreSQL). A
- * shutdown stops running ingests between chunks and fails them the same way.
+ * (at once at the next boot on the embedded database, after JOB_STALE_MS on native PostgreSQL).
+ * Every chunk's transaction, result merge and the finish are fenced by the lease, so an ingest
+ * whose job was taken over that way (a stalled process) stores nothing more. A shutdown stops
+ * running ingests between chunks and fails them the same way. A chunk that hit a transient
+ * database error is stored again after a backoff (items are upserted, so a retry is harmless).
  */
 export class IngestJobs {
-  private readonly running = new Map<string, { abort: AbortController; done: Promise<void> }>();
+  private readonly running = new Map<string, { run: LeasedRun; done: Promise<void> }>();
   private stopped = false;
 
   constructor(
     private readonly ctx: ServiceContext,
-    private readonly options: { heartbeatMs: number; chunk?: number },
+    private readonly options: LeaseTiming & { retry: RetryPolicy; chunk?: number },
   ) {}
 
-  /** Validates the dataset, creates the job row and starts storing; resolves with the queued view. */
+  /** Validates the dataset, creates the job row and starts storing; resolves with the running view. */
   async start(datasetName: string, items: readonly AnyItem[], transport = 'rest'): Promise<JobView> {
     if (this.stopped) throw new ServiceError('unavailable', 'SHUTTING_DOWN', 'the server is shutting down');
     const dataset = await getDataset(this.ctx, datasetName);
     if (items.length === 0) throw new ServiceError('invalid', 'NO_ITEMS', 'the request holds no items', { field: 'body' });
-    const [row] = await this.ctx.db.query<{ id: string }>(
-      `INSERT INTO jobs (id, dataset_id, kind, state, params, phase, progress_done, progress_total, attempts, started_at)
-       VALUES (gen_random_uuid(), $1, $2, 'running', $3, 'ingest', 0, $4, 1, now()) RETURNING id`,
-      [dataset.id, INGEST_JOB, JSON.stringify({ items: items.length, transport }), items.length],
+    const job = await insertRunningJob(
+      this.ctx.db,
+      { datasetId: dataset.id, kind: INGEST_JOB, params: { items: items.length, transport }, phase: 'ingest', total: items.length },
+      this.options.leaseMs,
     );
-    const job = (await getJob(this.ctx.db, row.id))!;
-    const abort = new AbortController();
-    const done = this.run(job, dataset.name, items, transport, abort.signal).finally(() => this.running.delete(job.id));
-    this.running.set(job.id, { abort, done });
+    const log = this.ctx.logger.child({ jobId: job.id, kind: INGEST_JOB });
+    const run = leaseJob(this.ctx.db, log, job, this.options);
+    const done = this.run(run, log, dataset.name, items, transport).finally(() => {
+      run.close();
+      this.running.delete(job.id);
+    });
+    this.running.set(job.id, { run, done });
     return jobView(job, dataset.name);
   }
 
@@ -70,16 +78,14 @@ export class IngestJobs {
   /** Stops every running ingest after its current chunk (each ends `failed`, with its counts so far). */
   async stop(): Promise<void> {
     this.stopped = true;
-    for (const { abort } of this.running.values()) abort.abort();
+    for (const { run } of this.running.values()) run.abort('shutdown');
     await Promise.all([...this.running.values()].map((r) => r.done));
   }
 
-  private async run(job: JobRow, dataset: string, items: readonly AnyItem[], transport: string, signal: AbortSignal): Promise<void> {
+  private async run(run: LeasedRun, log: Logger, dataset: string, items: readonly AnyItem[], transport: string): Promise<void> {
     const { ctx } = this;
-    const log = ctx.logger.child({ jobId: job.id, kind: INGEST_JOB });
     const started = Date.now();
     const chunk = this.options.chunk ?? INGEST_CHUNK;
-    const beat = setInterval(() => void heartbeat(ctx.db, job.id).catch(() => undefined), this.options.heartbeatMs);
     const result: IngestJobResult = { counts: { stored: 0, updated: 0, failed: 0 }, errors: [], prototypeVersion: null, scheduledJobIds: [] };
     const fail = (index: number, code: string, message: string) => {
       result.counts.failed++;
@@ -94,14 +100,14 @@ export class IngestJobs {
       else fail(i, 'DUPLICATE_EXTERNAL_ID', 'the same externalId appears later in this upload; the last one is stored');
     });
     let done = items.length - pending.length;
-    let state: 'succeeded' | 'failed' = 'succeeded';
+    let state: 'succeeded' | 'failed' | 'lost' = 'succeeded';
     log.info({ items: items.length }, 'ingest job started');
     try {
-      await reportProgress(ctx.db, job.id, 'ingest', done, items.length);
+      await run.progress('ingest', done, items.length);
       for (let from = 0; from < pending.length; from += chunk) {
-        if (signal.aborted) throw new ServiceError('unavailable', 'INGEST_INTERRUPTED', `ingest interrupted by shutdown after ${done} of ${items.length} items; ${INTERRUPTED_MESSAGE}`);
+        if (run.signal.aborted) throw new JobAbortedError(run.abortReason()!);
         const at = pending.slice(from, from + chunk);
-        const outcomes = await this.ingestChunk(dataset, at.map((i) => items[i]), signal);
+        const outcomes = await this.ingestChunk(dataset, at.map((i) => items[i]), run);
         const counts = { stored: 0, updated: 0, failed: 0 };
         outcomes.items.forEach((outcome: ItemOutcome, j) => {
           if (outcome.status === 'error') {
@@ -116,44 +122,68 @@ export class IngestJobs {
         result.prototypeVersion = outcomes.prototypeVersion;
         if (outcomes.scheduledJobId && !result.scheduledJobIds.includes(outcomes.scheduledJobId)) result.scheduledJobIds.push(outcomes.scheduledJobId);
         done += at.length;
-        await mergeJobResult(ctx.db, job.id, result);
-        await reportProgress(ctx.db, job.id, 'ingest', done, items.length);
+        // Counts and progress in one fenced write, so they always agree (an orphaned job's error quotes the progress).
+        await run.write(async (tx) => {
+          await mergeJobResult(tx, run.lease, result);
+          await reportProgress(tx, run.lease, 'ingest', done, items.length);
+        });
       }
       result.errors.sort((a, b) => a.index - b.index);
-      await mergeJobResult(ctx.db, job.id, result);
-      await finishJob(ctx.db, job.id, 'succeeded');
+      await run.finish({ state: 'succeeded', result });
       log.info({ ms: Date.now() - started, counts: result.counts }, 'ingest job succeeded');
     } catch (error) {
+      if (error instanceof LeaseLostError || run.abortReason() === 'lease-lost') {
+        // Another process failed the job as orphaned: its row is not this run's to write anymore.
+        state = 'lost';
+        log.warn({ err: error, counts: result.counts }, 'ingest job taken over by another worker; stopped');
+        return;
+      }
       state = 'failed';
-      const message = error instanceof ServiceError ? error.message : `ingest failed: ${(error as Error).message}`;
+      const message =
+        run.abortReason() === 'shutdown'
+          ? `ingest interrupted by shutdown after ${done} of ${items.length} items; ${INTERRUPTED_MESSAGE}`
+          : error instanceof ServiceError
+            ? error.message
+            : `ingest failed: ${(error as Error).message}`;
       result.errors.sort((a, b) => a.index - b.index);
-      await mergeJobResult(ctx.db, job.id, result).catch(() => undefined);
-      await finishJob(ctx.db, job.id, 'failed', message).catch((e) => log.error({ err: e }, 'could not record the failed ingest job'));
+      await run.finish({ state: 'failed', error: message, result }).catch((e) => log.error({ err: e }, 'could not record the failed ingest job'));
       log.error({ err: error, counts: result.counts }, 'ingest job failed');
     } finally {
-      clearInterval(beat);
       ctx.metrics?.jobFinished(INGEST_JOB, state, (Date.now() - started) / 1000);
     }
   }
 
-  /** One chunk through the ordinary ingest; a full image queue is waited out (with its retry hint), not failed. */
-  private async ingestChunk(dataset: string, items: readonly AnyItem[], signal: AbortSignal) {
-    for (let attempt = 0; ; attempt++) {
+  /**
+   * One chunk through the ordinary ingest, its transaction fenced by the run's lease. A full image
+   * queue is waited out (with its retry hint) and a transient database error retried with backoff,
+   * instead of failing the job.
+   */
+  private async ingestChunk(dataset: string, items: readonly AnyItem[], run: LeasedRun) {
+    for (let overloaded = 0, transient = 0; ; ) {
       try {
-        return await ingestItems(this.ctx, dataset, items);
+        return await ingestItems(this.ctx, dataset, items, run.fence);
       } catch (error) {
-        if (!(error instanceof ServiceError) || error.kind !== 'overloaded' || attempt >= OVERLOAD_RETRIES || signal.aborted) throw error;
-        const wait = Number((error.details as { retryAfterMs?: number } | undefined)?.retryAfterMs ?? 100);
-        await new Promise((resolve) => setTimeout(resolve, Math.min(5000, Math.max(20, wait))));
+        if (run.signal.aborted) throw error;
+        let wait: number;
+        if (error instanceof ServiceError && error.kind === 'overloaded' && overloaded < OVERLOAD_RETRIES) {
+          overloaded++;
+          wait = Math.min(5000, Math.max(20, Number((error.details as { retryAfterMs?: number } | undefined)?.retryAfterMs ?? 100)));
+        } else if (isTransientDbError(error) && transient < this.options.retry.limit) {
+          wait = retryDelayMs(this.options.retry, transient++);
+          this.ctx.logger.warn({ err: error, jobId: run.lease.id, retryInMs: wait }, 'ingest chunk hit a transient database error; retrying');
+        } else {
+          throw error;
+        }
+        await new Promise((resolve) => setTimeout(resolve, wait));
       }
     }
   }
 }
 
 /**
- * The job runner's handler for `ingest` rows: it only ever claims one that the stale-job requeue
- * took from a process that died mid-ingest. Its payload is gone, so it fails with a clear error,
- * keeping the counts its result recorded.
+ * The job runner's handler for `ingest` rows: it only ever claims one whose process died (or
+ * stalled past its lease) mid-ingest. Its payload is gone, so it fails with a clear error, keeping
+ * the counts its result recorded.
  */
 export async function failOrphanedIngest(job: JobRow): Promise<object> {
   const done = job.progressDone;

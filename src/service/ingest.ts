@@ -104,8 +104,14 @@ function validate(dataset: Dataset, items: readonly IngestItem[]): { valid: Vali
  * assigned to the active prototypes and scored, then all valid items are written set-based (new
  * ones with one COPY), and the batch is folded into the centroids (mini-batch k-means) — all in one
  * transaction that holds the dataset's row lock. Past the drift thresholds a refit is scheduled.
+ * `fence` (a background ingest job's lease check) runs in that transaction before its first write.
  */
-export async function ingestEmbeddings(ctx: ServiceContext, datasetName: string, items: readonly IngestItem[]): Promise<IngestResult> {
+export async function ingestEmbeddings(
+  ctx: ServiceContext,
+  datasetName: string,
+  items: readonly IngestItem[],
+  fence?: (tx: Sql) => Promise<void>,
+): Promise<IngestResult> {
   const phases: Record<string, number> = {};
   let mark = performance.now();
   const lap = (name: string) => {
@@ -124,6 +130,7 @@ export async function ingestEmbeddings(ctx: ServiceContext, datasetName: string,
     const locked = await lockDataset(tx, dataset.id);
     lap('lock');
     if (!locked) throw new ServiceError('not_found', 'DATASET_NOT_FOUND', `dataset ${datasetName} does not exist`, { name: datasetName });
+    await fence?.(tx);
     const version = locked.activeVersion;
     let scores: Float32Array | null = null;
     let clusters: Int32Array | null = null;
@@ -153,7 +160,7 @@ export async function ingestEmbeddings(ctx: ServiceContext, datasetName: string,
     const itemIds = upserted.map((u) => u.itemId);
     if (version !== null) await saveBatchScores(tx, dataset.id, version, upserted, scores!, clusters!);
     lap('upsertScores');
-    await markChanged(tx, dataset.id, itemIds, upserted.filter((u) => !u.inserted).map((u) => u.itemId), version);
+    await markChanged(tx, dataset.id, itemIds, upserted.filter((u) => !u.inserted).map((u) => u.itemId), version, clusters);
     lap('markChanged');
     await saveThumbnails(tx, upserted, valid.map((v) => v.thumbnail));
     return { version, upserted, scores, clusters, updated };

@@ -1,49 +1,238 @@
 import type { Logger } from 'pino';
-import type { Database } from '../store/database.js';
-import { isUuid } from '../store/datasets.js';
-import { claimNextJob, finishJob, getJob, heartbeat, mergeJobResult, reportProgress, requeueStaleJobs, type JobRow } from '../store/jobs.js';
-import { ServiceError } from './errors.js';
+import type { Database, Sql } from '../store/database.js';
+import { isUuid, lockDataset, type DatasetRow } from '../store/datasets.js';
+import {
+  claimNextJob,
+  finishJob,
+  getJob,
+  holdLease,
+  LeaseLostError,
+  renewLease,
+  reportProgress,
+  requeueExpiredJobs,
+  type JobLease,
+  type JobOutcome,
+  type JobRow,
+} from '../store/jobs.js';
+import { classifyDatabaseError, ServiceError } from './errors.js';
 
-/** What a job handler gets besides its job row. */
+/** Why a run was told to stop: the process shuts down, or another worker took its job over. */
+export type AbortReason = 'shutdown' | 'lease-lost';
+
+/**
+ * What a job handler gets besides its job row. Every database write of the run goes through
+ * `write`/`writeLocked` (a transaction opened elsewhere starts with `fence`) or `progress`: each is
+ * fenced by the run's lease, so once the job was taken over nothing of this run is written anymore
+ * (LeaseLostError) and `signal` fires. A checkpoint is `mergeJobResult(tx, lease, …)` inside a
+ * write, committed together with what it describes.
+ */
 export interface JobRun {
-  /** Records progress (throttled); also proves the worker is alive. */
-  progress(phase: string, done: number, total: number): Promise<void>;
-  /** Merges facts into the job's result immediately (e.g. a checkpoint a restart can resume from). */
-  checkpoint(result: object): Promise<void>;
-  /** Aborted when the service shuts down; the job goes back to the queue and resumes on next start. */
+  /** The job and this run's fencing token. */
+  lease: JobLease;
+  /** Aborted on shutdown (the job returns to the queue) or when the lease is lost (the job is someone else's). */
   signal: AbortSignal;
+  abortReason(): AbortReason | undefined;
+  /** Records progress (throttled). */
+  progress(phase: string, done: number, total: number): Promise<void>;
+  /** Runs `fn` in a transaction that first checks and locks the lease. */
+  write<T>(fn: (tx: Sql) => Promise<T>): Promise<T>;
+  /**
+   * `write` under the dataset's row lock, taken before the lease check: the lock order of ingest
+   * and dataset deletion (dataset row, then job rows), so none of them deadlock with this run.
+   */
+  writeLocked<T>(datasetId: string, fn: (tx: Sql, dataset: DatasetRow) => Promise<T>): Promise<T>;
+  /** Runs a read in a transaction of its own that the abort can cancel (a long scan must not outlive the run). */
+  read<T>(fn: (tx: Sql) => Promise<T>): Promise<T>;
+  /** The lease check for a transaction opened elsewhere; call it before the transaction's first write. */
+  fence(tx: Sql): Promise<void>;
 }
 
-export type JobHandler = (job: JobRow, run: JobRun) => Promise<object>;
+/** A run as its worker holds it: the handler's view plus the lease's lifecycle. */
+export interface LeasedRun extends JobRun {
+  abort(reason: AbortReason): void;
+  /** Ends the run (fenced like every write; works after an abort). */
+  finish(outcome: JobOutcome): Promise<void>;
+  /** Stops the heartbeat. */
+  close(): void;
+}
 
-export interface JobRunnerOptions {
-  /** How often an idle worker looks for queued jobs (a wake() is immediate). */
-  pollMs: number;
-  /** How often a running job proves it is alive. */
+export interface LeaseTiming {
+  /** How long a claim or a heartbeat holds the job. */
+  leaseMs: number;
+  /** How often the heartbeat extends the lease. */
   heartbeatMs: number;
-  /** A running job silent for this long belongs to a dead worker and is queued again. */
-  staleMs: number;
-  /** Work to do when no job is queued (e.g. catching the ANN index up); returns whether it did any. */
-  idleWork?: () => Promise<boolean>;
-  /**
-   * Told when a job run ends: `succeeded` (with its result), `failed`, or `interrupted` (shutdown
-   * put it back in the queue). For metrics; must not throw.
-   */
-  onFinished?: (job: JobRow, state: 'succeeded' | 'failed' | 'interrupted', ms: number, result: object | null) => void;
 }
 
 export class JobAbortedError extends Error {
-  constructor() {
-    super('job interrupted by shutdown');
+  constructor(readonly reason: AbortReason) {
+    super(reason === 'shutdown' ? 'job interrupted by shutdown' : 'job taken over by another worker (its lease expired)');
     this.name = 'JobAbortedError';
   }
 }
 
 /**
+ * Holds a claimed job: a heartbeat on `db.control` (outside the request pool, so request traffic
+ * cannot starve it) extends the lease, and aborts the run when the job is no longer its own. The
+ * job runner and background ingests both hold their jobs through this.
+ */
+export function leaseJob(db: Database, logger: Logger, job: Pick<JobRow, 'id' | 'attempts'>, timing: LeaseTiming): LeasedRun {
+  const lease: JobLease = { id: job.id, token: job.attempts };
+  const controller = new AbortController();
+  let reason: AbortReason | undefined;
+  // This run's native transactions in flight (backend pid, transaction start), for cancelling on abort.
+  const inFlight = new Set<{ pid: number; started: string }>();
+  let lastReport = 0;
+  let beating = false;
+
+  const abort = (why: AbortReason) => {
+    if (reason) return;
+    reason = why;
+    controller.abort(new JobAbortedError(why));
+    // A statement in flight runs to its end otherwise: minutes for a bad plan, forever behind a lock.
+    // Matching the transaction's start keeps the cancel off a request that reuses the connection
+    // after the transaction just ended.
+    for (const { pid, started } of inFlight) {
+      void db.control
+        .query('SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND xact_start = $2::timestamptz', [pid, started])
+        .catch(() => undefined);
+    }
+  };
+  const check = () => {
+    if (reason) throw new JobAbortedError(reason);
+  };
+  const lost = (error: unknown): never => {
+    if (error instanceof LeaseLostError) abort('lease-lost');
+    throw error;
+  };
+  const transaction = async <T>(fn: (tx: Sql) => Promise<T>): Promise<T> => {
+    check();
+    return db
+      .transaction(async (tx) => {
+        // PGlite runs in this thread: nothing to cancel there.
+        const self =
+          db.backend === 'native'
+            ? (await tx.query<{ pid: number; started: string }>('SELECT pg_backend_pid() AS pid, now()::text AS started'))[0]
+            : undefined;
+        if (self) inFlight.add(self);
+        try {
+          check(); // an abort before the transaction was registered
+          return await fn(tx);
+        } finally {
+          if (self) inFlight.delete(self);
+        }
+      })
+      .catch(lost);
+  };
+
+  const beat = setInterval(() => {
+    // A beat still waiting (an unreachable database) is not stacked with more.
+    if (beating || reason) return;
+    beating = true;
+    renewLease(db.control, lease, timing.leaseMs)
+      .then((held) => {
+        if (!held) {
+          logger.warn('job lease lost: another worker took the job over; stopping');
+          abort('lease-lost');
+        }
+      })
+      .catch((error) => logger.warn({ err: error }, 'job heartbeat failed'))
+      .finally(() => {
+        beating = false;
+      });
+  }, timing.heartbeatMs);
+
+  return {
+    lease,
+    signal: controller.signal,
+    abortReason: () => reason,
+    abort,
+    async progress(phase, done, total) {
+      check();
+      const now = Date.now();
+      if (now - lastReport < 200 && done < total) return;
+      lastReport = now;
+      await reportProgress(db.control, lease, phase, done, total).catch(lost);
+    },
+    write: (fn) =>
+      transaction(async (tx) => {
+        await holdLease(tx, lease);
+        return fn(tx);
+      }),
+    writeLocked: (datasetId, fn) =>
+      transaction(async (tx) => {
+        const dataset = await lockDataset(tx, datasetId);
+        if (!dataset) throw new ServiceError('not_found', 'DATASET_NOT_FOUND', `dataset ${datasetId} was deleted`);
+        await holdLease(tx, lease);
+        return fn(tx, dataset);
+      }),
+    read: (fn) => transaction(fn),
+    async fence(tx) {
+      check();
+      await holdLease(tx, lease).catch(lost);
+    },
+    finish: (outcome) => finishJob(db.control, lease, outcome).catch(lost),
+    close: () => clearInterval(beat),
+  };
+}
+
+export type JobHandler = (job: JobRow, run: JobRun) => Promise<object>;
+
+/** Codes with which the server (SQLSTATE) or Prisma asks for the transaction to be tried again. */
+const RETRY_CODES = new Set(['40001', '40P01', 'P2034']); // serialization failure, deadlock; Prisma's write conflict or deadlock
+
+/**
+ * Whether a job should be tried again after `error`: the database was unreachable, lost, shutting
+ * down, or the pool had no connection in time (classifyDatabaseError, the service's one classifier
+ * of driver errors), or the server asked for a retry (serialization failure, deadlock).
+ */
+export function isTransientDbError(error: unknown): boolean {
+  if (classifyDatabaseError(error)) return true;
+  for (let e = error, depth = 0; e !== null && typeof e === 'object' && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && RETRY_CODES.has(code)) return true;
+  }
+  return false;
+}
+
+/** Transient database errors: how often a job is queued again, and how long it waits before each retry. */
+export interface RetryPolicy {
+  /** Retries before the job fails with the last error. */
+  limit: number;
+  /** Wait before the first retry; doubled for each further one. */
+  baseMs: number;
+  /** Longest wait. */
+  maxMs: number;
+}
+
+export function retryDelayMs(policy: RetryPolicy, retries: number): number {
+  return Math.min(policy.maxMs, policy.baseMs * 2 ** Math.min(retries, 30));
+}
+
+/**
+ * How a run ended: `succeeded`, `failed`, `interrupted` (shutdown put it back in the queue),
+ * `retried` (a transient database error put it back with a delay) or `lost` (another worker took
+ * the job over; this run wrote nothing more).
+ */
+export type RunEnd = 'succeeded' | 'failed' | 'interrupted' | 'retried' | 'lost';
+
+export interface JobRunnerOptions extends LeaseTiming {
+  /** How often an idle worker looks for queued jobs (a wake() is immediate). */
+  pollMs: number;
+  retry: RetryPolicy;
+  /** Work to do when no job is queued (e.g. catching the ANN index up); returns whether it did any. */
+  idleWork?: () => Promise<boolean>;
+  /** Told when a job run ends, with the handler's result when it succeeded. For metrics; must not throw. */
+  onFinished?: (job: JobRow, state: RunEnd, ms: number, result: object | null) => void;
+}
+
+/**
  * The in-process worker for long work (refits, rescoring). Jobs live in the database, so they
- * survive restarts: a job interrupted by shutdown is re-queued at once, one whose process died is
- * re-queued once its heartbeat is `staleMs` old, and handlers resume from their checkpoints.
- * One job runs at a time per process (the work is CPU-bound on the distance kernel).
+ * survive restarts and replicas share them. A worker claims a job with a lease (JOB_STALE_MS) and
+ * its heartbeat extends it; a job interrupted by shutdown is re-queued at once. On native
+ * PostgreSQL a job whose lease expired (its process died or stalled) is re-queued and claimed
+ * again with a new fencing token, which makes every later write of the old run fail; handlers
+ * resume from their checkpoints. One job runs at a time per process (the work is CPU-bound on the
+ * distance kernel).
  */
 export class JobRunner {
   private running = false;
@@ -51,7 +240,7 @@ export class JobRunner {
   private wakeUp: (() => void) | undefined;
   /** Set by wake(): the next sleep returns at once (a wake while busy is not lost). */
   private wakeRequested = false;
-  private abort = new AbortController();
+  private current: LeasedRun | undefined;
 
   constructor(
     private readonly db: Database,
@@ -63,7 +252,6 @@ export class JobRunner {
   start(): void {
     if (this.running) return;
     this.running = true;
-    this.abort = new AbortController();
     this.loop = this.run();
   }
 
@@ -72,11 +260,11 @@ export class JobRunner {
     this.wakeUp?.();
   }
 
-  /** Interrupts the current job (it returns to the queue) and stops the loop. */
+  /** Interrupts the current job (its statement in flight is cancelled; it returns to the queue) and stops the loop. */
   async stop(): Promise<void> {
     if (!this.running) return;
     this.running = false;
-    this.abort.abort();
+    this.current?.abort('shutdown');
     this.wake();
     await this.loop;
   }
@@ -84,16 +272,23 @@ export class JobRunner {
   private async run(): Promise<void> {
     while (this.running) {
       try {
-        const requeued = await requeueStaleJobs(this.db, this.options.staleMs);
-        if (requeued > 0) this.logger.warn({ requeued }, 're-queued jobs of a worker that stopped');
-        const job = await claimNextJob(this.db);
+        // Only native PostgreSQL can have other workers. The embedded database is this process's
+        // alone: a job of its own whose heartbeat is late (PGlite runs on the main thread) must
+        // not be handed to itself again; what a dead process left is re-queued at boot.
+        if (this.db.backend === 'native') {
+          const requeued = await requeueExpiredJobs(this.db, this.options.leaseMs);
+          if (requeued > 0) this.logger.warn({ requeued }, 're-queued jobs whose lease expired');
+        }
+        const job = await claimNextJob(this.db, this.options.leaseMs);
         if (job) {
           await this.execute(job);
           continue;
         }
         if (this.options.idleWork && (await this.options.idleWork())) continue;
       } catch (error) {
-        this.logger.error({ err: error }, 'job worker error');
+        // A database outage is logged once, at its start and end, by DatabaseAvailability.
+        if (classifyDatabaseError(error)) this.logger.debug({ err: error }, 'job worker waiting for the database');
+        else this.logger.error({ err: error }, 'job worker error');
       }
       await this.sleep(this.options.pollMs);
     }
@@ -119,54 +314,81 @@ export class JobRunner {
   private async execute(job: JobRow): Promise<void> {
     const handler = this.handlers[job.kind];
     const log = this.logger.child({ jobId: job.id, kind: job.kind, attempt: job.attempts });
-    if (!handler) {
-      await finishJob(this.db, job.id, 'failed', `unknown job kind ${job.kind}`);
-      return;
-    }
-    let lastReport = 0;
-    const beat = setInterval(() => void heartbeat(this.db, job.id).catch(() => undefined), this.options.heartbeatMs);
-    const run: JobRun = {
-      progress: async (phase, done, total) => {
-        if (this.abort.signal.aborted) throw new JobAbortedError();
-        const now = Date.now();
-        if (now - lastReport < 200 && done < total) return;
-        lastReport = now;
-        await reportProgress(this.db, job.id, phase, done, total);
-      },
-      checkpoint: (result) => mergeJobResult(this.db, job.id, result),
-      signal: this.abort.signal,
-    };
+    const run = leaseJob(this.db, log, job, this.options);
+    this.current = run;
     const started = Date.now();
-    log.info('job started');
     try {
-      const result = await handler(job, run);
-      await mergeJobResult(this.db, job.id, result);
-      await finishJob(this.db, job.id, 'succeeded');
-      log.info({ ms: Date.now() - started }, 'job succeeded');
-      this.finished(job, 'succeeded', started, result);
-    } catch (error) {
-      if (error instanceof JobAbortedError || this.abort.signal.aborted) {
-        await finishJob(this.db, job.id, 'queued').catch(() => undefined);
-        log.info('job interrupted; queued again');
-        this.finished(job, 'interrupted', started, null);
-      } else {
-        const message = error instanceof ServiceError ? error.message : `${(error as Error).message}`;
-        await finishJob(this.db, job.id, 'failed', message);
-        log.error({ err: error }, 'job failed');
-        this.finished(job, 'failed', started, null);
+      if (!this.running) run.abort('shutdown'); // stop() came while this job was being claimed
+      if (!handler) {
+        await this.end(job, run, log, started, { state: 'failed', error: `unknown job kind ${job.kind}` }, 'failed', null);
+        return;
       }
+      log.info('job started');
+      let result: object;
+      try {
+        result = await handler(job, run);
+      } catch (error) {
+        await this.settle(job, run, log, started, error);
+        return;
+      }
+      if (run.abortReason() === 'lease-lost') {
+        log.warn('job taken over by another worker before this run could record its end');
+        this.finished(job, 'lost', started, null);
+        return;
+      }
+      await this.end(job, run, log, started, { state: 'succeeded', result }, 'succeeded', result);
     } finally {
-      clearInterval(beat);
+      run.close();
+      this.current = undefined;
     }
   }
 
-  private finished(job: JobRow, state: 'succeeded' | 'failed' | 'interrupted', started: number, result: object | null): void {
+  /** What a handler's error means for its job: requeued (shutdown, transient error), failed, or nothing (lease lost). */
+  private async settle(job: JobRow, run: LeasedRun, log: Logger, started: number, error: unknown): Promise<void> {
+    const reason = run.abortReason();
+    if (reason === 'shutdown') {
+      await this.end(job, run, log, started, { state: 'queued' }, 'interrupted', null);
+    } else if (reason === 'lease-lost' || error instanceof LeaseLostError) {
+      log.warn({ err: error }, 'job taken over by another worker; this run stopped');
+      this.finished(job, 'lost', started, null);
+    } else if (isTransientDbError(error) && job.retries < this.options.retry.limit) {
+      const retryInMs = retryDelayMs(this.options.retry, job.retries);
+      log.warn({ err: error, retryInMs, retry: job.retries + 1 }, 'job hit a transient database error; queued again');
+      await this.end(job, run, log, started, { state: 'queued', error: messageOf(error), retryInMs }, 'retried', null);
+    } else {
+      log.error({ err: error }, 'job failed');
+      await this.end(job, run, log, started, { state: 'failed', error: messageOf(error) }, 'failed', null);
+    }
+  }
+
+  private async end(job: JobRow, run: LeasedRun, log: Logger, started: number, outcome: JobOutcome, state: RunEnd, result: object | null): Promise<void> {
+    try {
+      await run.finish(outcome);
+    } catch (error) {
+      if (error instanceof LeaseLostError) {
+        log.warn('job taken over by another worker before this run could record its end');
+        this.finished(job, 'lost', started, null);
+      } else {
+        // The lease expires and the job is re-queued (native) or recovered at the next boot (embedded).
+        log.error({ err: error, outcome: outcome.state }, 'could not record the end of the job');
+      }
+      return;
+    }
+    log.info({ ms: Date.now() - started, state }, `job ${state}`);
+    this.finished(job, state, started, result);
+  }
+
+  private finished(job: JobRow, state: RunEnd, started: number, result: object | null): void {
     try {
       this.options.onFinished?.(job, state, Date.now() - started, result);
     } catch (error) {
       this.logger.warn({ err: error }, 'job observer failed');
     }
   }
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 /** A job as callers see it: its row without internals, progress as done / total / fraction. */

@@ -1,9 +1,9 @@
 import { defaultK, fitKMeans } from '../core/kmeans.js';
 import { scoresFromSimilarity } from '../core/scores.js';
-import type { Database, Sql } from '../store/database.js';
+import type { Sql } from '../store/database.js';
 import { lockDataset, uuidLiteral, type DatasetRow } from '../store/datasets.js';
-import { copyScores, readEmbeddings, upsertScores } from '../store/items.js';
-import { enqueueJob, type JobRow } from '../store/jobs.js';
+import { copyScores, readEmbeddings, relabelPending, upsertScores } from '../store/items.js';
+import { enqueueJob, mergeJobResult, type JobRow } from '../store/jobs.js';
 import { findPrototypeSetRow, insertPrototypeSet, loadPrototypeSet, nextPrototypeVersion, type PrototypeSet } from '../store/prototypes.js';
 import type { ServiceContext } from './context.js';
 import { getDataset } from './datasets.js';
@@ -46,41 +46,67 @@ function changedSince(isoTime: string): string {
  * while holding the dataset lock, so ingest transactions in flight have committed and later ones
  * stamp their rows after acquiring the lock (see upsertItems).
  */
-async function takeSnapshotTime(db: Database, datasetId: string): Promise<string> {
-  return db.transaction(async (tx) => {
+async function takeSnapshotTime(run: JobRun, datasetId: string): Promise<string> {
+  return run.read(async (tx) => {
     await lockDataset(tx, datasetId);
     const [row] = await tx.query<{ at: Date }>('SELECT clock_timestamp() AS at');
     return row.at.toISOString();
   });
 }
 
-function lacksScore(version: number): string {
-  return `NOT EXISTS (SELECT 1 FROM item_scores s WHERE s.item_id = items.id AND s.version = ${Number(version)})`;
+/**
+ * SQL condition on `items`: no score of `version` yet. It names the dataset as item_scores' key
+ * (dataset_id, item_id, version) does, so Postgres reads only this dataset's scores through that
+ * key; without it, it anti-joined against every score row of every dataset (minutes on a large
+ * database).
+ */
+export function lacksScore(version: number): string {
+  return `NOT EXISTS (SELECT 1 FROM item_scores s WHERE s.dataset_id = items.dataset_id AND s.item_id = items.id AND s.version = ${Number(version)})`;
 }
 
 /**
- * After a switch: old scores are garbage, and so are new-version scores the bulk rescore wrote for
- * items deleted while it ran (item_scores has no foreign key); the previous prototype set is kept
- * for reference, older ones go.
+ * After this job switched the dataset to `mine` (replacing `previous`): scores of older versions
+ * are garbage, and so are `mine`'s scores the bulk rescore wrote for items deleted while it ran
+ * (item_scores has no foreign key); the previous prototype set is kept for reference, older ones
+ * go. Versions newer than `mine` (a later refit's) and the active one are never touched.
  */
-async function dropStaleVersions(db: Sql, datasetId: string, active: number, previous: number | null): Promise<void> {
-  await db.query('DELETE FROM item_scores WHERE dataset_id = $1 AND version <> $2', [datasetId, active]);
-  await db.query(
-    'DELETE FROM item_scores s WHERE s.dataset_id = $1 AND s.version = $2 AND NOT EXISTS (SELECT 1 FROM items i WHERE i.id = s.item_id)',
-    [datasetId, active],
-  );
-  await db.query('DELETE FROM prototype_sets WHERE dataset_id = $1 AND version NOT IN ($2, $3)', [datasetId, active, previous ?? active]);
+async function dropSuperseded(run: JobRun, datasetId: string, mine: number, previous: number | null): Promise<void> {
+  await run.write(async (tx) => {
+    const active = `(SELECT active_version FROM datasets WHERE id = $1)`;
+    await tx.query(`DELETE FROM item_scores WHERE dataset_id = $1 AND version < $2 AND version IS DISTINCT FROM ${active}`, [datasetId, mine]);
+    await tx.query(
+      'DELETE FROM item_scores s WHERE s.dataset_id = $1 AND s.version = $2 AND NOT EXISTS (SELECT 1 FROM items i WHERE i.id = s.item_id)',
+      [datasetId, mine],
+    );
+    // SKIP LOCKED: sets a dataset deletion is removing are skipped rather than waited for, as that
+    // deletion waits for this run's job row (no deadlock).
+    await tx.query(
+      `DELETE FROM prototype_sets WHERE id IN (SELECT id FROM prototype_sets
+         WHERE dataset_id = $1 AND version < $2 AND version IS DISTINCT FROM $3::int AND version IS DISTINCT FROM ${active}
+         FOR UPDATE SKIP LOCKED)`,
+      [datasetId, mine, previous],
+    );
+  });
+}
+
+/** Writes scores of `version` in chunks of RESCORE_CHUNK, each its own fenced COPY and progress step. */
+async function copyInChunks(run: JobRun, datasetId: string, version: number, ids: BigInt64Array, scores: Float32Array, clusters: Int32Array, phase: string) {
+  for (let from = 0; from < ids.length; from += RESCORE_CHUNK) {
+    const to = Math.min(ids.length, from + RESCORE_CHUNK);
+    await run.write((tx) => copyScores(tx, datasetId, version, ids, scores, clusters, from, to));
+    await run.progress(phase, to, ids.length);
+  }
 }
 
 /** Scores the items of `where` against `set` and writes them as the set's version (binary COPY). */
-async function scoreAndCopy(ctx: ServiceContext, db: Sql, dataset: DatasetRow, set: PrototypeSet, where: string, run: JobRun, phase: string) {
+async function scoreAndCopy(ctx: ServiceContext, dataset: DatasetRow, set: PrototypeSet, where: string, run: JobRun, phase: string) {
   const dim = dataset.dimension;
-  const matrix = await readEmbeddings(db, dim, where);
+  const matrix = await run.read((tx) => readEmbeddings(tx, dim, where));
   for (let from = 0; from < matrix.n; from += RESCORE_CHUNK) {
     const to = Math.min(matrix.n, from + RESCORE_CHUNK);
     const nearest = await ctx.kernel.nearest(matrix.vectors.subarray(from * dim, to * dim), to - from, set.centroids, set.k, dim);
     const ids = matrix.ids.subarray(from, to);
-    await copyScores(db, dataset.id, set.version, ids, scoresFromSimilarity(nearest.similarity), nearest.cluster);
+    await run.write((tx) => copyScores(tx, dataset.id, set.version, ids, scoresFromSimilarity(nearest.similarity), nearest.cluster));
     await run.progress(phase, to, matrix.n);
   }
   return matrix.n;
@@ -95,7 +121,8 @@ async function scoreAndCopy(ctx: ServiceContext, db: Sql, dataset: DatasetRow, s
  * Crash safety: the new set is stored together with a checkpoint in the job, and scores are only
  * ever added for a version that is not active yet. A restarted job finds the checkpoint, keeps the
  * fitted set and scores only the items still missing — no manual cleanup, and the previous version
- * serves meanwhile.
+ * serves meanwhile. Every write is fenced by the run's lease (JobRun.write): a run whose job was
+ * taken over writes nothing more, so two runs of one refit never both switch or clean up.
  */
 export async function runRefit(ctx: ServiceContext, job: JobRow, run: JobRun): Promise<object> {
   const { db } = ctx;
@@ -111,10 +138,12 @@ export async function runRefit(ctx: ServiceContext, job: JobRow, run: JobRun): P
   let set: PrototypeSet;
   let fitObjective: number | null = null;
 
-  if (setRow && checkpointVersion === dataset.activeVersion) {
-    // The switch committed before the crash: only the cleanup was left.
-    await dropStaleVersions(db, dataset.id, setRow.version, job.result?.previousVersion as number | null);
-    return { version: setRow.version, k: setRow.k, fitItems: setRow.fitItems, objective: setRow.objective, timings };
+  if (checkpointVersion !== null && job.result && 'previousVersion' in job.result) {
+    // The switch committed (it records previousVersion) before the run ended: only the cleanup was left.
+    const previous = job.result.previousVersion as number | null;
+    await run.progress('cleanup', 0, 1);
+    await dropSuperseded(run, dataset.id, checkpointVersion, previous);
+    return { version: checkpointVersion, previousVersion: previous, k: setRow?.k, fitItems: setRow?.fitItems, objective: setRow?.objective, timings };
   }
   const resumed = setRow !== undefined && snapshotAt !== null;
   if (resumed) {
@@ -122,8 +151,8 @@ export async function runRefit(ctx: ServiceContext, job: JobRow, run: JobRun): P
     ctx.logger.info({ jobId: job.id, version: set.version }, 'resuming refit from its checkpoint');
   } else {
     await run.progress('read', 0, 1);
-    snapshotAt = await takeSnapshotTime(db, dataset.id);
-    const matrix = await readEmbeddings(db, dim, itemsOf(dataset.id));
+    snapshotAt = await takeSnapshotTime(run, dataset.id);
+    const matrix = await run.read((tx) => readEmbeddings(tx, dim, itemsOf(dataset.id)));
     timings.readMs = Date.now() - started;
     if (matrix.n === 0) throw new ServiceError('conflict', 'NO_ITEMS', `dataset ${dataset.name} has no items to fit`);
     const k = Math.min(matrix.n, dataset.k ?? defaultK(matrix.n));
@@ -135,27 +164,25 @@ export async function runRefit(ctx: ServiceContext, job: JobRow, run: JobRun): P
       maxIterations: settings.maxIterations,
       tolerance: settings.tolerance,
       onProgress: (p) => {
-        if (run.signal.aborted) throw new JobAbortedError();
+        if (run.signal.aborted) throw new JobAbortedError(run.abortReason()!);
         // Large datasets first converge on a sample ("warm-up"), then iterate over every item.
         void run.progress(p.phase === 'warmup' ? 'fit-warmup' : 'fit', p.iteration, settings.maxIterations).catch(() => undefined);
       },
     });
     timings.fitMs = Date.now() - fitStarted;
     fitObjective = fit.objectiveHistory[fit.objectiveHistory.length - 1];
-    const version = await db.transaction(async (tx) => {
+    // Under the dataset's lock: the insert's foreign key locks the dataset row, which must come
+    // before the job row (the order of a dataset deletion).
+    const version = await run.writeLocked(dataset.id, async (tx) => {
       const v = await nextPrototypeVersion(tx, dataset.id);
       await insertPrototypeSet(tx, { datasetId: dataset.id, version: v, k, dim, centroids: fit.centroids, counts: fit.counts, objective: fitObjective!, fitItems: matrix.n });
-      await tx.query(`UPDATE jobs SET result = coalesce(result, '{}'::jsonb) || $2::jsonb WHERE id = $1`, [job.id, JSON.stringify({ version: v, snapshotAt })]);
+      await mergeJobResult(tx, run.lease, { version: v, snapshotAt });
       return v;
     });
     setRow = (await findPrototypeSetRow(db, dataset.id, version))!;
     set = { ...setRow, dim, centroids: fit.centroids, fitCentroids: fit.centroids, counts: fit.counts };
     const writeStarted = Date.now();
-    for (let from = 0; from < matrix.n; from += RESCORE_CHUNK) {
-      const to = Math.min(matrix.n, from + RESCORE_CHUNK);
-      await copyScores(db, dataset.id, version, matrix.ids, scoresFromSimilarity(fit.similarity), fit.cluster, from, to);
-      await run.progress('rescore', to, matrix.n);
-    }
+    await copyInChunks(run, dataset.id, version, matrix.ids, scoresFromSimilarity(fit.similarity), fit.cluster, 'rescore');
     timings.rescoreWriteMs = Date.now() - writeStarted;
   }
 
@@ -163,29 +190,32 @@ export async function runRefit(ctx: ServiceContext, job: JobRow, run: JobRun): P
   // those written since the snapshot (a replaced item lost its pending score), and for a resumed
   // job everything its crashed predecessor never wrote. Whatever is written after `lateSince` is
   // scored inside the switch.
-  const lateSince = await takeSnapshotTime(db, dataset.id);
+  const lateSince = await takeSnapshotTime(run, dataset.id);
   const unseen = resumed ? lacksScore(set.version) : `${changedSince(snapshotAt!)} AND ${lacksScore(set.version)}`;
-  await scoreAndCopy(ctx, db, dataset, set, itemsOf(dataset.id, unseen), run, 'rescore');
+  await scoreAndCopy(ctx, dataset, set, itemsOf(dataset.id, unseen), run, 'rescore');
   const switchStarted = Date.now();
-  const previous = await db.transaction(async (tx) => {
-    const locked = await lockDataset(tx, dataset.id);
-    if (!locked) throw new ServiceError('not_found', 'DATASET_NOT_FOUND', `dataset ${dataset.name} was deleted`);
+  const previous = await run.writeLocked(dataset.id, async (tx, locked) => {
+    if (locked.activeVersion !== null && locked.activeVersion >= set.version) {
+      throw new ServiceError('conflict', 'VERSION_SUPERSEDED', `dataset ${dataset.name} already serves version ${locked.activeVersion}, newer than this refit's ${set.version}`);
+    }
     const late = await readEmbeddings(tx, dim, itemsOf(dataset.id, changedSince(lateSince)));
     if (late.n > 0) {
       const nearest = await ctx.kernel.nearest(late.vectors, late.n, set.centroids, set.k, dim);
       await upsertScores(tx, dataset.id, set.version, Array.from(late.ids), scoresFromSimilarity(nearest.similarity), nearest.cluster);
     }
-    await tx.query('UPDATE datasets SET active_version = $2, updated_at = now() WHERE id = $1', [dataset.id, set.version]);
-    await tx.query(`UPDATE jobs SET result = coalesce(result, '{}'::jsonb) || $2::jsonb WHERE id = $1`, [
-      job.id,
-      JSON.stringify({ previousVersion: locked.activeVersion }),
+    // Never backwards, whatever else ran: a version only replaces an older one.
+    await tx.query('UPDATE datasets SET active_version = $2, updated_at = now() WHERE id = $1 AND (active_version IS NULL OR active_version < $2)', [
+      dataset.id,
+      set.version,
     ]);
+    await relabelPending(tx, dataset.id, set.version); // pending items' clusters under the new version (near-duplicate lookups)
+    await mergeJobResult(tx, run.lease, { previousVersion: locked.activeVersion });
     return locked.activeVersion;
   });
   timings.switchMs = Date.now() - switchStarted;
   ctx.prototypes.forget(dataset.id);
   await run.progress('cleanup', 0, 1);
-  await dropStaleVersions(db, dataset.id, set.version, previous);
+  await dropSuperseded(run, dataset.id, set.version, previous);
   timings.totalMs = Date.now() - started;
   return { version: set.version, previousVersion: previous, k: set.k, fitItems: set.fitItems, objective: fitObjective ?? set.objective, timings };
 }

@@ -1,10 +1,11 @@
 import type { Logger } from 'pino';
 import { OrtDistanceKernel } from '../kernels/ort.js';
 import type { Database } from '../store/database.js';
-import { requeueStaleJobs } from '../store/jobs.js';
+import { requeueRunningJobs } from '../store/jobs.js';
+import { VARIABLES } from '../config/spec.js';
 import { createContext, type ServiceContext } from './context.js';
 import { indexPendingVectors } from './duplicates.js';
-import { JobRunner } from './jobs.js';
+import { JobRunner, type RetryPolicy } from './jobs.js';
 import { failOrphanedIngest, IngestJobs, INGEST_JOB } from './ingest-jobs.js';
 import type { Metrics } from '../metrics.js';
 import { REFIT_JOB } from './ingest.js';
@@ -13,7 +14,8 @@ import { startEmbedder, type EmbedderOptions } from './images.js';
 
 export interface ServiceLayerOptions {
   kernelThreads: number;
-  jobs: { pollMs: number; staleMs: number; annIndexBatch: number };
+  /** `staleMs`: the lease of a running job (JOB_STALE_MS); `retry`: transient database errors (default: JOB_RETRY_*'s defaults). */
+  jobs: { pollMs: number; staleMs: number; annIndexBatch: number; retry?: RetryPolicy };
   /** The image encoder to load; null for a process that only takes precomputed embeddings. */
   embedding: EmbedderOptions | null;
   /** API keys required (default true); only an explicit configuration turns them off. */
@@ -25,7 +27,7 @@ export interface ServiceLayerOptions {
 export interface ServiceLayer {
   ctx: ServiceContext;
   runner: JobRunner;
-  /** Interrupts background work (jobs return to the queue) and frees the kernel. */
+  /** Interrupts background work (jobs return to the queue, statements in flight are cancelled) and frees the kernel. */
   stop(): Promise<void>;
 }
 
@@ -36,7 +38,13 @@ export async function startServiceLayer(db: Database, logger: Logger, options: S
   if (embedder) logger.info({ model: embedder.identity, dim: embedder.dim }, 'image encoder loaded');
   const wake = { fn: () => undefined as void };
   const ctx = createContext(db, kernel, logger, embedder, () => wake.fn(), options.authEnabled ?? true);
-  const heartbeatMs = Math.max(100, Math.floor(options.jobs.staleMs / 3));
+  const leaseMs = options.jobs.staleMs;
+  const heartbeatMs = Math.max(100, Math.floor(leaseMs / 3));
+  const retry = options.jobs.retry ?? {
+    limit: VARIABLES.JOB_RETRY_LIMIT.default,
+    baseMs: VARIABLES.JOB_RETRY_BASE_MS.default,
+    maxMs: VARIABLES.JOB_RETRY_MAX_MS.default,
+  };
   const metrics = options.metrics;
   if (metrics) {
     ctx.metrics = metrics;
@@ -46,15 +54,16 @@ export async function startServiceLayer(db: Database, logger: Logger, options: S
       dbPool: () => ({ backend: db.backend, ...db.poolStats() }),
     });
   }
-  ctx.ingestJobs = new IngestJobs(ctx, { heartbeatMs });
+  ctx.ingestJobs = new IngestJobs(ctx, { leaseMs, heartbeatMs, retry });
   const runner = new JobRunner(
     db,
     logger,
     { [REFIT_JOB]: (job, run) => runRefit(ctx, job, run), [INGEST_JOB]: (job) => failOrphanedIngest(job) },
     {
       pollMs: options.jobs.pollMs,
-      staleMs: options.jobs.staleMs,
+      leaseMs,
       heartbeatMs,
+      retry,
       idleWork: options.jobs.annIndexBatch > 0 ? async () => (await indexPendingVectors(ctx, options.jobs.annIndexBatch)) > 0 : undefined,
       onFinished: metrics
         ? (job, state, ms, result) => {
@@ -67,8 +76,8 @@ export async function startServiceLayer(db: Database, logger: Logger, options: S
   );
   wake.fn = () => runner.wake();
   // The embedded database is locked to this process: a job still marked running was left by a
-  // process that died, so it can be resumed at once instead of after the stale timeout.
-  if (db.backend === 'embedded') await requeueStaleJobs(db, 0);
+  // process that died, so it can be resumed at once instead of after its lease.
+  if (db.backend === 'embedded') await requeueRunningJobs(db);
   runner.start();
   return {
     ctx,

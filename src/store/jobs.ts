@@ -14,18 +14,43 @@ export interface JobRow {
   progressTotal: number;
   result: Record<string, unknown> | null;
   error: string | null;
+  /** Claims so far; the current run's fencing token. */
   attempts: number;
+  /** Re-queues after transient database errors so far. */
+  retries: number;
   createdAt: Date;
   startedAt: Date | null;
   finishedAt: Date | null;
   updatedAt: Date;
+  leaseExpiresAt: Date | null;
+  runAfter: Date | null;
 }
 
 const COLUMNS = `id, dataset_id AS "datasetId", kind, state::text AS state, params, phase,
-  progress_done::float8 AS "progressDone", progress_total::float8 AS "progressTotal", result, error, attempts,
-  created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`;
+  progress_done::float8 AS "progressDone", progress_total::float8 AS "progressTotal", result, error, attempts, retries,
+  created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt",
+  lease_expires_at AS "leaseExpiresAt", run_after AS "runAfter"`;
 
 export const ACTIVE_STATES: readonly JobState[] = ['queued', 'running'];
+
+/**
+ * One run's hold on a job: the job id and its fencing token, the job's `attempts` when this run
+ * claimed it. A later claim (after the lease expired) increments `attempts`, which fences this run out.
+ */
+export interface JobLease {
+  id: string;
+  token: number;
+}
+
+/** The job is no longer this run's: it was re-queued and claimed again, finished, or deleted. */
+export class LeaseLostError extends Error {
+  constructor(readonly lease: JobLease) {
+    super(`job ${lease.id} is no longer held by attempt ${lease.token}`);
+    this.name = 'LeaseLostError';
+  }
+}
+
+const HELD = `id = $1 AND state = 'running' AND attempts = $2`;
 
 /**
  * Queues a job unless one of the same kind is already queued or running for the dataset, in
@@ -43,6 +68,24 @@ export async function enqueueJob(tx: Sql, datasetId: string, kind: string, param
     [datasetId, kind, JSON.stringify(params)],
   );
   return { job, created: true };
+}
+
+/**
+ * Creates a job that is running from the start, held by its creator with token 1 (a background
+ * ingest, whose payload only its creating process has).
+ */
+export async function insertRunningJob(
+  db: Sql,
+  job: { datasetId: string; kind: string; params: object; phase: string; total: number },
+  leaseMs: number,
+): Promise<JobRow> {
+  const [row] = await db.query<JobRow>(
+    `INSERT INTO jobs (id, dataset_id, kind, state, params, phase, progress_done, progress_total, attempts, started_at, lease_expires_at)
+     VALUES (gen_random_uuid(), $1, $2, 'running', $3, $4, 0, $5, 1, now(), now() + make_interval(secs => $6::float8 / 1000))
+     RETURNING ${COLUMNS}`,
+    [job.datasetId, job.kind, JSON.stringify(job.params), job.phase, job.total, leaseMs],
+  );
+  return row;
 }
 
 function fromPrisma(job: PrismaJob): JobRow {
@@ -68,53 +111,109 @@ export async function activeJob(db: Database, datasetId: string, kind: string): 
   return job ? fromPrisma(job) : undefined;
 }
 
-/** Takes the oldest queued job (skipping ones another worker holds) and marks it running. */
-export async function claimNextJob(db: Sql): Promise<JobRow | undefined> {
+/**
+ * Takes the oldest queued job that is due (skipping ones another worker is claiming), marks it
+ * running with a lease of `leaseMs` and a new fencing token (attempts + 1).
+ */
+export async function claimNextJob(db: Sql, leaseMs: number): Promise<JobRow | undefined> {
   const rows = await db.query<JobRow>(
-    `UPDATE jobs SET state = 'running', started_at = now(), updated_at = now(), attempts = attempts + 1, error = NULL
-      WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY created_at FOR UPDATE SKIP LOCKED LIMIT 1)
+    `UPDATE jobs SET state = 'running', started_at = now(), updated_at = now(), attempts = attempts + 1, error = NULL,
+            run_after = NULL, lease_expires_at = now() + make_interval(secs => $1::float8 / 1000)
+      WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND (run_after IS NULL OR run_after <= now())
+                   ORDER BY created_at FOR UPDATE SKIP LOCKED LIMIT 1)
       RETURNING ${COLUMNS}`,
+    [leaseMs],
   );
   return rows[0];
 }
 
-/** Records progress; also the worker's heartbeat (updated_at). */
-export async function reportProgress(db: Sql, id: string, phase: string, done: number, total: number): Promise<void> {
-  await db.query(
-    `UPDATE jobs SET phase = $2, progress_done = $3, progress_total = $4, updated_at = now() WHERE id = $1 AND state = 'running'`,
-    [id, phase, Math.round(done), Math.round(total)],
+/**
+ * The fence of every write a run makes: called first in the write's transaction, it checks that
+ * the run still holds the job and locks the job row against a requeue until the transaction ends
+ * (FOR KEY SHARE: a requeue's FOR UPDATE waits for it, while the run's own heartbeat and progress
+ * updates do not). Throws LeaseLostError when the job was taken over.
+ */
+export async function holdLease(tx: Sql, lease: JobLease): Promise<void> {
+  const rows = await tx.query(`SELECT 1 FROM jobs WHERE ${HELD} FOR KEY SHARE`, [lease.id, lease.token]);
+  if (rows.length === 0) throw new LeaseLostError(lease);
+}
+
+/** The heartbeat: extends the lease to `leaseMs` from now; false when the run no longer holds the job. */
+export async function renewLease(db: Pick<Sql, 'query'>, lease: JobLease, leaseMs: number): Promise<boolean> {
+  const rows = await db.query(
+    `UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3::float8 / 1000), updated_at = now() WHERE ${HELD} RETURNING id`,
+    [lease.id, lease.token, leaseMs],
   );
+  return rows.length > 0;
 }
 
-export async function heartbeat(db: Sql, id: string): Promise<void> {
-  await db.query(`UPDATE jobs SET updated_at = now() WHERE id = $1 AND state = 'running'`, [id]);
-}
-
-export async function mergeJobResult(db: Sql, id: string, result: object): Promise<void> {
-  await db.query(`UPDATE jobs SET result = coalesce(result, '{}'::jsonb) || $2::jsonb, updated_at = now() WHERE id = $1`, [
-    id,
-    JSON.stringify(result),
-  ]);
-}
-
-export async function finishJob(db: Sql, id: string, state: 'succeeded' | 'failed' | 'queued', error?: string): Promise<void> {
-  await db.query(
-    `UPDATE jobs SET state = $2::"JobState", error = $3, updated_at = now(),
-            finished_at = CASE WHEN $2 = 'queued' THEN NULL ELSE now() END
-      WHERE id = $1`,
-    [id, state, error ?? null],
+export async function reportProgress(db: Pick<Sql, 'query'>, lease: JobLease, phase: string, done: number, total: number): Promise<void> {
+  const rows = await db.query(
+    `UPDATE jobs SET phase = $3, progress_done = $4, progress_total = $5, updated_at = now() WHERE ${HELD} RETURNING id`,
+    [lease.id, lease.token, phase, Math.round(done), Math.round(total)],
   );
+  if (rows.length === 0) throw new LeaseLostError(lease);
+}
+
+export async function mergeJobResult(db: Pick<Sql, 'query'>, lease: JobLease, result: object): Promise<void> {
+  const rows = await db.query(
+    `UPDATE jobs SET result = coalesce(result, '{}'::jsonb) || $3::jsonb, updated_at = now() WHERE ${HELD} RETURNING id`,
+    [lease.id, lease.token, JSON.stringify(result)],
+  );
+  if (rows.length === 0) throw new LeaseLostError(lease);
+}
+
+/** How a run ends: final, or back to the queue (at once, or after `retryInMs` as a retry). */
+export type JobOutcome =
+  | { state: 'succeeded'; result?: object }
+  | { state: 'failed'; error: string; result?: object }
+  | { state: 'queued'; error?: string; retryInMs?: number };
+
+/**
+ * Ends the run (merging `result` into the job's; a succeeded job's progress is complete, even when
+ * its last report was throttled away); throws LeaseLostError when the run no longer holds the job.
+ */
+export async function finishJob(db: Pick<Sql, 'query'>, lease: JobLease, outcome: JobOutcome): Promise<void> {
+  const result = 'result' in outcome && outcome.result ? JSON.stringify(outcome.result) : null;
+  const error = 'error' in outcome ? (outcome.error ?? null) : null;
+  const retryInMs = outcome.state === 'queued' ? (outcome.retryInMs ?? null) : null;
+  const rows = await db.query(
+    `UPDATE jobs SET state = $3::"JobState", error = $4, updated_at = now(), lease_expires_at = NULL,
+            result = CASE WHEN $5::jsonb IS NULL THEN result ELSE coalesce(result, '{}'::jsonb) || $5::jsonb END,
+            finished_at = CASE WHEN $3 = 'queued' THEN NULL ELSE now() END,
+            progress_done = CASE WHEN $3 = 'succeeded' THEN progress_total ELSE progress_done END,
+            run_after = CASE WHEN $6::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $6::float8 / 1000) END,
+            retries = retries + CASE WHEN $6::float8 IS NULL THEN 0 ELSE 1 END
+      WHERE ${HELD} RETURNING id`,
+    [lease.id, lease.token, outcome.state, error, result, retryInMs],
+  );
+  if (rows.length === 0) throw new LeaseLostError(lease);
 }
 
 /**
- * Puts running jobs whose worker stopped beating for `staleMs` back in the queue (a crashed or
- * killed process); returns how many.
+ * Puts running jobs whose lease expired back in the queue (their worker died or stalled); returns
+ * how many. A job row a run holds in a write (holdLease) is skipped until that write commits, so
+ * no write is ever half-way when its job changes hands. Jobs claimed before leases existed count
+ * as expired `legacyStaleMs` after their last update.
  */
-export async function requeueStaleJobs(db: Sql, staleMs: number): Promise<number> {
+export async function requeueExpiredJobs(db: Sql, legacyStaleMs: number): Promise<number> {
   const rows = await db.query(
-    `UPDATE jobs SET state = 'queued', updated_at = now()
-      WHERE state = 'running' AND updated_at < now() - make_interval(secs => $1::float8 / 1000) RETURNING id`,
-    [staleMs],
+    `UPDATE jobs SET state = 'queued', lease_expires_at = NULL, updated_at = now()
+      WHERE id IN (SELECT id FROM jobs
+                    WHERE state = 'running'
+                      AND coalesce(lease_expires_at, updated_at + make_interval(secs => $1::float8 / 1000)) < now()
+                    FOR UPDATE SKIP LOCKED)
+      RETURNING id`,
+    [legacyStaleMs],
   );
+  return rows.length;
+}
+
+/**
+ * Puts every running job back in the queue. Only for a database no other process can use (the
+ * embedded one at boot): whoever ran those jobs is gone.
+ */
+export async function requeueRunningJobs(db: Sql): Promise<number> {
+  const rows = await db.query(`UPDATE jobs SET state = 'queued', lease_expires_at = NULL, updated_at = now() WHERE state = 'running' RETURNING id`);
   return rows.length;
 }

@@ -1,5 +1,6 @@
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { requeueRunningJobs } from '../../src/store/jobs.js';
 import { BACKENDS } from '../helpers/backends.js';
 import { jpeg, sceneRaw } from '../embedding/images.js';
 import { bearer, startApi, type ApiHarness } from './api-harness.js';
@@ -88,14 +89,16 @@ describe.each(BACKENDS)('background ingest (?async=true) on the $name backend', 
     await http.post('/v1/datasets/big/items?async=true').set('authorization', bearer(h.keys.reader)).send({ items }).expect(403);
   });
 
-  it('fails an ingest job whose process died (the stale-job requeue hands it to the runner) with a clear error', async () => {
+  it('fails an ingest job whose process died (the expired-lease requeue hands it to the runner) with a clear error', async () => {
     const [dataset] = await h.service.db.query<{ id: string }>(`SELECT id FROM datasets WHERE name = 'big'`);
     const [row] = await h.service.db.query<{ id: string }>(
-      `INSERT INTO jobs (id, dataset_id, kind, state, params, phase, progress_done, progress_total, attempts, started_at, updated_at, result)
-       VALUES (gen_random_uuid(), $1, 'ingest', 'running', '{}', 'ingest', 64, 500, 1, now() - interval '1 hour', now() - interval '1 hour', $2)
+      `INSERT INTO jobs (id, dataset_id, kind, state, params, phase, progress_done, progress_total, attempts, started_at, updated_at, lease_expires_at, result)
+       VALUES (gen_random_uuid(), $1, 'ingest', 'running', '{}', 'ingest', 64, 500, 1, now() - interval '1 hour', now() - interval '1 hour', now() - interval '1 hour', $2)
        RETURNING id`,
       [dataset.id, JSON.stringify({ counts: { stored: 64, updated: 0, failed: 0 }, errors: [] })],
     );
+    // The embedded database has no other process: what a dead one left is re-queued at the next boot.
+    if (backend.name === 'embedded') await requeueRunningJobs(h.service.db);
     const { job } = await follow(row.id);
     expect(job.state).toBe('failed');
     expect(job.error).toMatch(/ingest interrupted after 64 of 500 items/);

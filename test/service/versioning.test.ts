@@ -1,12 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDataset, getDataset } from '../../src/service/datasets.js';
 import { ingestEmbeddings, REFIT_JOB } from '../../src/service/ingest.js';
-import { jobView, type JobRun } from '../../src/service/jobs.js';
+import { jobView, leaseJob, type JobRun } from '../../src/service/jobs.js';
 import { requestRefit, runRefit } from '../../src/service/refit.js';
 import { selectItems } from '../../src/service/selection.js';
-import { claimNextJob, enqueueJob } from '../../src/store/jobs.js';
+import { claimNextJob, enqueueJob, requeueRunningJobs } from '../../src/store/jobs.js';
 import type { Database } from '../../src/store/database.js';
 import { BACKENDS } from '../helpers/backends.js';
+import { silentLogger } from '../helpers/logger.js';
 import { plantedClusters } from '../helpers/planted.js';
 import { row, startHarness, waitForJob, type Harness } from './harness.js';
 
@@ -34,12 +35,7 @@ async function ingestPlanted(h: Harness, name: string, n: number, seed: number):
   }
 }
 
-const quietRun = (overrides: Partial<JobRun> = {}): JobRun => ({
-  progress: async () => undefined,
-  checkpoint: async () => undefined,
-  signal: new AbortController().signal,
-  ...overrides,
-});
+const TIMING = { leaseMs: 60_000, heartbeatMs: 60_000 };
 
 describe.each(BACKENDS)('prototype versions on the $name backend', (backend) => {
   let h: Harness;
@@ -91,20 +87,24 @@ describe.each(BACKENDS)('prototype versions on the $name backend', (backend) => 
 
     // Version 1, run by hand.
     await h.db.transaction((tx) => enqueueJob(tx, dataset.id, REFIT_JOB, {}));
-    const v1 = (await claimNextJob(h.db))!;
-    await runRefit(h.layer.ctx, v1, quietRun());
-    await h.db.query(`UPDATE jobs SET state = 'succeeded' WHERE id = $1`, [v1.id]);
+    const v1 = (await claimNextJob(h.db, TIMING.leaseMs))!;
+    const run1 = leaseJob(h.db, silentLogger, v1, TIMING);
+    await run1.finish({ state: 'succeeded', result: await runRefit(h.layer.ctx, v1, run1) });
+    run1.close();
 
     // Version 2 "crashes" once its scores are being written: the process dies mid-rescore.
     const { job } = await h.db.transaction((tx) => enqueueJob(tx, dataset.id, REFIT_JOB, {}));
-    const claimed = (await claimNextJob(h.db))!;
+    const claimed = (await claimNextJob(h.db, TIMING.leaseMs))!;
     expect(claimed.id).toBe(job.id);
-    const crash = quietRun({
+    const run2 = leaseJob(h.db, silentLogger, claimed, TIMING);
+    const crash: JobRun = {
+      ...run2,
       progress: async (phase) => {
         if (phase === 'rescore') throw new Error('simulated crash');
       },
-    });
+    };
     await expect(runRefit(h.layer.ctx, claimed, crash)).rejects.toThrow('simulated crash');
+    run2.close();
     // Half of the new version's COPY never reached the database.
     await h.db.query(`DELETE FROM item_scores WHERE dataset_id = $1 AND version = 2 AND item_id % 2 = 0`, [dataset.id]);
 
@@ -112,8 +112,10 @@ describe.each(BACKENDS)('prototype versions on the $name backend', (backend) => 
     expect(during).toEqual({ v: 1, items: 3000, scored: 3000 });
     expect((await selectItems(h.layer.ctx, 'crash', { order: 'easiest', count: 10 })).version).toBe(1);
 
-    // The dead worker stops beating; a new worker re-queues the job and finishes it from its checkpoint.
-    await h.db.query(`UPDATE jobs SET updated_at = now() - interval '1 hour' WHERE id = $1`, [job.id]);
+    // The dead worker's lease runs out; a new worker re-queues the job (the embedded database: its
+    // next boot) and finishes it from its checkpoint.
+    await h.db.query(`UPDATE jobs SET lease_expires_at = now() - interval '1 hour' WHERE id = $1`, [job.id]);
+    if (backend.name === 'embedded') await requeueRunningJobs(h.db);
     h.layer.runner.start();
     const done = await waitForJob(h.db, job.id);
     expect(done.state).toBe('succeeded');

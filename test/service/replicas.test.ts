@@ -1,0 +1,408 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDataset, getDataset } from '../../src/service/datasets.js';
+import { ingestEmbeddings } from '../../src/service/ingest.js';
+import { failOrphanedIngest, IngestJobs } from '../../src/service/ingest-jobs.js';
+import { JobRunner, type JobHandler, type RunEnd } from '../../src/service/jobs.js';
+import { lacksScore, requestRefit, runRefit } from '../../src/service/refit.js';
+import { startServiceLayer, type ServiceLayer } from '../../src/service/runtime.js';
+import type { Database } from '../../src/store/database.js';
+import { LeaseLostError } from '../../src/store/jobs.js';
+import { openDatabase } from '../../src/store/open.js';
+import type { DatabaseConfig } from '../../src/config/index.js';
+import { BACKENDS, NATIVE_URL } from '../helpers/backends.js';
+import { silentLogger } from '../helpers/logger.js';
+import { plantedClusters } from '../helpers/planted.js';
+import { row, waitForJob } from './harness.js';
+
+const DIM = 16;
+const LEASE = { leaseMs: 1500, heartbeatMs: 500 };
+const RETRY = { limit: 3, baseMs: 300, maxMs: 300 };
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function until<T>(what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+/**
+ * Makes a replica's database handle behave like a process that stopped (SIGSTOP): from the first
+ * transaction at which `when()` holds, that transaction and every later one wait until `resume()`,
+ * and its heartbeats wait until `restore()` — so once resumed, only the fence of each write can
+ * stop it. The database itself stays real.
+ */
+function stallWhen(db: Database, when: () => Promise<boolean>) {
+  const transaction = db.transaction;
+  const control = db.control.query;
+  let gate: Promise<void> | undefined;
+  let release: (() => void) | undefined;
+  let beats: Promise<void> | undefined;
+  let releaseBeats: (() => void) | undefined;
+  let engaged!: () => void;
+  const stalled = new Promise<void>((resolve) => (engaged = resolve));
+  let armed = true;
+  db.transaction = async (fn) => {
+    if (armed && (await when())) {
+      armed = false;
+      gate = new Promise<void>((resolve) => (release = resolve));
+      beats = new Promise<void>((resolve) => (releaseBeats = resolve));
+      engaged();
+    }
+    await gate;
+    return transaction(fn);
+  };
+  db.control.query = async (text, params) => {
+    if (/SET lease_expires_at = now\(\)/.test(text)) await beats;
+    else await gate;
+    return control(text, params);
+  };
+  return {
+    stalled,
+    resume() {
+      gate = undefined;
+      release!();
+    },
+    /** Lets everything through and takes the wrapper off (after a test, also a failed one). */
+    restore() {
+      armed = false;
+      gate = beats = undefined;
+      release?.();
+      releaseBeats?.();
+      db.transaction = transaction;
+      db.control.query = control;
+    },
+  };
+}
+
+/** A job runner like the service layer's, for one replica, that records how each run ended. */
+function replicaRunner(db: Database, layer: ServiceLayer) {
+  const ends: { id: string; attempt: number; state: RunEnd }[] = [];
+  /** What each failed refit run threw. */
+  const errors = new Map<string, unknown>();
+  const refit: JobHandler = async (job, run) => {
+    try {
+      return await runRefit(layer.ctx, job, run);
+    } catch (error) {
+      errors.set(`${job.id}/${job.attempts}`, error);
+      throw error;
+    }
+  };
+  const runner = new JobRunner(
+    db,
+    silentLogger,
+    { refit, ingest: (job) => failOrphanedIngest(job) },
+    { pollMs: 50, ...LEASE, retry: RETRY, onFinished: (job, state) => ends.push({ id: job.id, attempt: job.attempts, state }) },
+  );
+  return { runner, ends, errors, endOf: (id: string, attempt: number) => until(`run ${attempt} of ${id} to end`, async () => ends.find((e) => e.id === id && e.attempt === attempt)) };
+}
+
+async function planted(layer: ServiceLayer, name: string, n: number, seed: number) {
+  await createDataset(layer.ctx, { name, dimension: DIM, k: 8, settings: { minItemsForFit: 1_000_000, autoRefit: false } });
+  const data = plantedClusters({ seed, clusters: 8, perCluster: Math.ceil(n / 8), dim: DIM, noise: 0.5 });
+  for (let from = 0; from < n; from += 1000) {
+    const batch = [];
+    for (let i = from; i < Math.min(n, from + 1000); i++) batch.push({ externalId: `${name}-${i}`, embedding: row(data.points, i, DIM) });
+    const result = await ingestEmbeddings(layer.ctx, name, batch);
+    expect(result.items.every((r) => r.status === 'stored')).toBe(true);
+  }
+  return getDataset(layer.ctx, name);
+}
+
+describe.each(NATIVE_URL ? [BACKENDS.find((b) => b.name === 'native')!] : [])('replicas sharing one $name database', (backend) => {
+  let config: DatabaseConfig & { backend: 'native' };
+  let schema: string;
+  let cleanup: () => Promise<void>;
+  let dbA: Database;
+  let dbB: Database;
+  let layerA: ServiceLayer;
+  let layerB: ServiceLayer;
+  const admin = new pg.Client({ connectionString: NATIVE_URL });
+
+  beforeAll(async () => {
+    const fresh = await backend.fresh();
+    config = fresh.config as typeof config;
+    schema = new URL(config.url).searchParams.get('schema')!;
+    cleanup = fresh.cleanup;
+    ({ db: dbA } = await openDatabase(config));
+    ({ db: dbB } = await openDatabase(config));
+    const options = { kernelThreads: 1, jobs: { pollMs: 1_000_000, staleMs: LEASE.leaseMs, annIndexBatch: 0, retry: RETRY }, embedding: null };
+    layerA = await startServiceLayer(dbA, silentLogger, options);
+    layerB = await startServiceLayer(dbB, silentLogger, options);
+    // Each test runs the replicas' workers itself.
+    await layerA.runner.stop();
+    await layerB.runner.stop();
+    await admin.connect();
+  });
+  afterAll(async () => {
+    await admin.end();
+    await layerA?.stop();
+    await layerB?.stop();
+    await dbA?.close();
+    await dbB?.close();
+    await cleanup?.();
+  });
+
+  async function activeScoreProblems(datasetId: string) {
+    const [r] = await dbB.query<{ items: number; scored: number; wrong: number; active: number; set: number }>(
+      `SELECT (SELECT count(*)::int FROM items WHERE dataset_id = d.id) AS items,
+              (SELECT count(*)::int FROM item_scores s WHERE s.dataset_id = d.id AND s.version = d.active_version) AS scored,
+              (SELECT count(*)::int FROM items i WHERE i.dataset_id = d.id AND
+                 (SELECT count(*) FROM item_scores s WHERE s.dataset_id = i.dataset_id AND s.item_id = i.id AND s.version = d.active_version) <> 1) AS wrong,
+              d.active_version AS active,
+              (SELECT count(*)::int FROM prototype_sets p WHERE p.dataset_id = d.id AND p.version = d.active_version) AS set
+         FROM datasets d WHERE d.id = $1`,
+      [datasetId],
+    );
+    return r;
+  }
+
+  async function versions(datasetId: string) {
+    const scores = await dbB.query<{ version: number; n: number }>(
+      'SELECT version, count(*)::int AS n FROM item_scores WHERE dataset_id = $1 GROUP BY version ORDER BY version',
+      [datasetId],
+    );
+    const sets = await dbB.query<{ version: number }>('SELECT version FROM prototype_sets WHERE dataset_id = $1 ORDER BY version', [datasetId]);
+    return { scores: Object.fromEntries(scores.map((s) => [s.version, s.n])), sets: sets.map((s) => s.version) };
+  }
+
+  async function jobRow(id: string) {
+    const [job] = await dbB.query<{ state: string; attempts: number; retries: number; error: string | null; result: Record<string, unknown>; updatedAt: Date }>(
+      `SELECT state::text, attempts, retries, error, result, updated_at AS "updatedAt" FROM jobs WHERE id = $1`,
+      [id],
+    );
+    return job;
+  }
+
+  it.each(['rescore', 'cleanup'] as const)(
+    'a refit taken over from a stalled replica (stalled before its %s) finishes once: the stalled one writes nothing more',
+    async (pauseAt) => {
+      const dataset = await planted(layerA, `steal-${pauseAt}`, 3000, pauseAt === 'rescore' ? 11 : 12);
+      const a = replicaRunner(dbA, layerA);
+      const b = replicaRunner(dbB, layerB);
+      let stall: ReturnType<typeof stallWhen> | undefined;
+      a.runner.start();
+      try {
+        const first = await requestRefit(layerA.ctx, dataset.name);
+        await a.endOf(first.id, 1);
+        // Another dataset's scores, which no cleanup of this dataset may touch.
+        const bystander = '00000000-0000-4000-8000-000000000001';
+        await dbB.query(`INSERT INTO item_scores (dataset_id, version, item_id, score, cluster) SELECT $1, 1, g, 0.5, 0 FROM generate_series(1, 100) g`, [bystander]);
+
+        // Replica A stalls at its first write after the checkpoint (pauseAt 'rescore') or after the switch ('cleanup').
+        stall = stallWhen(dbA, async () => {
+          const [job] = await dbB.query<{ result: Record<string, unknown> | null }>(
+            `SELECT result FROM jobs WHERE dataset_id = $1 AND kind = 'refit' AND state = 'running'`,
+            [dataset.id],
+          );
+          return pauseAt === 'rescore' ? job?.result?.version !== undefined : job?.result !== undefined && job.result !== null && 'previousVersion' in job.result;
+        });
+        const second = await requestRefit(layerA.ctx, dataset.name);
+        await stall.stalled;
+        const mine = (await jobRow(second.id)).result.version as number;
+        expect(mine).toBe(2);
+        // Meanwhile a newer refit would already have written some scores of version 3.
+        await dbB.query(
+          `INSERT INTO item_scores (dataset_id, version, item_id, score, cluster) SELECT dataset_id, 3, id, 0.5, 0 FROM items WHERE dataset_id = $1 ORDER BY id LIMIT 10`,
+          [dataset.id],
+        );
+
+        // Replica B takes the job over once A's lease ran out, and finishes it (attempt 2).
+        b.runner.start();
+        expect((await b.endOf(second.id, 2)).state).toBe('succeeded');
+        const afterB = await jobRow(second.id);
+        expect(afterB).toMatchObject({ state: 'succeeded', attempts: 2, result: { version: 2, previousVersion: 1 } });
+
+        // A wakes up (its heartbeat still silent): its next write is refused by the fence and its
+        // run ends without writing anything.
+        stall.resume();
+        expect((await a.endOf(second.id, 1)).state).toBe('lost');
+        expect(a.errors.get(`${second.id}/1`)).toBeInstanceOf(LeaseLostError);
+        expect(await jobRow(second.id)).toEqual(afterB);
+
+        expect(await activeScoreProblems(dataset.id)).toEqual({ items: 3000, scored: 3000, wrong: 0, active: 2, set: 1 });
+        expect(await versions(dataset.id)).toEqual({ scores: { 2: 3000, 3: 10 }, sets: [1, 2] });
+        const [others] = await dbB.query<{ n: number }>('SELECT count(*)::int AS n FROM item_scores WHERE dataset_id = $1', [bystander]);
+        expect(others.n).toBe(100);
+        await dbB.query('DELETE FROM item_scores WHERE dataset_id = $1', [bystander]);
+      } finally {
+        stall?.restore();
+        await a.runner.stop();
+        await b.runner.stop();
+      }
+    },
+  );
+
+  it('a background ingest taken over from a stalled replica stores no further chunk', async () => {
+    await createDataset(layerA.ctx, { name: 'ingest-steal', dimension: DIM, settings: { minItemsForFit: 1_000_000, autoRefit: false } });
+    const dataset = await getDataset(layerA.ctx, 'ingest-steal');
+    const ingests = new IngestJobs(layerA.ctx, { ...LEASE, retry: RETRY, chunk: 20 });
+    const items = Array.from({ length: 400 }, (_, i) => ({ externalId: `i${i}`, embedding: Array.from({ length: DIM }, (_, j) => Math.sin(i * 3 + j) + 0.1) }));
+    const countItems = async () => (await dbB.query<{ n: number }>('SELECT count(*)::int AS n FROM items WHERE dataset_id = $1', [dataset.id]))[0].n;
+    // Stalls at the first chunk after 100 items were stored and counted.
+    const stall = stallWhen(dbA, async () => {
+      const [job] = await dbB.query<{ stored: number | null }>(
+        `SELECT (result->'counts'->>'stored')::int AS stored FROM jobs WHERE dataset_id = $1 AND kind = 'ingest'`,
+        [dataset.id],
+      );
+      return (job?.stored ?? 0) >= 100;
+    });
+    const b = replicaRunner(dbB, layerB);
+    const view = await ingests.start(dataset.name, items);
+    try {
+      await stall.stalled;
+      b.runner.start();
+      expect((await b.endOf(view.id, 2)).state).toBe('failed');
+      const failed = await jobRow(view.id);
+      expect(failed).toMatchObject({ state: 'failed', attempts: 2, result: { counts: { stored: 100, updated: 0, failed: 0 } } });
+      expect(failed.error).toMatch(/ingest interrupted after 100 of 400 items/);
+
+      stall.resume();
+      await until('the stalled ingest to stop', async () => ingests.active === 0);
+      expect(await countItems()).toBe(100);
+      expect(await jobRow(view.id)).toEqual(failed);
+    } finally {
+      stall.restore();
+      await ingests.stop();
+      await b.runner.stop();
+    }
+  });
+
+  /** Holds item_scores locked from the admin connection, so the next statement of a refit writing scores waits. */
+  async function lockScores(): Promise<{ blocked: () => Promise<number[]>; release: () => Promise<void> }> {
+    await admin.query('BEGIN');
+    await admin.query(`LOCK TABLE "${schema}".item_scores IN ACCESS EXCLUSIVE MODE`);
+    const [{ pid }] = (await admin.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows;
+    return {
+      // Backends waiting for that lock: only this schema's.
+      blocked: async () =>
+        (await dbB.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [pid])).map((r) => r.pid),
+      release: async () => {
+        await admin.query('ROLLBACK');
+      },
+    };
+  }
+
+  it('stopping the service layer cancels the running statement of a job and returns at once', async () => {
+    const { db: dbC } = await openDatabase(config);
+    const layerC = await startServiceLayer(dbC, silentLogger, { kernelThreads: 1, jobs: { pollMs: 50, staleMs: 30_000, annIndexBatch: 0 }, embedding: null });
+    let stoppedC = false;
+    const dataset = await planted(layerC, 'slow', 2000, 14);
+    const lock = await lockScores();
+    try {
+      const job = await requestRefit(layerC.ctx, dataset.name);
+      const [stuck] = await until('the refit to wait for the lock', async () => {
+        const pids = await lock.blocked();
+        return pids.length > 0 && pids;
+      });
+      expect(stuck).toBeGreaterThan(0);
+      const started = Date.now();
+      const stopped = await Promise.race([layerC.stop().then(() => 'stopped'), sleep(5000).then(() => 'still waiting')]);
+      expect(stopped).toBe('stopped');
+      stoppedC = true;
+      expect(Date.now() - started).toBeLessThan(3000);
+      expect(await lock.blocked()).toEqual([]);
+      const [activity] = await dbB.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1 AND state = 'active'`, [stuck]);
+      expect(activity.n).toBe(0);
+      // Interrupted, not failed: it resumes at the next start.
+      expect(await jobRow(job.id)).toMatchObject({ state: 'queued', attempts: 1, retries: 0 });
+      await dbB.query(`DELETE FROM jobs WHERE id = $1`, [job.id]);
+    } finally {
+      await lock.release();
+      if (!stoppedC) await layerC.stop();
+      await dbC.close();
+    }
+  });
+
+  it('a refit that lost a deadlock is retried after a backoff, and resumes to success', async () => {
+    const dataset = await planted(layerA, 'deadlocked', 2000, 15);
+    const a = replicaRunner(dbA, layerA);
+    const lock = await lockScores();
+    let locked = true;
+    a.runner.start();
+    try {
+      const job = await requestRefit(layerA.ctx, dataset.name);
+      await until('the refit to wait for the lock', async () => (await lock.blocked()).length > 0);
+      // The refit's score write holds its job row (the fence) and waits for item_scores; now the
+      // admin transaction, holding item_scores, asks for the job row: a lock cycle, which the
+      // server breaks by failing the statement that waited first (40P01).
+      await admin.query(`SELECT 1 FROM "${schema}".jobs WHERE id = $1 FOR UPDATE`, [job.id]);
+      await lock.release();
+      locked = false;
+      const queued = await until('the job to be queued again', async () => {
+        const j = await jobRow(job.id);
+        return j.state === 'queued' && j.retries > 0 && j;
+      });
+      expect(queued).toMatchObject({ attempts: 1, retries: 1, error: 'deadlock detected' });
+      expect((await a.endOf(job.id, 2)).state).toBe('succeeded');
+      expect(a.ends.filter((e) => e.id === job.id).map((e) => e.state)).toEqual(['retried', 'succeeded']);
+      expect(await waitForJob(dbB, job.id)).toMatchObject({ state: 'succeeded', attempts: 2, result: { version: 1 } });
+      expect(await activeScoreProblems(dataset.id)).toEqual({ items: 2000, scored: 2000, wrong: 0, active: 1, set: 1 });
+    } finally {
+      if (locked) await lock.release();
+      await a.runner.stop();
+    }
+  });
+
+  it("finds a dataset's unscored items with the score key, whatever other datasets hold", async () => {
+    const dataset = await planted(layerA, 'late', 3000, 16);
+    const a = replicaRunner(dbA, layerA);
+    a.runner.start();
+    try {
+      const job = await requestRefit(layerA.ctx, dataset.name);
+      await a.endOf(job.id, 1);
+    } finally {
+      await a.runner.stop();
+    }
+    // Half of the dataset's items lack a score of version 1 (as after an interrupted rescore),
+    // while another dataset holds 300k score rows.
+    await dbB.query('DELETE FROM item_scores WHERE dataset_id = $1 AND item_id % 2 = 0', [dataset.id]);
+    const other = '00000000-0000-4000-8000-000000000002';
+    // (Item ids of its own, as a real dataset's would be.)
+    await dbB.query(
+      `INSERT INTO item_scores (dataset_id, version, item_id, score, cluster) SELECT $1, 1, g, 0.5, 0 FROM generate_series(10000001, 10300000) g`,
+      [other],
+    );
+    await dbB.exec('ANALYZE item_scores; ANALYZE items');
+
+    /** item_scores rows the query's plan reads (kept plus filtered out), from EXPLAIN ANALYZE. */
+    const scoreRowsRead = async (condition: string) => {
+      const [plan] = await dbB.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(
+        `EXPLAIN (ANALYZE, FORMAT JSON) SELECT id FROM items WHERE dataset_id = '${dataset.id}' AND ${condition} ORDER BY id`,
+      );
+      let read = 0;
+      let unscored = 0;
+      const walk = (node: PlanNode) => {
+        if (node['Relation Name'] === 'item_scores') {
+          read += (node['Actual Rows'] + (node['Rows Removed by Filter'] ?? 0) + (node['Rows Removed by Index Recheck'] ?? 0)) * node['Actual Loops'];
+        }
+        node.Plans?.forEach(walk);
+      };
+      const root = plan['QUERY PLAN'][0].Plan;
+      walk(root);
+      unscored = root['Actual Rows'];
+      return { read, unscored };
+    };
+    const bounded = await scoreRowsRead(lacksScore(1));
+    expect(bounded.unscored).toBe(1500);
+    expect(bounded.read).toBeLessThanOrEqual(1500);
+    // The condition without the dataset (as it was) reads the other dataset's rows too.
+    const unbounded = await scoreRowsRead('NOT EXISTS (SELECT 1 FROM item_scores s WHERE s.item_id = items.id AND s.version = 1)');
+    expect(unbounded.unscored).toBe(1500);
+    expect(unbounded.read).toBeGreaterThan(300_000);
+    await dbB.query('DELETE FROM item_scores WHERE dataset_id = $1', [other]);
+  });
+});
+
+interface PlanNode {
+  'Relation Name'?: string;
+  'Actual Rows': number;
+  'Actual Loops': number;
+  'Rows Removed by Filter'?: number;
+  'Rows Removed by Index Recheck'?: number;
+  Plans?: PlanNode[];
+}
