@@ -14,11 +14,12 @@ import { RATE_WINDOW_MS, requestBudget } from '../../service/rate-budget.js';
  */
 export const rateLimitPlugin = fp(async (app: FastifyInstance, { perMinute, ctx }: { perMinute: number; ctx: ServiceContext }) => {
   if (perMinute === 0) return;
-  const budget = requestBudget(ctx.db, perMinute);
+  // Made at the first request: building the app (e.g. for the OpenAPI export) touches no database.
+  let budget: ReturnType<typeof requestBudget> | undefined;
   /** @fastify/rate-limit's store interface over the shared budget (it keeps headers and the 429 flow). */
   class SharedBudgetStore {
     incr(key: string, callback: (error: Error | null, result?: { current: number; ttl: number }) => void): void {
-      budget.charge(key).then(
+      (budget ??= requestBudget(ctx.db, perMinute)).charge(key).then(
         (charge) => callback(null, { current: charge.count, ttl: charge.resetMs }),
         (error: Error) => callback(error),
       );
