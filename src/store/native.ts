@@ -82,6 +82,21 @@ const CONNECT_TIMEOUT_MS = 5000;
 /** Connections outside the request pool: job heartbeats and lease checks, readiness probes. */
 const CONTROL_POOL_MAX = 2;
 
+/**
+ * A transaction left open by a process that stopped (SIGSTOP, a frozen VM) would hold its row
+ * locks — e.g. a dataset's, which every ingest of that dataset waits for — until the process came
+ * back. Postgres ends such a session after this long; the process's transaction then fails (its
+ * job's fence refuses the rest). No transaction of ours idles between statements for near this long.
+ */
+const IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000;
+
+/** Per-session settings: the idle-in-transaction bound and, for `?schema=`, the search path (pgvector's objects stay reachable in public). */
+function sessionOptions(schema: string | undefined): string {
+  const options = [`-c idle_in_transaction_session_timeout=${IDLE_IN_TRANSACTION_TIMEOUT_MS}`];
+  if (schema) options.push(`-c search_path=${quoteIdentifier(schema)},public`);
+  return options.join(' ');
+}
+
 function quoteIdentifier(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
@@ -142,8 +157,7 @@ export async function openNative(url: string, poolMax: number, observer: Connect
     types,
     application_name: 'protoprune',
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
-    // pgvector's objects stay reachable when the tables live in another schema.
-    ...(schema ? { options: `-c search_path=${quoteIdentifier(schema)},public` } : {}),
+    options: sessionOptions(schema),
   });
   // Heartbeats and readiness probes: a small pool of their own (see Database.control).
   const controlPool = new pg.Pool({
@@ -152,7 +166,7 @@ export async function openNative(url: string, poolMax: number, observer: Connect
     types,
     application_name: 'protoprune-control',
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
-    ...(schema ? { options: `-c search_path=${quoteIdentifier(schema)},public` } : {}),
+    options: sessionOptions(schema),
   });
   observe(pool, observer);
   observe(controlPool, observer);
