@@ -121,7 +121,7 @@ export async function scoreBatch(ctx: ServiceContext, datasetName: string, candi
     const set = await ctx.prototypes.get(ctx.db, dataset.id, version, dim);
     const [nearest, neighbours, distribution] = await Promise.all([
       ctx.kernel.nearest(unit, n, set.centroids, set.k, dim),
-      nearestStored(ctx, dataset, unit, n, epsilon),
+      nearestStored(ctx, dataset, unit, n, epsilon, set),
       distributionOf(ctx, dataset, version),
     ]);
     const scores = scoresFromSimilarity(nearest.similarity);

@@ -123,16 +123,17 @@ export async function lockDataset(tx: Sql, id: string): Promise<DatasetRow | und
 
 /** Deletes the dataset, its items, scores, prototypes and jobs, and its HNSW index. */
 export async function deleteDataset(tx: Sql, id: string): Promise<boolean> {
-  // Lock order shared with ingest and the background indexer, so none of them deadlock: the dataset
-  // row (ingest takes it first), then item_ann (DROP INDEX needs it exclusively; the indexer holds it
-  // from the start of its statement), then rows (items, ann_pending).
+  // The lock order of ingest, deleteItem and the background indexer (defined in store/items.ts),
+  // so none of them deadlock: the dataset row, then item_ann exclusively (DROP INDEX needs it; an
+  // indexer step holds it from its first statement), then the pending rows, then the items (whose
+  // deletion cascades to item_ann). ann_pending and item_scores carry no foreign keys (bulk-write
+  // speed), so their rows go explicitly.
   if (!(await lockDataset(tx, id))) return false;
   await tx.exec('LOCK TABLE item_ann IN ACCESS EXCLUSIVE MODE');
+  await tx.query('DELETE FROM ann_pending WHERE dataset_id = $1', [id]);
   const rows = await tx.query('DELETE FROM datasets WHERE id = $1 RETURNING id', [id]);
   if (rows.length === 0) return false;
-  // These two tables carry no foreign keys (bulk-write speed), so their rows go explicitly.
   await tx.query('DELETE FROM item_scores WHERE dataset_id = $1', [id]);
-  await tx.query('DELETE FROM ann_pending WHERE dataset_id = $1', [id]);
   await tx.exec(`DROP INDEX IF EXISTS "${annIndexName(id)}"`);
   return true;
 }

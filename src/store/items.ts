@@ -99,23 +99,115 @@ export async function upsertItems(
 }
 
 /**
- * Bookkeeping after an upsert: replaced items lose their scores of other (pending) versions, so a
- * rescore in progress scores them again at its switch, and leave the HNSW index until re-indexed.
+ * THE LOCK ORDER of near-duplicate index maintenance. A stored item is found by near-duplicate
+ * lookups either through `item_ann` (the dataset's HNSW index) or through `ann_pending` (scanned
+ * exactly until the background indexer moves it). Every transaction that writes either table takes
+ * its locks in this order, so none can wait for another in a cycle (no deadlock, SQLSTATE 40P01):
+ *
+ *   1. The dataset row (`lockDataset`, FOR UPDATE): ingest, deleteItem, deleteDataset and the
+ *      refit switch. The indexer takes none (it works across datasets).
+ *   2. The `item_ann` table (`lockAnnTable`): ROW EXCLUSIVE as the first statement of the indexer
+ *      and, before their first row lock, of ingest with replaced items and of deleteItem;
+ *      ACCESS EXCLUSIVE for deleteDataset (DROP INDEX).
+ *   3. The items' `ann_pending` rows, in ascending item id: ingest upserts them (ON CONFLICT DO
+ *      UPDATE, which locks an existing row — DO NOTHING would not), deleteItem and deleteDataset
+ *      delete them, the refit switch relabels them, and the indexer takes them FOR UPDATE SKIP
+ *      LOCKED, so the indexer never waits at this step.
+ *   4. The items' `item_ann` rows and the `items` rows being deleted: ingest deletes the item_ann
+ *      row of a replaced item, deleteItem and deleteDataset delete items rows (cascading to
+ *      item_ann), the indexer inserts or updates item_ann rows (its foreign key check takes KEY
+ *      SHARE on the items rows).
+ *
+ * Ingest writes its items rows (COPY of new ones, UPDATE of replaced ones) right after step 1, before
+ * 2-4; that stays outside the order because every other writer of items rows holds step 1 first and
+ * the one lock taken on them without it, the indexer's KEY SHARE, does not conflict with an UPDATE
+ * of non-key columns.
+ *
+ * Consistency (no stale vector in the index): whoever changes an item's vector holds its pending
+ * row (3) before it removes the item_ann row (4). The indexer reads `items.embedding` in a statement
+ * that starts after it locked the pending rows, so it sees every committed write of those items; a
+ * write still in flight must yet lock the item's pending row, so it waits for the indexer to commit
+ * and queues the item again (and removes the item_ann row the indexer just wrote). Hence, once the
+ * indexer has drained `ann_pending`, `item_ann.embedding = items.embedding` for every item.
  */
-export async function markChanged(tx: Sql, datasetId: string, itemIds: readonly bigint[], replaced: readonly bigint[], activeVersion: number | null) {
+export async function lockAnnTable(tx: Sql, mode: 'ROW EXCLUSIVE' | 'ACCESS EXCLUSIVE'): Promise<void> {
+  await tx.exec(`LOCK TABLE item_ann IN ${mode} MODE`);
+}
+
+/**
+ * Bookkeeping after an upsert (in its transaction, under the dataset lock): replaced items lose
+ * their scores of other (pending) versions, so a rescore in progress scores them again at its
+ * switch; every item is queued for the HNSW index with its cluster under `activeVersion`
+ * (`clusters`, index-aligned with `itemIds`; null before the first fit), and replaced items leave
+ * the index until re-indexed — in the lock order above.
+ */
+export async function markChanged(
+  tx: Sql,
+  datasetId: string,
+  itemIds: readonly bigint[],
+  replaced: readonly bigint[],
+  activeVersion: number | null,
+  clusters: Int32Array | null = null,
+) {
   if (replaced.length > 0) {
-    const ids = replaced.map(String);
     await tx.query('DELETE FROM item_scores WHERE dataset_id = $1 AND item_id = ANY($2::bigint[]) AND version IS DISTINCT FROM $3', [
       datasetId,
-      ids,
+      replaced.map(String),
       activeVersion,
     ]);
-    await tx.query('DELETE FROM item_ann WHERE item_id = ANY($1::bigint[])', [ids]);
+    await lockAnnTable(tx, 'ROW EXCLUSIVE');
   }
+  const labelled = activeVersion !== null && clusters !== null;
   await tx.query(
-    `INSERT INTO ann_pending (item_id, dataset_id) SELECT unnest($1::bigint[]), $2 ON CONFLICT DO NOTHING`,
-    [itemIds.map(String), datasetId],
+    `INSERT INTO ann_pending (item_id, dataset_id, version, cluster)
+     SELECT t.item_id, $2, $3::int, t.cluster FROM unnest($1::bigint[], $4::int[]) AS t(item_id, cluster) ORDER BY t.item_id
+     ON CONFLICT (item_id) DO UPDATE SET version = EXCLUDED.version, cluster = EXCLUDED.cluster`,
+    [itemIds.map(String), datasetId, labelled ? activeVersion : null, labelled ? Array.from(clusters.subarray(0, itemIds.length)) : null],
   );
+  if (replaced.length > 0) await tx.query('DELETE FROM item_ann WHERE item_id = ANY($1::bigint[])', [replaced.map(String)]);
+}
+
+/**
+ * The background indexer's step: moves up to `limit` pending items (of any dataset) into the
+ * HNSW-indexed table, in one transaction (a crash leaves them pending), in the lock order above.
+ * The vectors are read by a statement of their own, started after the pending rows were locked
+ * (READ COMMITTED: a fresh snapshot), so a replacement committed meanwhile is never missed. Returns
+ * how many pending rows it took (an item deleted meanwhile is just dropped).
+ */
+export async function movePendingToIndex(tx: Sql, limit: number): Promise<number> {
+  await lockAnnTable(tx, 'ROW EXCLUSIVE');
+  const taken = await tx.query<{ item_id: string }>(
+    `DELETE FROM ann_pending WHERE item_id IN (SELECT item_id FROM ann_pending ORDER BY item_id LIMIT $1 FOR UPDATE SKIP LOCKED)
+     RETURNING item_id::text AS item_id`,
+    [limit],
+  );
+  if (taken.length === 0) return 0;
+  await tx.query(
+    `INSERT INTO item_ann (item_id, dataset_id, embedding)
+     SELECT i.id, i.dataset_id, i.embedding FROM items i WHERE i.id = ANY($1::bigint[]) ORDER BY i.id
+     ON CONFLICT (item_id) DO UPDATE SET embedding = EXCLUDED.embedding`,
+    [taken.map((r) => r.item_id)],
+  );
+  return taken.length;
+}
+
+/**
+ * At a version switch (in its transaction, under the dataset lock, after the new version's scores
+ * are complete): pending items take their cluster under `version`, so lookups keep scanning only
+ * the query's nearest clusters. A row without a score of `version` keeps its old label and is
+ * scanned in full until indexed. Returns how many rows were relabelled.
+ */
+export async function relabelPending(tx: Sql, datasetId: string, version: number): Promise<number> {
+  const [row] = await tx.query<{ n: number }>(
+    `WITH relabelled AS (
+       UPDATE ann_pending p SET version = s.version, cluster = s.cluster FROM item_scores s
+        WHERE p.dataset_id = $1 AND p.version IS DISTINCT FROM $2::int
+          AND s.dataset_id = $1 AND s.item_id = p.item_id AND s.version = $2::int
+       RETURNING 1)
+     SELECT count(*)::int AS n FROM relabelled`,
+    [datasetId, version],
+  );
+  return row.n;
 }
 
 /** Writes scores of one version (set-based upsert). */
@@ -334,14 +426,18 @@ export async function findItem(db: Sql, datasetId: string, externalId: string, v
 
 /**
  * Deletes one item with its scores of every version and its nearest-neighbour entries. Must run
- * inside a transaction holding the dataset lock, so an ingest or version switch cannot interleave.
+ * inside a transaction holding the dataset lock, so an ingest or version switch cannot interleave;
+ * the rest follows the lock order above (item_ann table, pending row, then the item).
  */
 export async function deleteItem(tx: Sql, datasetId: string, externalId: string): Promise<boolean> {
-  const rows = await tx.query<{ id: string }>('DELETE FROM items WHERE dataset_id = $1 AND external_id = $2 RETURNING id::text AS id', [datasetId, externalId]);
+  const rows = await tx.query<{ id: string }>('SELECT id::text AS id FROM items WHERE dataset_id = $1 AND external_id = $2', [datasetId, externalId]);
   if (rows.length === 0) return false;
+  const id = rows[0].id;
+  await lockAnnTable(tx, 'ROW EXCLUSIVE');
   // item_scores and ann_pending carry no foreign keys (bulk-write speed); item_ann cascades.
-  await tx.query('DELETE FROM item_scores WHERE dataset_id = $1 AND item_id = $2::bigint', [datasetId, rows[0].id]);
-  await tx.query('DELETE FROM ann_pending WHERE item_id = $1::bigint', [rows[0].id]);
+  await tx.query('DELETE FROM ann_pending WHERE item_id = $1::bigint', [id]);
+  await tx.query('DELETE FROM items WHERE id = $1::bigint', [id]);
+  await tx.query('DELETE FROM item_scores WHERE dataset_id = $1 AND item_id = $2::bigint', [datasetId, id]);
   return true;
 }
 
