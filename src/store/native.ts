@@ -121,13 +121,21 @@ function splitSchema(url: string): { connectionString: string; schema?: string }
 async function ensureSchema(pool: pg.Pool, schema: string): Promise<void> {
   const exists = async (client: pg.Pool | pg.PoolClient) => ((await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema])).rowCount ?? 0) > 0;
   if (await exists(pool)) return;
+  await inTransaction(pool, async (client) => {
+    await client.query('SELECT pg_advisory_xact_lock($1)', [PRISMA_ADVISORY_LOCK]);
+    if (!(await exists(client))) await client.query(`CREATE SCHEMA ${quoteIdentifier(schema)}`);
+  });
+}
+
+/** Runs `fn` in one transaction on a pooled connection; a connection whose ROLLBACK failed is discarded. */
+async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   let broken = false;
   try {
     await client.query('BEGIN');
-    await client.query('SELECT pg_advisory_xact_lock($1)', [PRISMA_ADVISORY_LOCK]);
-    if (!(await exists(client))) await client.query(`CREATE SCHEMA ${quoteIdentifier(schema)}`);
+    const result = await fn(client);
     await client.query('COMMIT');
+    return result;
   } catch (error) {
     await client.query('ROLLBACK').catch(() => {
       broken = true;
@@ -203,24 +211,7 @@ export async function openNative(url: string, poolMax: number, observer: Connect
         client.release();
       }
     },
-    async transaction(fn) {
-      const client = await pool.connect();
-      let broken = false;
-      try {
-        await client.query('BEGIN');
-        const tx: Sql = { ...clientSql(client), ...copyMethods(client) };
-        const result = await fn(tx);
-        await client.query('COMMIT');
-        return result;
-      } catch (error) {
-        await client.query('ROLLBACK').catch(() => {
-          broken = true;
-        });
-        throw error;
-      } finally {
-        client.release(broken);
-      }
-    },
+    transaction: (fn) => inTransaction(pool, (client) => fn({ ...clientSql(client), ...copyMethods(client) })),
     async registerVectorType() {
       const rows = await sql.query<{ oid: number }>("SELECT oid FROM pg_type WHERE typname = 'vector'");
       if (rows.length === 0) throw new Error('the pgvector extension is not installed in this database');
