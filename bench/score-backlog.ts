@@ -14,7 +14,7 @@
  *   +P pending         the same, plus P of the items also pending (ann_pending rows inserted set-based
  *                      with their clusters, as ingest writes them): the HNSW work is unchanged, so any
  *                      difference is the pending scan
- *   P pending only     those P items taken out of item_ann (HNSW index rebuilt over the other N − P):
+ *   P pending only     those P items taken out of item_ann (HNSW index built again over the other N − P):
  *                      the state after ingesting P items the indexer has not reached yet
  *
  * it measures POST …/score with B embeddings (p50/p99 over --calls sequential calls after --warmup),
@@ -35,6 +35,7 @@
  *        regions, the hard case for the cluster-bounded pending scan) --old-statement=true
  *        --reuse (keep a dataset of the same sizes from a previous run) --no-docs
  *        --out=docs/performance.md (its score-backlog section; results kept per --planted in docs/score-backlog.json)
+ *        --render (only rewrite that section from docs/score-backlog.json, no measurement)
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -58,7 +59,7 @@ import { SyntheticSphere } from './synthetic.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..');
-const flags = new Flags(process.argv.slice(2), ['n', 'dim', 'k', 'pending', 'batch', 'calls', 'warmup', 'planted', 'old-statement', 'reuse', 'no-docs', 'out']);
+const flags = new Flags(process.argv.slice(2), ['n', 'dim', 'k', 'pending', 'batch', 'calls', 'warmup', 'planted', 'old-statement', 'reuse', 'no-docs', 'out', 'render']);
 const nativeUrl = process.env.BENCH_DATABASE_URL ?? process.env.TEST_DATABASE_URL;
 const N = flags.int('n', 100_000);
 const DIM = flags.int('dim', 512);
@@ -79,7 +80,7 @@ const DATASET = `bench-backlog-p${PLANTED}`;
 const SECTION_BEGIN = '<!-- score-backlog:begin -->';
 const SECTION_END = '<!-- score-backlog:end -->';
 if (PENDING > N) throw new Error('--pending cannot exceed --n');
-if (!nativeUrl) throw new Error('score-backlog measures native PostgreSQL: set BENCH_DATABASE_URL (or TEST_DATABASE_URL)');
+if (!nativeUrl && !flags.bool('render', false)) throw new Error('score-backlog measures native PostgreSQL: set BENCH_DATABASE_URL (or TEST_DATABASE_URL)');
 
 const log = (message: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${message}`);
 const b64 = (v: Float32Array) => Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64');
@@ -91,6 +92,7 @@ function percentile(values: number[], p: number): number {
 }
 const p50p99 = (xs: number[]) => ({ p50: percentile(xs, 0.5), p99: percentile(xs, 0.99) });
 const fmt = (x: { p50: number; p99: number }) => `${x.p50.toFixed(0)} / ${x.p99.toFixed(0)} ms`;
+const pctOf = (num: number, den: number) => (den === 0 ? 'n/a' : `${((100 * num) / den).toFixed(0)}%`);
 const pct = (num: number, den: number) => (den === 0 ? 'n/a' : `${((100 * num) / den).toFixed(2)}% (${num}/${den})`);
 
 interface Stored {
@@ -424,6 +426,8 @@ async function runPhase(
 interface RunRecord {
   createdAt: string;
   planted: number;
+  /** Cluster sizes of the fitted version, and pending items in clusters holding more of them than the scan's cap. */
+  clusters?: { largest: number; median: number; pendingBeyondCap: number };
   sizes: { n: number; dim: number; k: number; pending: number; batch: number; calls: number; warmup: number };
   machine: { cores: number; cpu: string; memGiB: number; loadBefore: number[]; loadAfter: number[] };
   postgres: string;
@@ -434,10 +438,26 @@ interface RunRecord {
   phases: PhaseResult[];
 }
 
+/** The end time (ms) of an EXPLAIN ANALYZE node line, e.g. "Nested Loop (actual time=3.1..216.6 rows=256 loops=1)". */
+function branchMs(line: string | undefined): number | null {
+  const m = line ? /actual time=[\d.]+\.\.([\d.]+)/.exec(line) : null;
+  return m ? Number(m[1]) : null;
+}
+
 function renderRun(r: RunRecord): string[] {
   const load = (l: number[]) => l.map((x) => x.toFixed(1)).join(' / ');
   const lines = [
-    `#### ${r.sizes.n.toLocaleString('en')} × ${r.sizes.dim}, k = ${r.sizes.k}, synthetic sphere with ${r.planted.toLocaleString('en')} planted centres${r.planted < r.sizes.k ? ' (fewer than k: clusters split dense regions — the hard case for the cluster-bounded scan)' : ''}`,
+    `#### ${r.sizes.n.toLocaleString('en')} × ${r.sizes.dim}, k = ${r.sizes.k}, synthetic sphere with ${r.planted.toLocaleString('en')} planted centre${r.planted === 1 ? '' : 's'}${r.planted < r.sizes.k ? ' (the hard case)' : ''}`,
+    ...(r.clusters
+      ? [
+          '',
+          `Clusters of the fitted version: largest ${r.clusters.largest.toLocaleString('en')} items, median ${r.clusters.median.toLocaleString('en')}; with ${r.sizes.pending.toLocaleString('en')} pending, ` +
+            `${pctOf(r.clusters.pendingBeyondCap, r.sizes.pending)} of the pending items sit in clusters holding more than ${r.perCluster} of them (beyond the per-cluster cap of the scan).` +
+            (r.planted < r.sizes.k
+              ? ' With fewer planted centres than k, k-means finds nothing to split a centre’s points by (their 512-d noise directions are nearly orthogonal to each other), so most prototypes end up with a single item and a few hold nearly everything: the pending scan’s per-cluster cap binds (its cost stays bounded, its recall drops), and HNSW itself finds few near-duplicates on such near-isotropic data.'
+              : ''),
+        ]
+      : []),
     '',
     `Measured ${r.createdAt.slice(0, 16).replace('T', ' ')} UTC: ${r.machine.cores} cores (${r.machine.cpu}), ${r.machine.memGiB} GiB, ${r.postgres} on the same machine — the ${r.machine.cores} cores are shared by ` +
       `PostgreSQL, the service and the benchmark's own client. Load average (1 / 5 / 15 min) ${load(r.machine.loadBefore)} at the start, ${load(r.machine.loadAfter)} at the end` +
@@ -472,6 +492,30 @@ function renderRun(r: RunRecord): string[] {
     ...r.phases.map((p) => `- ${p.name}: ${p.explain.join('; ')}`),
   ];
   if (r.indexerRate) lines.push('', `Background indexer (indexPendingVectors) on this dataset: ${r.indexerRate}.`);
+  const zero = r.phases[0];
+  const hnswMs = branchMs(zero.explain[0]);
+  const backlog = r.phases.filter((p) => p.pending > 0);
+  lines.push(
+    '',
+    `Target p50 ≤ 200 ms for ${r.sizes.batch} embeddings: ${zero.score.p50 <= 200 ? 'met' : 'missed'} with nothing pending (${zero.score.p50.toFixed(0)} ms); ` +
+      backlog.map((p) => `${p.score.p50 <= 200 ? 'met' : 'missed'} with ${p.name} (${p.score.p50.toFixed(0)} ms)`).join(', ') +
+      ` — against ${backlog.map((p) => `${((p.oldStatementMs ?? 0) / 1000).toFixed(1)} s`).join(' and ')} for the unbounded pending scan alone.`,
+  );
+  const pendingMs = branchMs(backlog[0]?.explain[1]);
+  if (hnswMs !== null) {
+    lines.push(
+      '',
+      `Reading the figures: the HNSW searches dominate — ${hnswMs.toFixed(0)} ms of server time for ${r.sizes.batch} queries in one statement with nothing pending ` +
+        `(${((1000 * hnswMs) / r.sizes.batch).toFixed(0)} µs per query at pgvector's default hnsw.ef_search = 40). The service splits a batch into two statements on two connections, ` +
+        `so the searches use both cores, sends the query vectors in binary and runs without JIT (its cost estimate crosses the JIT thresholds; compiling cost 70-270 ms per statement): ` +
+        `the lookup alone took ${zero.lookup.p50.toFixed(0)} ms at p50, against ${zero.raw.p50.toFixed(0)} ms for the raw single-statement baseline. ` +
+        `The rest of POST …/score (${(zero.score.p50 - zero.lookup.p50).toFixed(0)} ms at p50 here) is HTTP, JSON and base64 for 256 × ${r.sizes.dim} values, ` +
+        `the centroid MatMul and the policy decision, on the same two cores. A pending candidate costs a few µs of server CPU ` +
+        `(index probe, the item's 2 kB row, the distance)${pendingMs === null ? '' : ` — ${pendingMs.toFixed(0)} ms of server time for the batch's pending branch with ${backlog[0].name}`}, ` +
+        `bounded by the probed clusters and PENDING_PER_CLUSTER, not by the backlog; that share is what separates the two latencies, and with HNSW alone taking about half of the two cores' time budget, ` +
+        `200 ms with a backlog is out of reach on this machine without giving up recall (a lower hnsw.ef_search, fewer pending items scanned).`,
+    );
+  }
   return lines;
 }
 
@@ -488,8 +532,10 @@ async function writeDocs(record: RunRecord): Promise<void> {
     '<!-- Generated by `npx tsx bench/score-backlog.ts` (npm run bench -- score-backlog); edit that script, not this section. -->',
     '',
     'POST …/score with 256 new embeddings against a fitted dataset, with nothing and with half of the items waiting for the HNSW index (ann_pending). ' +
-      'A lookup scans pending items exactly, but only those in the query’s nearest clusters (each pending row carries its cluster; index on (dataset, version, cluster)); ' +
-      'before, it scanned every pending item for every query vector (the last column). Recall is measured against brute force over every stored vector.',
+      'A lookup searches the HNSW index and scans pending items exactly, but only those of the query’s nearest cluster — and of the runner-up when its prototype is within ' +
+      '0.05 cosine similarity of the nearest one (the query sits near a boundary) — at most the newest 128 of each: every pending row carries its cluster under the active version ' +
+      '(index on (dataset_id, version, cluster, item_id)), relabelled at a version switch. Before this change the lookup scanned every pending item for every query vector ' +
+      '(the last column of the first table, timed once per phase). Recall is measured against brute force over every stored vector.',
     '',
     ...ordered.flatMap((r) => [...renderRun(r), '']),
     'Command: `BENCH_DATABASE_URL=… npx tsx bench/score-backlog.ts` (add `--planted=1` for the hard case); about 10 minutes, most of it building the HNSW index.',
@@ -532,13 +578,27 @@ async function main(): Promise<void> {
       [dataset.id, dataset.activeVersion, pendingIds],
     );
     await svc.running.db.exec('ANALYZE ann_pending');
+    const [sizes] = await svc.running.db.query<{ largest: number; median: number }>(
+      `SELECT max(n)::int AS largest, (percentile_disc(0.5) WITHIN GROUP (ORDER BY n))::int AS median
+         FROM (SELECT count(*) AS n FROM item_scores WHERE dataset_id = $1 AND version = $2 GROUP BY cluster) c`,
+      [dataset.id, dataset.activeVersion],
+    );
+    const [beyond] = await svc.running.db.query<{ n: number }>(
+      `SELECT coalesce(sum(n), 0)::int AS n FROM (SELECT count(*) AS n FROM ann_pending WHERE dataset_id = $1 GROUP BY cluster) c WHERE n > $2`,
+      [dataset.id, PENDING_PER_CLUSTER],
+    );
+    const clusters = { largest: sizes.largest, median: sizes.median, pendingBeyondCap: beyond.n };
+    log(`clusters: ${JSON.stringify(clusters)}`);
     phases.push(await runPhase(svc, dataset, stored, kernel, raw, `+${PENDING.toLocaleString('en')} pending (also indexed)`, 1, null));
 
     // Those P items only pending: out of item_ann, index rebuilt over the rest.
-    log(`taking ${PENDING} items out of the index (REINDEX over the other ${N - PENDING})`);
+    log(`taking ${PENDING} items out of the index (index rebuilt over the other ${N - PENDING})`);
+    // Dropped first: deleting with the HNSW index in place would leave VACUUM minutes of graph repair.
+    const [{ indexdef }] = await svc.running.db.query<{ indexdef: string }>('SELECT indexdef FROM pg_indexes WHERE indexname = $1', [annIndexName(dataset.id)]);
+    await svc.running.db.exec(`DROP INDEX "${annIndexName(dataset.id)}"`);
     await svc.running.db.query('DELETE FROM item_ann WHERE item_id = ANY($1::bigint[])', [pendingIds]);
-    await svc.running.db.exec(`REINDEX INDEX "${annIndexName(dataset.id)}"`);
     await svc.running.db.exec('VACUUM ANALYZE item_ann');
+    await svc.running.db.exec(indexdef);
     phases.push(await runPhase(svc, dataset, stored, kernel, raw, `${PENDING.toLocaleString('en')} pending only`, 2, pendingRows));
 
     // How fast the background indexer's step drains the backlog here (a few thousand items).
@@ -554,6 +614,7 @@ async function main(): Promise<void> {
     const record: RunRecord = {
       createdAt: new Date().toISOString(),
       planted: PLANTED,
+      clusters,
       sizes: { n: N, dim: DIM, k: K, pending: PENDING, batch: BATCH, calls: CALLS, warmup: WARMUP },
       machine: { cores: os.availableParallelism(), cpu: os.cpus()[0]?.model ?? 'unknown', memGiB: Math.round(os.totalmem() / 2 ** 30), loadBefore, loadAfter: os.loadavg() },
       postgres: `PostgreSQL ${versions[0].server}, pgvector ${versions[0].vector ?? '?'}`,
@@ -574,4 +635,9 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+if (flags.bool('render', false)) {
+  const runs: Record<string, RunRecord> = JSON.parse(await readFile(path.join(path.dirname(OUT), 'score-backlog.json'), 'utf8'));
+  for (const record of Object.values(runs)) await writeDocs(record);
+} else {
+  await main();
+}
