@@ -8,8 +8,7 @@ import { startGrpcServer, type GrpcServer } from './grpc/server.js';
 import type { Database } from './store/database.js';
 import { migrationsUpToDate } from './store/migrations.js';
 import { openDatabase } from './store/open.js';
-import { countApiKeys } from './store/api-keys.js';
-import { mintApiKey, OPERATOR } from './service/auth.js';
+import { mintInitialAdminKey } from './service/auth.js';
 import { startServiceLayer, type ServiceLayer } from './service/runtime.js';
 import { AdmissionLimiter, admissionConfig } from './service/admission.js';
 import { DatabaseAvailability } from './service/errors.js';
@@ -88,8 +87,8 @@ export const INITIAL_ADMIN_KEY_FILE = 'initial-admin-key';
  * Revoke it once you have minted your own keys; it is not recreated while any key exists.
  */
 async function ensureInitialAdminKey(db: Database, dataDir: string, logger: Logger): Promise<void> {
-  if ((await countApiKeys(db)) > 0) return;
-  const key = await mintApiKey(db, { name: 'initial-admin', scopes: ['admin'] }, OPERATOR);
+  const key = await mintInitialAdminKey(db);
+  if (!key) return;
   const file = path.resolve(dataDir, INITIAL_ADMIN_KEY_FILE);
   await mkdir(path.dirname(file), { recursive: true });
   await writeFile(file, `${key.secret}\n`, { mode: 0o600 });

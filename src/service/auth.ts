@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Database } from '../store/database.js';
-import { findApiKeyByHash, findApiKeyById, insertApiKey, listApiKeys as listKeyRows, revokeApiKey as revokeKeyRow, touchApiKey, type ApiKeyRow } from '../store/api-keys.js';
+import { findApiKeyByHash, findApiKeyById, insertApiKey, insertFirstApiKey, listApiKeys as listKeyRows, revokeApiKey as revokeKeyRow, touchApiKey, type ApiKeyRow } from '../store/api-keys.js';
 import { isUuid } from '../store/datasets.js';
 import type { ServiceContext } from './context.js';
 import { printable } from './text.js';
@@ -102,9 +102,22 @@ export async function mintApiKey(db: Database, input: MintKeyInput, caller: Prin
       { field: key.datasets.length === 0 && caller.datasets.length > 0 ? 'datasets' : 'scopes', granted: { scopes: caller.scopes, datasets: caller.datasets } },
     );
   }
-  const secret = KEY_PREFIX + randomBytes(24).toString('base64url');
+  const secret = newSecret();
   const row = await insertApiKey(db, { name, keyHash: hashSecret(secret), ...key });
   return { ...view(row), secret };
+}
+
+const newSecret = () => KEY_PREFIX + randomBytes(24).toString('base64url');
+
+/**
+ * Mints the unrestricted admin key a fresh installation starts with — only if no key was ever
+ * minted, checked and inserted atomically across every process on the database (undefined when
+ * one existed, e.g. minted a moment ago by another replica booting at the same time).
+ */
+export async function mintInitialAdminKey(db: Database): Promise<(ApiKeyView & { secret: string }) | undefined> {
+  const secret = newSecret();
+  const row = await insertFirstApiKey(db, { name: 'initial-admin', keyHash: hashSecret(secret), scopes: ['admin'], datasets: [] });
+  return row ? { ...view(row), secret } : undefined;
 }
 
 /** The keys within the caller's reach (every key, for an unrestricted admin). */

@@ -1,4 +1,4 @@
-import type { Database } from './database.js';
+import type { Database, Sql } from './database.js';
 
 export interface ApiKeyRow {
   id: string;
@@ -12,7 +12,30 @@ export interface ApiKeyRow {
 
 const COLUMNS = `id, name, scopes, datasets, created_at AS "createdAt", last_used_at AS "lastUsedAt", revoked_at AS "revokedAt"`;
 
-export async function insertApiKey(db: Database, key: { name: string; keyHash: string; scopes: string[]; datasets: string[] }): Promise<ApiKeyRow> {
+/** Serialises first-key minting across processes (an arbitrary constant, distinct from the migration lock). */
+const FIRST_KEY_ADVISORY_LOCK = 72707370;
+
+interface NewApiKey {
+  name: string;
+  keyHash: string;
+  scopes: string[];
+  datasets: string[];
+}
+
+/**
+ * Inserts `key` only when no key was ever minted, and says whether it did. The count and the insert
+ * run under one transaction-scoped advisory lock, so of several replicas booting at once on a fresh
+ * database exactly one mints the initial key (a count outside the lock would let each of them mint one).
+ */
+export async function insertFirstApiKey(db: Database, key: NewApiKey): Promise<ApiKeyRow | undefined> {
+  return db.transaction(async (tx) => {
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [FIRST_KEY_ADVISORY_LOCK]);
+    const [row] = await tx.query<{ n: number }>('SELECT count(*)::int AS n FROM api_keys');
+    return row.n > 0 ? undefined : insertApiKey(tx, key);
+  });
+}
+
+export async function insertApiKey(db: Sql, key: NewApiKey): Promise<ApiKeyRow> {
   const rows = await db.query<ApiKeyRow>(
     `INSERT INTO api_keys (id, name, key_hash, scopes, datasets) VALUES (gen_random_uuid(), $1, $2, $3::text[], $4::text[]) RETURNING ${COLUMNS}`,
     [key.name, key.keyHash, key.scopes, key.datasets],
@@ -33,12 +56,6 @@ export async function findApiKeyById(db: Database, id: string): Promise<ApiKeyRo
 
 export async function listApiKeys(db: Database): Promise<ApiKeyRow[]> {
   return db.query<ApiKeyRow>(`SELECT ${COLUMNS} FROM api_keys ORDER BY created_at, id`);
-}
-
-/** Every key ever minted, revoked ones included. */
-export async function countApiKeys(db: Database): Promise<number> {
-  const [row] = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM api_keys');
-  return row.n;
 }
 
 export async function revokeApiKey(db: Database, id: string): Promise<ApiKeyRow | undefined> {

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -55,12 +56,14 @@ describe.each(NATIVE_URL ? [NATIVE_URL] : [])('simultaneous first boots on nativ
     }
   });
 
-  it(`${BOOTS} service processes started at once on a fresh schema all become ready`, async () => {
+  it(`${BOOTS} service processes started at once on a fresh schema all become ready; exactly one mints the initial admin key`, async () => {
     const schema = freshSchema();
     const running: Running[] = [];
     const ports: number[] = [];
+    const dataDirs: string[] = [];
     for (let i = 0; i < BOOTS; i++) {
       const dataDir = await mkdtemp(path.join(tmpdir(), 'protoprune-boot-'));
+      dataDirs.push(dataDir);
       cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
       const port = await freePort();
       ports.push(port);
@@ -88,6 +91,14 @@ describe.each(NATIVE_URL ? [NATIVE_URL] : [])('simultaneous first boots on nativ
       return ready[0].appliedMigrations.length;
     });
     expect(applied.sort((a, b) => b - a)).toEqual([expected.length, ...Array(BOOTS - 1).fill(0)]);
+    // The first-key check and insert are atomic across processes: one key, in one replica's DATA_DIR.
+    const keyFiles = dataDirs.map((dir) => path.join(dir, 'initial-admin-key')).filter((file) => existsSync(file));
+    expect(keyFiles).toHaveLength(1);
+    const keys = await adminQuery(`SELECT name, scopes, key_hash FROM "${schema}".api_keys`);
+    expect(keys.rows.map((k) => [k.name, k.scopes])).toEqual([['initial-admin', ['admin']]]);
+    const secret = (await readFile(keyFiles[0], 'utf8')).trim();
+    const answer = await fetch(`http://127.0.0.1:${ports[0]}/v1/datasets`, { headers: { authorization: `Bearer ${secret}` } });
+    expect(answer.status).toBe(200);
     for (const r of running) r.child.kill('SIGTERM');
     const exits = await Promise.all(running.map((r) => r.exited));
     expect(exits.map((e) => e.code)).toEqual(Array(BOOTS).fill(0));
