@@ -1,7 +1,7 @@
 import { findNearDuplicates } from '../core/dedup.js';
 import { normalizeRows } from '../core/normalize.js';
 import { vectorLiteral } from '../store/database.js';
-import type { DistanceKernel } from '../kernels/types.js';
+import type { DistanceKernel, NearestResult } from '../kernels/types.js';
 import { ANN_RERANK_CANDIDATES, annExpression, annIndexKind, annQueryOperand, uuidLiteral } from '../store/datasets.js';
 import { movePendingToIndex } from '../store/items.js';
 import type { PrototypeSet } from '../store/prototypes.js';
@@ -87,8 +87,10 @@ export interface PendingProbes {
   version: number;
   /** Clusters per query vector. */
   perQuery: number;
-  /** n × perQuery cluster ids, row-major in query order. */
+  /** n × perQuery cluster ids, row-major in query order; each query's first is its nearest prototype. */
   clusters: Int32Array;
+  /** n values: each query's similarity to its nearest prototype (so a caller scoring the queries needs no second MatMul). */
+  similarity: Float32Array;
 }
 
 /**
@@ -164,9 +166,10 @@ export function nearestStoredSql(
 }
 
 /**
- * For each unit vector, the clusters whose pending items it scans: its most similar prototype, and
- * up to `perQuery` − 1 runners-up whose similarity is within `margin` of it (most similar first;
- * −1 fills the slots of runners-up too far away, which match no pending row).
+ * For each unit vector, the clusters whose pending items it scans: its most similar prototype (the
+ * lowest index on exact ties, as `DistanceKernel.nearest`), and up to `perQuery` − 1 runners-up
+ * whose similarity is within `margin` of it (most similar first; −1 fills the slots of runners-up
+ * too far away, which match no pending row).
  */
 export async function pendingProbes(
   kernel: DistanceKernel,
@@ -179,6 +182,7 @@ export async function pendingProbes(
   const { k, dim } = set;
   const m = Math.max(1, Math.min(perQuery, k));
   const clusters = new Int32Array(n * m);
+  const similarity = new Float32Array(n);
   const block = 1024;
   const bestSim = new Float32Array(m);
   for (let start = 0; start < n; start += block) {
@@ -200,10 +204,19 @@ export async function pendingProbes(
         bestSim[j] = s;
         clusters[out + j] = c;
       }
+      similarity[start + r] = bestSim[0];
       for (let j = 1; j < m; j++) if (!(bestSim[j] >= bestSim[0] - margin)) clusters[out + j] = -1;
     }
   }
-  return { version: set.version, perQuery: m, clusters };
+  return { version: set.version, perQuery: m, clusters, similarity };
+}
+
+/** Each query's nearest prototype, read off its probes (the MatMul they came from, not a second one). */
+export function nearestOfProbes(probes: PendingProbes): NearestResult {
+  const n = probes.similarity.length;
+  const cluster = new Int32Array(n);
+  for (let i = 0; i < n; i++) cluster[i] = probes.clusters[i * probes.perQuery];
+  return { cluster, similarity: probes.similarity };
 }
 
 const vectorOids = new WeakMap<object, Promise<number>>();
@@ -250,8 +263,9 @@ export function vectorArrayParam(oid: number, vectors: Float32Array, from: numbe
  * lie in the query's PENDING_PROBES nearest clusters (the newest PENDING_PER_CLUSTER of each; all
  * pending items before the first fit), so a just-ingested duplicate is found at a cost that does
  * not grow with the backlog. Similarities are exact
- * float32 cosine similarities whatever type the index is built on. `set` (the active prototype
- * set, when the caller has it) saves a lookup; `probesPerQuery` is for benchmarks. Each statement runs with JIT off (its cost estimate
+ * float32 cosine similarities whatever type the index is built on. `known.set` (the active
+ * prototype set) saves a lookup and `known.probes` (pendingProbes of these vectors against it) a
+ * MatMul, when the caller has them; `known.probesPerQuery` is for benchmarks. Each statement runs with JIT off (its cost estimate
  * crosses the JIT thresholds, and compiling costs 70-270 ms, more than the lookup) and without
  * memoize (it would copy every pending candidate's 2 kB row into a cache that rarely hits).
  */
@@ -261,19 +275,19 @@ export async function nearestStored(
   vectors: Float32Array,
   n: number,
   epsilon?: number,
-  set?: PrototypeSet,
-  probesPerQuery = PENDING_PROBES,
+  known: { set?: PrototypeSet; probes?: PendingProbes; probesPerQuery?: number } = {},
 ): Promise<NearestStored[]> {
   const eps = epsilon ?? dataset.settings.duplicateEpsilon;
   checkEpsilon(eps);
   const dim = dataset.dimension;
   const best: NearestStored[] = Array.from({ length: n }, () => ({ externalId: null, similarity: null, duplicate: false }));
   if (n === 0) return best;
-  let probes: PendingProbes | undefined;
-  if (dataset.activeVersion !== null) {
+  let probes = known.probes?.version === dataset.activeVersion ? known.probes : undefined;
+  if (!probes && dataset.activeVersion !== null) {
+    const { set } = known;
     const active = set?.version === dataset.activeVersion ? set : await ctx.prototypes.get(ctx.db, dataset.id, dataset.activeVersion, dim).catch(() => undefined);
     // Without the set (deleted by a switch meanwhile), every pending item is scanned: slower, still exact.
-    if (active) probes = await pendingProbes(ctx.kernel, vectors, n, active, probesPerQuery);
+    if (active) probes = await pendingProbes(ctx.kernel, vectors, n, active, known.probesPerQuery);
   }
   const parts = ctx.db.backend === 'native' && n >= LOOKUP_SPLIT_MIN ? LOOKUP_STATEMENTS : 1;
   const per = Math.ceil(n / parts);

@@ -4,7 +4,7 @@ import { decideKeep, selectWithRule, type KeepRule, type SelectionOrder } from '
 import { readScoreColumns, type ScoreColumns } from '../store/items.js';
 import type { ServiceContext } from './context.js';
 import { getDataset, type Dataset } from './datasets.js';
-import { nearestStored } from './duplicates.js';
+import { nearestOfProbes, nearestStored, pendingProbes } from './duplicates.js';
 import { ServiceError } from './errors.js';
 import { embedAny, type AnyItem } from './images.js';
 import { normalizeInto } from './ingest.js';
@@ -119,11 +119,11 @@ export async function scoreBatch(ctx: ServiceContext, datasetName: string, candi
     const n = good.length;
     const unit = vectors.subarray(0, n * dim);
     const set = await ctx.prototypes.get(ctx.db, dataset.id, version, dim);
-    const [nearest, neighbours, distribution] = await Promise.all([
-      ctx.kernel.nearest(unit, n, set.centroids, set.k, dim),
-      nearestStored(ctx, dataset, unit, n, epsilon, set),
-      distributionOf(ctx, dataset, version),
-    ]);
+    // One MatMul against the prototypes gives both each item's score and the clusters whose
+    // not-yet-indexed items the near-duplicate lookup scans.
+    const probes = await pendingProbes(ctx.kernel, unit, n, set);
+    const nearest = nearestOfProbes(probes);
+    const [neighbours, distribution] = await Promise.all([nearestStored(ctx, dataset, unit, n, epsilon, { set, probes }), distributionOf(ctx, dataset, version)]);
     const scores = scoresFromSimilarity(nearest.similarity);
     const rule = ruleFor(distribution, policy);
     good.forEach((i, j) => {
