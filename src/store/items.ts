@@ -196,8 +196,16 @@ export async function movePendingToIndex(tx: Sql, limit: number): Promise<number
  * are complete): pending items take their cluster under `version`, so lookups keep scanning only
  * the query's nearest clusters. A row without a score of `version` keeps its old label and is
  * scanned in full until indexed. Returns how many rows were relabelled.
+ *
+ * The statement joins two whole sets (a dataset's pending rows, its scores of `version`), so it
+ * runs without nested loops: right after a first fit both tables were just filled and not yet
+ * analysed, the planner believed the new version had no scores and chose a nested loop over
+ * sequential scans — 100,000 pending items took minutes, under the dataset lock. A hash or merge
+ * join is linear whatever the statistics say.
  */
 export async function relabelPending(tx: Sql, datasetId: string, version: number): Promise<number> {
+  const [{ was }] = await tx.query<{ was: string }>("SELECT current_setting('enable_nestloop') AS was");
+  await tx.query("SELECT set_config('enable_nestloop', 'off', true)");
   const [row] = await tx.query<{ n: number }>(
     `WITH relabelled AS (
        UPDATE ann_pending p SET version = s.version, cluster = s.cluster FROM item_scores s
@@ -207,6 +215,7 @@ export async function relabelPending(tx: Sql, datasetId: string, version: number
      SELECT count(*)::int AS n FROM relabelled`,
     [datasetId, version],
   );
+  await tx.query("SELECT set_config('enable_nestloop', $1, true)", [was]); // the rest of the switch plans as usual
   return row.n;
 }
 
