@@ -34,7 +34,7 @@ export interface Dataset extends Omit<DatasetRow, 'settings'> {
   settings: DatasetSettings;
 }
 
-function toDataset(row: DatasetRow): Dataset {
+export function toDataset(row: DatasetRow): Dataset {
   return { ...row, settings: resolveSettings(row.settings) };
 }
 

@@ -7,7 +7,7 @@ import type { Sql } from '../store/database.js';
 import type { ServiceContext } from './context.js';
 import { createDataset, getDataset, type CreateDatasetInput, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
-import { ingestEmbeddings, type IngestResult, type ItemOutcome } from './ingest.js';
+import { storeEmbeddings, type IngestResult, type ItemOutcome } from './ingest.js';
 import { decodeBase64Strict, decodeVector } from '../embedding/vectors.js';
 import { makeThumbnail } from '../embedding/thumbnail.js';
 
@@ -158,9 +158,9 @@ export async function ingestItems(
     if ('error' in result) outcomes[i] = { externalId: items[i].externalId, status: 'error', code: result.error.code, message: result.error.message };
     else good.push(i);
   });
-  const stored = await ingestEmbeddings(
+  const stored = await storeEmbeddings(
     ctx,
-    datasetName,
+    dataset,
     good.map((i) => {
       const { embedding, thumbnail } = embedded[i] as { embedding: ArrayLike<number>; thumbnail?: Uint8Array | null };
       return { externalId: items[i].externalId, embedding, metadata: items[i].metadata, thumbnail: thumbnail ?? null };

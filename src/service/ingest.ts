@@ -1,10 +1,12 @@
 import { centroidDrift, miniBatchUpdate, shouldRefit } from '../core/incremental.js';
 import { scoresFromSimilarity } from '../core/scores.js';
 import { lockDataset } from '../store/datasets.js';
-import { copyScores, markChanged, saveThumbnails, upsertItems, upsertScores, type UpsertedItem } from '../store/items.js';
+import { markChanged } from '../store/ann-index.js';
 import type { Sql } from '../store/database.js';
+import { countItems, saveThumbnails, upsertItems, type UpsertedItem } from '../store/items.js';
 import { enqueueJob } from '../store/jobs.js';
 import { saveMiniBatch, type PrototypeSet } from '../store/prototypes.js';
+import { copyScores, upsertScores } from '../store/scores.js';
 import type { ServiceContext } from './context.js';
 import { getDataset, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
@@ -112,6 +114,11 @@ export async function ingestEmbeddings(
   items: readonly IngestItem[],
   fence?: (tx: Sql) => Promise<void>,
 ): Promise<IngestResult> {
+  return storeEmbeddings(ctx, await getDataset(ctx, datasetName), items, fence);
+}
+
+/** `ingestEmbeddings` into a dataset already looked up. */
+export async function storeEmbeddings(ctx: ServiceContext, dataset: Dataset, items: readonly IngestItem[], fence?: (tx: Sql) => Promise<void>): Promise<IngestResult> {
   const phases: Record<string, number> = {};
   let mark = performance.now();
   const lap = (name: string) => {
@@ -119,8 +126,6 @@ export async function ingestEmbeddings(
     phases[name] = Math.round((now - mark) * 10) / 10;
     mark = now;
   };
-  const dataset = await getDataset(ctx, datasetName);
-  lap('dataset');
   const dim = dataset.dimension;
   const { valid, vectors, outcomes } = validate(dataset, items);
   lap('validate');
@@ -129,7 +134,7 @@ export async function ingestEmbeddings(
   const committed = await ctx.db.transaction(async (tx) => {
     const locked = await lockDataset(tx, dataset.id);
     lap('lock');
-    if (!locked) throw new ServiceError('not_found', 'DATASET_NOT_FOUND', `dataset ${datasetName} does not exist`, { name: datasetName });
+    if (!locked) throw new ServiceError('not_found', 'DATASET_NOT_FOUND', `dataset ${dataset.name} does not exist`, { name: dataset.name });
     await fence?.(tx);
     const version = locked.activeVersion;
     let scores: Float32Array | null = null;
@@ -216,8 +221,7 @@ async function saveBatchScores(tx: Sql, datasetId: string, version: number, upse
 async function maybeScheduleFit(ctx: ServiceContext, dataset: Dataset, set: PrototypeSet | null): Promise<string | null> {
   let reason: string | null = null;
   if (set === null) {
-    const [row] = await ctx.db.query<{ n: number }>('SELECT count(*)::int AS n FROM items WHERE dataset_id = $1', [dataset.id]);
-    if (row.n >= dataset.settings.minItemsForFit) reason = 'first-fit';
+    if ((await countItems(ctx.db, dataset.id)) >= dataset.settings.minItemsForFit) reason = 'first-fit';
   } else if (dataset.settings.autoRefit) {
     const drift = centroidDrift(set.fitCentroids, set.centroids, set.k, set.dim);
     const arrived = set.itemsSinceFit / (set.fitItems + set.itemsSinceFit);

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
-import type { Database, Sql } from '../store/database.js';
-import { isUuid, lockDataset, type DatasetRow } from '../store/datasets.js';
+import { cancelTransaction, transactionIdentity, type Database, type Sql, type TransactionIdentity } from '../store/database.js';
+import { findDatasetById, isUuid, lockDataset, type DatasetRow } from '../store/datasets.js';
 import {
   claimNextJob,
   finishJob,
@@ -80,7 +80,7 @@ export function leaseJob(db: Database, logger: Logger, job: Pick<JobRow, 'id' | 
   const controller = new AbortController();
   let reason: AbortReason | undefined;
   // This run's native transactions in flight (backend pid, transaction start), for cancelling on abort.
-  const inFlight = new Set<{ pid: number; started: string }>();
+  const inFlight = new Set<TransactionIdentity>();
   let lastReport = 0;
   let beating = false;
 
@@ -91,11 +91,7 @@ export function leaseJob(db: Database, logger: Logger, job: Pick<JobRow, 'id' | 
     // A statement in flight runs to its end otherwise: minutes for a bad plan, forever behind a lock.
     // Matching the transaction's start keeps the cancel off a request that reuses the connection
     // after the transaction just ended.
-    for (const { pid, started } of inFlight) {
-      void db.control
-        .query('SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND xact_start = $2::timestamptz', [pid, started])
-        .catch(() => undefined);
-    }
+    for (const transaction of inFlight) void cancelTransaction(db.control, transaction).catch(() => undefined);
   };
   const check = () => {
     if (reason) throw new JobAbortedError(reason);
@@ -109,10 +105,7 @@ export function leaseJob(db: Database, logger: Logger, job: Pick<JobRow, 'id' | 
     return db
       .transaction(async (tx) => {
         // PGlite runs in this thread: nothing to cancel there.
-        const self =
-          db.backend === 'native'
-            ? (await tx.query<{ pid: number; started: string }>('SELECT pg_backend_pid() AS pid, now()::text AS started'))[0]
-            : undefined;
+        const self = db.backend === 'native' ? await transactionIdentity(tx) : undefined;
         if (self) inFlight.add(self);
         try {
           check(); // an abort before the transaction was registered
@@ -418,7 +411,7 @@ export function jobView(job: JobRow, dataset: string | null): JobView {
 export async function getJobView(db: Database, id: string): Promise<JobView> {
   const job = isUuid(id) ? await getJob(db, id) : undefined;
   if (!job) throw new ServiceError('not_found', 'JOB_NOT_FOUND', `job ${id} does not exist`, { id });
-  const [owner] = job.datasetId ? await db.query<{ name: string }>('SELECT name FROM datasets WHERE id = $1', [job.datasetId]) : [];
+  const owner = job.datasetId ? await findDatasetById(db, job.datasetId) : undefined;
   return jobView(job, owner?.name ?? null);
 }
 

@@ -1,7 +1,8 @@
 import { centroidDrift } from '../core/incremental.js';
 import { activeJob } from '../store/jobs.js';
+import { scoresPerCluster } from '../store/scores.js';
 import type { ServiceContext } from './context.js';
-import { getDataset } from './datasets.js';
+import { getDataset, type Dataset } from './datasets.js';
 import { REFIT_JOB } from './ingest.js';
 import { jobView, type JobView } from './jobs.js';
 
@@ -26,17 +27,18 @@ export interface PrototypeStatus {
 }
 
 export async function prototypeStatus(ctx: ServiceContext, datasetName: string): Promise<PrototypeStatus> {
-  const dataset = await getDataset(ctx, datasetName);
+  return prototypeStatusOf(ctx, await getDataset(ctx, datasetName));
+}
+
+/** `prototypeStatus` of a dataset already looked up. */
+export async function prototypeStatusOf(ctx: ServiceContext, dataset: Dataset): Promise<PrototypeStatus> {
   const job = await activeJob(ctx.db, dataset.id, REFIT_JOB);
   const refitJob = job ? jobView(job, dataset.name) : null;
   if (dataset.activeVersion === null) {
     return { version: null, k: null, clusterSizes: [], revision: 0, fitItems: 0, itemsSinceFit: 0, arrivedFraction: 0, drift: { mean: 0, max: 0 }, objective: null, fittedAt: null, refitJob };
   }
   const set = await ctx.prototypes.get(ctx.db, dataset.id, dataset.activeVersion, dataset.dimension);
-  const sizes = await ctx.db.query<{ cluster: number; n: number }>(
-    'SELECT cluster, count(*)::int AS n FROM item_scores WHERE dataset_id = $1 AND version = $2 GROUP BY cluster',
-    [dataset.id, set.version],
-  );
+  const sizes = await scoresPerCluster(ctx.db, dataset.id, set.version);
   const clusterSizes = new Array<number>(set.k).fill(0);
   for (const s of sizes) clusterSizes[s.cluster] = s.n;
   const drift = centroidDrift(set.fitCentroids, set.centroids, set.k, set.dim);

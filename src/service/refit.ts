@@ -1,16 +1,23 @@
 import { defaultK, fitKMeans } from '../core/kmeans.js';
 import { scoresFromSimilarity } from '../core/scores.js';
-import type { Sql } from '../store/database.js';
-import { lockDataset, uuidLiteral, type DatasetRow } from '../store/datasets.js';
-import { copyScores, readEmbeddings, relabelPending, upsertScores } from '../store/items.js';
+import { relabelPending } from '../store/ann-index.js';
+import { clockAfterDatasetLock, findDatasetById, switchActiveVersion } from '../store/datasets.js';
+import { readDatasetEmbeddings, type EmbeddingFilter } from '../store/items.js';
 import { enqueueJob, mergeJobResult, type JobRow } from '../store/jobs.js';
-import { findPrototypeSetRow, insertPrototypeSet, loadPrototypeSet, nextPrototypeVersion, type PrototypeSet } from '../store/prototypes.js';
+import {
+  dropSupersededPrototypeSets,
+  findPrototypeSetRow,
+  insertPrototypeSet,
+  loadPrototypeSet,
+  nextPrototypeVersion,
+  type PrototypeSet,
+} from '../store/prototypes.js';
+import { copyScores, dropSupersededScores, upsertScores } from '../store/scores.js';
 import type { ServiceContext } from './context.js';
-import { getDataset } from './datasets.js';
+import { getDataset, toDataset, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
 import { REFIT_JOB } from './ingest.js';
 import { jobView, JobAbortedError, type JobRun, type JobView } from './jobs.js';
-import { resolveSettings } from './settings.js';
 
 /** Rows per COPY of new-version scores; each chunk is one progress step. */
 const RESCORE_CHUNK = 50_000;
@@ -23,74 +30,30 @@ export async function requestRefit(ctx: ServiceContext, datasetName: string): Pr
   return jobView(job, dataset.name);
 }
 
-async function datasetById(db: Sql, id: string): Promise<DatasetRow> {
-  const rows = await db.query<DatasetRow>(
-    `SELECT id, name, dimension, k, settings, active_version AS "activeVersion" FROM datasets WHERE id = $1`,
-    [id],
-  );
-  if (!rows[0]) throw new ServiceError('not_found', 'DATASET_NOT_FOUND', `dataset ${id} was deleted`);
-  return rows[0];
-}
-
-/** SQL condition on `items`: the dataset's items, optionally only those matching `condition`. */
-function itemsOf(datasetId: string, condition?: string): string {
-  return `dataset_id = ${uuidLiteral(datasetId)}${condition ? ` AND (${condition})` : ''}`;
-}
-
-function changedSince(isoTime: string): string {
-  return `updated_at > '${new Date(isoTime).toISOString()}'::timestamptz`;
-}
-
 /**
  * A wall-clock instant after which every item write is visible as `updated_at > instant`: taken
  * while holding the dataset lock, so ingest transactions in flight have committed and later ones
  * stamp their rows after acquiring the lock (see upsertItems).
  */
 async function takeSnapshotTime(run: JobRun, datasetId: string): Promise<string> {
-  return run.read(async (tx) => {
-    await lockDataset(tx, datasetId);
-    const [row] = await tx.query<{ at: Date }>('SELECT clock_timestamp() AS at');
-    return row.at.toISOString();
-  });
-}
-
-/**
- * SQL condition on `items`: no score of `version` yet. It names the dataset as item_scores' key
- * (dataset_id, item_id, version) does, so Postgres reads only this dataset's scores through that
- * key; without it, it anti-joined against every score row of every dataset (minutes on a large
- * database).
- */
-export function lacksScore(version: number): string {
-  return `NOT EXISTS (SELECT 1 FROM item_scores s WHERE s.dataset_id = items.dataset_id AND s.item_id = items.id AND s.version = ${Number(version)})`;
+  return run.read(async (tx) => (await clockAfterDatasetLock(tx, datasetId)).toISOString());
 }
 
 /**
  * After this job switched the dataset to `mine` (replacing `previous`): scores of older versions
- * are garbage, and so are `mine`'s scores the bulk rescore wrote for items deleted while it ran
- * (item_scores has no foreign key); the previous prototype set is kept for reference, older ones
- * go. Versions newer than `mine` (a later refit's) and the active one are never touched.
+ * are garbage, and so are `mine`'s scores the bulk rescore wrote for items deleted while it ran;
+ * the previous prototype set is kept for reference, older ones go. Versions newer than `mine` (a
+ * later refit's) and the active one are never touched.
  */
 async function dropSuperseded(run: JobRun, datasetId: string, mine: number, previous: number | null): Promise<void> {
   await run.write(async (tx) => {
-    const active = `(SELECT active_version FROM datasets WHERE id = $1)`;
-    await tx.query(`DELETE FROM item_scores WHERE dataset_id = $1 AND version < $2 AND version IS DISTINCT FROM ${active}`, [datasetId, mine]);
-    await tx.query(
-      'DELETE FROM item_scores s WHERE s.dataset_id = $1 AND s.version = $2 AND NOT EXISTS (SELECT 1 FROM items i WHERE i.id = s.item_id)',
-      [datasetId, mine],
-    );
-    // SKIP LOCKED: sets a dataset deletion is removing are skipped rather than waited for, as that
-    // deletion waits for this run's job row (no deadlock).
-    await tx.query(
-      `DELETE FROM prototype_sets WHERE id IN (SELECT id FROM prototype_sets
-         WHERE dataset_id = $1 AND version < $2 AND version IS DISTINCT FROM $3::int AND version IS DISTINCT FROM ${active}
-         FOR UPDATE SKIP LOCKED)`,
-      [datasetId, mine, previous],
-    );
+    await dropSupersededScores(tx, datasetId, mine);
+    await dropSupersededPrototypeSets(tx, datasetId, mine, previous);
   });
 }
 
 /** Writes scores of `version` in chunks of RESCORE_CHUNK, each its own fenced COPY and progress step. */
-async function copyInChunks(run: JobRun, datasetId: string, version: number, ids: BigInt64Array, scores: Float32Array, clusters: Int32Array, phase: string) {
+async function writeScoresInChunks(run: JobRun, datasetId: string, version: number, ids: BigInt64Array, scores: Float32Array, clusters: Int32Array, phase: string) {
   for (let from = 0; from < ids.length; from += RESCORE_CHUNK) {
     const to = Math.min(ids.length, from + RESCORE_CHUNK);
     await run.write((tx) => copyScores(tx, datasetId, version, ids, scores, clusters, from, to));
@@ -98,10 +61,10 @@ async function copyInChunks(run: JobRun, datasetId: string, version: number, ids
   }
 }
 
-/** Scores the items of `where` against `set` and writes them as the set's version (binary COPY). */
-async function scoreAndCopy(ctx: ServiceContext, dataset: DatasetRow, set: PrototypeSet, where: string, run: JobRun, phase: string) {
+/** Scores the dataset's items of `filter` against `set` and writes them as the set's version (binary COPY). */
+async function scoreAndCopy(ctx: ServiceContext, dataset: Dataset, set: PrototypeSet, filter: EmbeddingFilter, run: JobRun, phase: string) {
   const dim = dataset.dimension;
-  const matrix = await run.read((tx) => readEmbeddings(tx, dim, where));
+  const matrix = await run.read((tx) => readDatasetEmbeddings(tx, dataset.id, dim, filter));
   for (let from = 0; from < matrix.n; from += RESCORE_CHUNK) {
     const to = Math.min(matrix.n, from + RESCORE_CHUNK);
     const nearest = await ctx.kernel.nearest(matrix.vectors.subarray(from * dim, to * dim), to - from, set.centroids, set.k, dim);
@@ -126,8 +89,10 @@ async function scoreAndCopy(ctx: ServiceContext, dataset: DatasetRow, set: Proto
  */
 export async function runRefit(ctx: ServiceContext, job: JobRow, run: JobRun): Promise<object> {
   const { db } = ctx;
-  const dataset = await datasetById(db, job.datasetId!);
-  const settings = resolveSettings(dataset.settings);
+  const row = await findDatasetById(db, job.datasetId!);
+  if (!row) throw new ServiceError('not_found', 'DATASET_NOT_FOUND', `dataset ${job.datasetId} was deleted`);
+  const dataset = toDataset(row);
+  const { settings } = dataset;
   const dim = dataset.dimension;
   const started = Date.now();
   const timings: Record<string, number> = {};
@@ -152,7 +117,7 @@ export async function runRefit(ctx: ServiceContext, job: JobRow, run: JobRun): P
   } else {
     await run.progress('read', 0, 1);
     snapshotAt = await takeSnapshotTime(run, dataset.id);
-    const matrix = await run.read((tx) => readEmbeddings(tx, dim, itemsOf(dataset.id)));
+    const matrix = await run.read((tx) => readDatasetEmbeddings(tx, dataset.id, dim));
     timings.readMs = Date.now() - started;
     if (matrix.n === 0) throw new ServiceError('conflict', 'NO_ITEMS', `dataset ${dataset.name} has no items to fit`);
     const k = Math.min(matrix.n, dataset.k ?? defaultK(matrix.n));
@@ -182,7 +147,7 @@ export async function runRefit(ctx: ServiceContext, job: JobRow, run: JobRun): P
     setRow = (await findPrototypeSetRow(db, dataset.id, version))!;
     set = { ...setRow, dim, centroids: fit.centroids, fitCentroids: fit.centroids, counts: fit.counts };
     const writeStarted = Date.now();
-    await copyInChunks(run, dataset.id, version, matrix.ids, scoresFromSimilarity(fit.similarity), fit.cluster, 'rescore');
+    await writeScoresInChunks(run, dataset.id, version, matrix.ids, scoresFromSimilarity(fit.similarity), fit.cluster, 'rescore');
     timings.rescoreWriteMs = Date.now() - writeStarted;
   }
 
@@ -191,23 +156,20 @@ export async function runRefit(ctx: ServiceContext, job: JobRow, run: JobRun): P
   // job everything its crashed predecessor never wrote. Whatever is written after `lateSince` is
   // scored inside the switch.
   const lateSince = await takeSnapshotTime(run, dataset.id);
-  const unseen = resumed ? lacksScore(set.version) : `${changedSince(snapshotAt!)} AND ${lacksScore(set.version)}`;
-  await scoreAndCopy(ctx, dataset, set, itemsOf(dataset.id, unseen), run, 'rescore');
+  const unseen: EmbeddingFilter = resumed ? { unscoredIn: set.version } : { changedAfter: snapshotAt!, unscoredIn: set.version };
+  await scoreAndCopy(ctx, dataset, set, unseen, run, 'rescore');
   const switchStarted = Date.now();
   const previous = await run.writeLocked(dataset.id, async (tx, locked) => {
     if (locked.activeVersion !== null && locked.activeVersion >= set.version) {
       throw new ServiceError('conflict', 'VERSION_SUPERSEDED', `dataset ${dataset.name} already serves version ${locked.activeVersion}, newer than this refit's ${set.version}`);
     }
-    const late = await readEmbeddings(tx, dim, itemsOf(dataset.id, changedSince(lateSince)));
+    const late = await readDatasetEmbeddings(tx, dataset.id, dim, { changedAfter: lateSince });
     if (late.n > 0) {
       const nearest = await ctx.kernel.nearest(late.vectors, late.n, set.centroids, set.k, dim);
       await upsertScores(tx, dataset.id, set.version, Array.from(late.ids), scoresFromSimilarity(nearest.similarity), nearest.cluster);
     }
     // Never backwards, whatever else ran: a version only replaces an older one.
-    await tx.query('UPDATE datasets SET active_version = $2, updated_at = now() WHERE id = $1 AND (active_version IS NULL OR active_version < $2)', [
-      dataset.id,
-      set.version,
-    ]);
+    await switchActiveVersion(tx, dataset.id, set.version);
     await relabelPending(tx, dataset.id, set.version); // pending items' clusters under the new version (near-duplicate lookups)
     await mergeJobResult(tx, run.lease, { previousVersion: locked.activeVersion });
     return locked.activeVersion;

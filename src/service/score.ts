@@ -1,7 +1,7 @@
 import { fnv1a32 } from '../core/random.js';
 import { percentileOf, scoresFromSimilarity, sortScores } from '../core/scores.js';
 import { decideKeep, selectWithRule, type KeepRule, type SelectionOrder } from '../core/selection.js';
-import { readScoreColumns, type ScoreColumns } from '../store/items.js';
+import { readScoreColumns, type ScoreColumns } from '../store/scores.js';
 import type { ServiceContext } from './context.js';
 import { getDataset, type Dataset } from './datasets.js';
 import { nearestOfProbes, nearestStored, pendingProbes } from './duplicates.js';

@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import { select, type SelectionOptions, type SelectionOrder } from '../core/selection.js';
-import type { Sql } from '../store/database.js';
 import { isUuid } from '../store/datasets.js';
 import { readSelectionSlice, saveSelection, touchSelection } from '../store/selections.js';
 import { fnv1a32 } from '../core/random.js';
-import { externalIdsOf, readScoreColumns, readScoredItems, type ScoredItems } from '../store/items.js';
+import { externalIdsOf } from '../store/items.js';
+import { readAtActiveVersion, readScoreColumns, readScoredItems, type ScoredItems } from '../store/scores.js';
 import type { ServiceContext } from './context.js';
 import { getDataset, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
@@ -53,17 +53,13 @@ export function checkSelectionRequest(r: SelectionRequest): void {
 }
 
 /**
- * Reads the active version and its scores in one REPEATABLE READ snapshot: a version switch
+ * Reads the active version and its scores in one snapshot (readAtActiveVersion): a version switch
  * committing meanwhile cannot mix versions or remove the scores being read.
  */
 export async function readActiveScores(ctx: ServiceContext, dataset: Dataset, withVectors = false): Promise<{ version: number; items: ScoredItems }> {
-  return ctx.db.transaction(async (tx: Sql) => {
-    await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
-    const [row] = await tx.query<{ version: number | null }>('SELECT active_version AS version FROM datasets WHERE id = $1', [dataset.id]);
-    if (!row || row.version === null) noPrototypes(dataset);
-    const items = await readScoredItems(tx, dataset.id, row.version!, withVectors ? dataset.dimension : null);
-    return { version: row.version!, items };
-  });
+  const read = await readAtActiveVersion(ctx.db, dataset.id, (tx, version) => readScoredItems(tx, dataset.id, version, withVectors ? dataset.dimension : null));
+  if (!read) noPrototypes(dataset);
+  return { version: read.version, items: read.value };
 }
 
 /** A computed selection: item row ids in policy order, read back to external ids page by page. */
@@ -99,12 +95,9 @@ export async function computeSelection(ctx: ServiceContext, datasetName: string,
 
 /** `computeSelection` for a dataset already looked up and a request already checked. */
 async function selectFrom(ctx: ServiceContext, dataset: Dataset, request: SelectionRequest): Promise<SelectionHandle> {
-  const { version, columns } = await ctx.db.transaction(async (tx: Sql) => {
-    await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
-    const [row] = await tx.query<{ version: number | null }>('SELECT active_version AS version FROM datasets WHERE id = $1', [dataset.id]);
-    if (!row || row.version === null) noPrototypes(dataset);
-    return { version: row.version!, columns: await readScoreColumns(tx, dataset.id, row.version!) };
-  });
+  const read = await readAtActiveVersion(ctx.db, dataset.id, (tx, version) => readScoreColumns(tx, dataset.id, version));
+  if (!read) noPrototypes(dataset);
+  const { version, value: columns } = read;
   const chosen = select({ scores: columns.scores, clusters: columns.clusters, idHashes: columns.idHashes }, selectionOptions(request));
   const itemIds = new Float64Array(chosen.length);
   for (let i = 0; i < chosen.length; i++) itemIds[i] = columns.itemIds[chosen[i]];

@@ -1,6 +1,8 @@
+import { countItems } from '../store/items.js';
+import { recentItemWrites, scoreHistogram } from '../store/stats.js';
 import type { ServiceContext } from './context.js';
 import { getDataset } from './datasets.js';
-import { prototypeStatus, type PrototypeStatus } from './prototypes.js';
+import { prototypeStatusOf, type PrototypeStatus } from './prototypes.js';
 
 /** Fixed histogram bins: scores (1 − cos) in [0, 1) in steps of 0.025; the last bin also holds everything ≥ 0.975. */
 export const HISTOGRAM_BIN_WIDTH = 0.025;
@@ -26,32 +28,17 @@ export interface DatasetStats {
 /** What a dashboard polls: counts, the score histogram, cluster sizes, prototype state and ingest activity. */
 export async function datasetStats(ctx: ServiceContext, datasetName: string): Promise<DatasetStats> {
   const dataset = await getDataset(ctx, datasetName);
-  const [status, [count], bins, hourly, [recent]] = await Promise.all([
-    prototypeStatus(ctx, datasetName),
-    ctx.db.query<{ n: number }>('SELECT count(*)::int AS n FROM items WHERE dataset_id = $1', [dataset.id]),
-    dataset.activeVersion === null
-      ? Promise.resolve([])
-      : ctx.db.query<{ bin: number; n: number }>(
-          `SELECT LEAST(floor(score / ${HISTOGRAM_BIN_WIDTH})::int, ${HISTOGRAM_BINS - 1}) AS bin, count(*)::int AS n
-             FROM item_scores WHERE dataset_id = $1 AND version = $2 GROUP BY 1`,
-          [dataset.id, dataset.activeVersion],
-        ),
-    ctx.db.query<{ hour: Date; n: number }>(
-      `SELECT date_trunc('hour', updated_at) AS hour, count(*)::int AS n FROM items
-        WHERE dataset_id = $1 AND updated_at > now() - interval '24 hours' GROUP BY 1 ORDER BY 1`,
-      [dataset.id],
-    ),
-    ctx.db.query<{ hour: number; day: number }>(
-      `SELECT count(*) FILTER (WHERE updated_at > now() - interval '1 hour')::int AS hour, count(*)::int AS day
-         FROM items WHERE dataset_id = $1 AND updated_at > now() - interval '24 hours'`,
-      [dataset.id],
-    ),
+  const [status, itemCount, bins, writes] = await Promise.all([
+    prototypeStatusOf(ctx, dataset),
+    countItems(ctx.db, dataset.id),
+    dataset.activeVersion === null ? Promise.resolve([]) : scoreHistogram(ctx.db, dataset.id, dataset.activeVersion, HISTOGRAM_BIN_WIDTH, HISTOGRAM_BINS),
+    recentItemWrites(ctx.db, dataset.id),
   ]);
   const counts = new Array<number>(HISTOGRAM_BINS).fill(0);
   for (const b of bins) counts[b.bin] = b.n;
   return {
     dataset: dataset.name,
-    itemCount: count.n,
+    itemCount,
     scoredCount: counts.reduce((a, b) => a + b, 0),
     prototypeVersion: status.version,
     k: status.k,
@@ -62,9 +49,9 @@ export async function datasetStats(ctx: ServiceContext, datasetName: string): Pr
     lastRefit: status.version === null ? null : { version: status.version, fittedAt: status.fittedAt! },
     refitJob: status.refitJob,
     ingest: {
-      lastHour: recent.hour,
-      last24Hours: recent.day,
-      hourly: hourly.map((h) => ({ hour: new Date(h.hour), items: h.n })),
+      lastHour: writes.lastHour,
+      last24Hours: writes.last24Hours,
+      hourly: writes.hourly.map((h) => ({ hour: new Date(h.hour), items: h.n })),
     },
   };
 }

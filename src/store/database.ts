@@ -56,6 +56,26 @@ export interface Database extends Sql {
   close(): Promise<void>;
 }
 
+/** A native PostgreSQL transaction: its server process and its start, which tell it apart from later transactions on the same connection. */
+export interface TransactionIdentity {
+  pid: number;
+  started: string;
+}
+
+/** The identity of the transaction `tx` runs in (native PostgreSQL). */
+export async function transactionIdentity(tx: Pick<Sql, 'query'>): Promise<TransactionIdentity> {
+  const [row] = await tx.query<TransactionIdentity>('SELECT pg_backend_pid() AS pid, now()::text AS started');
+  return row;
+}
+
+/**
+ * Cancels the statement in flight in `transaction`, only while that transaction is still the one in
+ * progress on its server process (once it ended, the connection may serve an unrelated request).
+ */
+export async function cancelTransaction(db: Pick<Sql, 'query'>, transaction: TransactionIdentity): Promise<void> {
+  await db.query('SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND xact_start = $2::timestamptz', [transaction.pid, transaction.started]);
+}
+
 /** Escapes one value for COPY's text format (null becomes \N). */
 export function copyField(value: string | number | null): string {
   if (value === null) return '\\N';

@@ -111,6 +111,11 @@ export async function findDatasetByName(db: Database, name: string): Promise<Dat
   return row ? fromPrisma(row) : undefined;
 }
 
+export async function findDatasetById(db: Sql, id: string): Promise<DatasetRow | undefined> {
+  const rows = await db.query<DatasetRow>(`SELECT ${COLUMNS} FROM datasets WHERE id = $1`, [id]);
+  return rows[0];
+}
+
 export async function listDatasets(db: Database): Promise<DatasetRow[]> {
   return (await db.prisma.dataset.findMany({ orderBy: { name: 'asc' } })).map(fromPrisma);
 }
@@ -121,9 +126,25 @@ export async function lockDataset(tx: Sql, id: string): Promise<DatasetRow | und
   return rows[0];
 }
 
+/**
+ * Takes the dataset lock, then reads the database clock: every item write committed before is
+ * visible, and every later one stamps `updated_at` after this instant (upsertItems stamps its rows
+ * after acquiring the lock).
+ */
+export async function clockAfterDatasetLock(tx: Sql, id: string): Promise<Date> {
+  await lockDataset(tx, id);
+  const [row] = await tx.query<{ at: Date }>('SELECT clock_timestamp() AS at');
+  return row.at;
+}
+
+/** Makes `version` the dataset's active one, unless the active one is as new or newer (a version never goes backwards). */
+export async function switchActiveVersion(tx: Sql, id: string, version: number): Promise<void> {
+  await tx.query('UPDATE datasets SET active_version = $2, updated_at = now() WHERE id = $1 AND (active_version IS NULL OR active_version < $2)', [id, version]);
+}
+
 /** Deletes the dataset, its items, scores, prototypes and jobs, and its HNSW index. */
 export async function deleteDataset(tx: Sql, id: string): Promise<boolean> {
-  // The lock order of ingest, deleteItem and the background indexer (defined in store/items.ts),
+  // The lock order of ingest, deleteItem and the background indexer (defined in store/ann-index.ts),
   // so none of them deadlock: the dataset row, then item_ann exclusively (DROP INDEX needs it; an
   // indexer step holds it from its first statement), then the pending rows, then the items (whose
   // deletion cascades to item_ann). ann_pending and item_scores carry no foreign keys (bulk-write

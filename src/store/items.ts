@@ -1,4 +1,4 @@
-import { fnv1a32, fnv1a32Bytes } from '../core/random.js';
+import { lockAnnTable } from './ann-index.js';
 import type { Sql } from './database.js';
 import { uuidLiteral } from './datasets.js';
 import { CopyBinaryParser, copyHeader, copyTrailer, decodeVectorInto, encodeTuple } from './pgcopy.js';
@@ -98,172 +98,6 @@ export async function upsertItems(
   return out;
 }
 
-/**
- * THE LOCK ORDER of near-duplicate index maintenance. A stored item is found by near-duplicate
- * lookups either through `item_ann` (the dataset's HNSW index) or through `ann_pending` (scanned
- * exactly until the background indexer moves it). Every transaction that writes either table takes
- * its locks in this order, so none can wait for another in a cycle (no deadlock, SQLSTATE 40P01):
- *
- *   1. The dataset row (`lockDataset`, FOR UPDATE): ingest, deleteItem, deleteDataset and the
- *      refit switch. The indexer takes none (it works across datasets).
- *   2. The `item_ann` table (`lockAnnTable`): ROW EXCLUSIVE as the first statement of the indexer
- *      and, before their first row lock, of ingest with replaced items and of deleteItem;
- *      ACCESS EXCLUSIVE for deleteDataset (DROP INDEX).
- *   3. The items' `ann_pending` rows, in ascending item id: ingest upserts them (ON CONFLICT DO
- *      UPDATE, which locks an existing row — DO NOTHING would not), deleteItem and deleteDataset
- *      delete them, the refit switch relabels them, and the indexer takes them FOR UPDATE SKIP
- *      LOCKED, so the indexer never waits at this step.
- *   4. The items' `item_ann` rows and the `items` rows being deleted: ingest deletes the item_ann
- *      row of a replaced item, deleteItem and deleteDataset delete items rows (cascading to
- *      item_ann), the indexer inserts or updates item_ann rows (its foreign key check takes KEY
- *      SHARE on the items rows).
- *
- * Ingest writes its items rows (COPY of new ones, UPDATE of replaced ones) right after step 1, before
- * 2-4; that stays outside the order because every other writer of items rows holds step 1 first and
- * the one lock taken on them without it, the indexer's KEY SHARE, does not conflict with an UPDATE
- * of non-key columns.
- *
- * Consistency (no stale vector in the index): whoever changes an item's vector holds its pending
- * row (3) before it removes the item_ann row (4). The indexer reads `items.embedding` in a statement
- * that starts after it locked the pending rows, so it sees every committed write of those items; a
- * write still in flight must yet lock the item's pending row, so it waits for the indexer to commit
- * and queues the item again (and removes the item_ann row the indexer just wrote). Hence, once the
- * indexer has drained `ann_pending`, `item_ann.embedding = items.embedding` for every item.
- */
-export async function lockAnnTable(tx: Sql, mode: 'ROW EXCLUSIVE' | 'ACCESS EXCLUSIVE'): Promise<void> {
-  await tx.exec(`LOCK TABLE item_ann IN ${mode} MODE`);
-}
-
-/**
- * Bookkeeping after an upsert (in its transaction, under the dataset lock): replaced items lose
- * their scores of other (pending) versions, so a rescore in progress scores them again at its
- * switch; every item is queued for the HNSW index with its cluster under `activeVersion`
- * (`clusters`, index-aligned with `itemIds`; null before the first fit), and replaced items leave
- * the index until re-indexed — in the lock order above.
- */
-export async function markChanged(
-  tx: Sql,
-  datasetId: string,
-  itemIds: readonly bigint[],
-  replaced: readonly bigint[],
-  activeVersion: number | null,
-  clusters: Int32Array | null = null,
-) {
-  if (replaced.length > 0) {
-    await tx.query('DELETE FROM item_scores WHERE dataset_id = $1 AND item_id = ANY($2::bigint[]) AND version IS DISTINCT FROM $3', [
-      datasetId,
-      replaced.map(String),
-      activeVersion,
-    ]);
-    await lockAnnTable(tx, 'ROW EXCLUSIVE');
-  }
-  const labelled = activeVersion !== null && clusters !== null;
-  await tx.query(
-    `INSERT INTO ann_pending (item_id, dataset_id, version, cluster)
-     SELECT t.item_id, $2, $3::int, t.cluster FROM unnest($1::bigint[], $4::int[]) AS t(item_id, cluster) ORDER BY t.item_id
-     ON CONFLICT (item_id) DO UPDATE SET version = EXCLUDED.version, cluster = EXCLUDED.cluster`,
-    [itemIds.map(String), datasetId, labelled ? activeVersion : null, labelled ? Array.from(clusters.subarray(0, itemIds.length)) : null],
-  );
-  if (replaced.length > 0) await tx.query('DELETE FROM item_ann WHERE item_id = ANY($1::bigint[])', [replaced.map(String)]);
-}
-
-/**
- * The background indexer's step: moves up to `limit` pending items (of any dataset) into the
- * HNSW-indexed table, in one transaction (a crash leaves them pending), in the lock order above.
- * The vectors are read by a statement of their own, started after the pending rows were locked
- * (READ COMMITTED: a fresh snapshot), so a replacement committed meanwhile is never missed. Returns
- * how many pending rows it took (an item deleted meanwhile is just dropped).
- */
-export async function movePendingToIndex(tx: Sql, limit: number): Promise<number> {
-  await lockAnnTable(tx, 'ROW EXCLUSIVE');
-  const taken = await tx.query<{ item_id: string }>(
-    `DELETE FROM ann_pending WHERE item_id IN (SELECT item_id FROM ann_pending ORDER BY item_id LIMIT $1 FOR UPDATE SKIP LOCKED)
-     RETURNING item_id::text AS item_id`,
-    [limit],
-  );
-  if (taken.length === 0) return 0;
-  await tx.query(
-    `INSERT INTO item_ann (item_id, dataset_id, embedding)
-     SELECT i.id, i.dataset_id, i.embedding FROM items i WHERE i.id = ANY($1::bigint[]) ORDER BY i.id
-     ON CONFLICT (item_id) DO UPDATE SET embedding = EXCLUDED.embedding`,
-    [taken.map((r) => r.item_id)],
-  );
-  return taken.length;
-}
-
-/**
- * At a version switch (in its transaction, under the dataset lock, after the new version's scores
- * are complete): pending items take their cluster under `version`, so lookups keep scanning only
- * the query's nearest clusters. A row without a score of `version` keeps its old label and is
- * scanned in full until indexed. Returns how many rows were relabelled.
- *
- * The statement joins two whole sets (a dataset's pending rows, its scores of `version`), so it
- * runs without nested loops: right after a first fit both tables were just filled and not yet
- * analysed, the planner believed the new version had no scores and chose a nested loop over
- * sequential scans — 100,000 pending items took minutes, under the dataset lock. A hash or merge
- * join is linear whatever the statistics say.
- */
-export async function relabelPending(tx: Sql, datasetId: string, version: number): Promise<number> {
-  const [{ was }] = await tx.query<{ was: string }>("SELECT current_setting('enable_nestloop') AS was");
-  await tx.query("SELECT set_config('enable_nestloop', 'off', true)");
-  const [row] = await tx.query<{ n: number }>(
-    `WITH relabelled AS (
-       UPDATE ann_pending p SET version = s.version, cluster = s.cluster FROM item_scores s
-        WHERE p.dataset_id = $1 AND p.version IS DISTINCT FROM $2::int
-          AND s.dataset_id = $1 AND s.item_id = p.item_id AND s.version = $2::int
-       RETURNING 1)
-     SELECT count(*)::int AS n FROM relabelled`,
-    [datasetId, version],
-  );
-  await tx.query("SELECT set_config('enable_nestloop', $1, true)", [was]); // the rest of the switch plans as usual
-  return row.n;
-}
-
-/** Writes scores of one version (set-based upsert). */
-export async function upsertScores(
-  tx: Sql,
-  datasetId: string,
-  version: number,
-  itemIds: readonly bigint[],
-  scores: Float32Array,
-  clusters: Int32Array,
-): Promise<void> {
-  if (itemIds.length === 0) return;
-  await tx.query(
-    `INSERT INTO item_scores (dataset_id, version, item_id, score, cluster)
-     SELECT $1, $2, unnest($3::bigint[]), unnest($4::real[]), unnest($5::int[])
-     ON CONFLICT (dataset_id, version, item_id) DO UPDATE SET score = EXCLUDED.score, cluster = EXCLUDED.cluster`,
-    [datasetId, version, itemIds.map(String), Array.from(scores), Array.from(clusters)],
-  );
-}
-
-/** Bulk-writes scores of a new version with binary COPY (rows must not exist yet). */
-export async function copyScores(
-  db: Sql,
-  datasetId: string,
-  version: number,
-  itemIds: BigInt64Array,
-  scores: Float32Array,
-  clusters: Int32Array,
-  from = 0,
-  to = itemIds.length,
-): Promise<number> {
-  async function* tuples() {
-    yield copyHeader();
-    for (let i = from; i < to; i++) {
-      yield encodeTuple([
-        { type: 'uuid', value: datasetId },
-        { type: 'int4', value: version },
-        { type: 'int8', value: itemIds[i] },
-        { type: 'float4', value: scores[i] },
-        { type: 'int4', value: clusters[i] },
-      ]);
-    }
-    yield copyTrailer();
-  }
-  return db.copyIn('item_scores (dataset_id, version, item_id, score, cluster)', 'binary', tuples());
-}
-
 /** Embeddings of many items, row-major, with their ids. */
 export interface EmbeddingMatrix {
   ids: BigInt64Array;
@@ -300,108 +134,40 @@ export async function readEmbeddings(db: Sql, dim: number, where: string, expect
   return { ids: ids.subarray(0, n), vectors: vectors.subarray(0, n * dim), n };
 }
 
-/** Everything selection and dedup need about one version's scored items, sorted by external id. */
-export interface ScoredItems {
-  n: number;
-  itemIds: BigInt64Array;
-  externalIds: string[];
-  scores: Float32Array;
-  clusters: Int32Array;
-  idHashes: Uint32Array;
-  /** n × dim embeddings in the same order, when asked for. */
-  vectors: Float32Array | null;
-}
-
 /**
- * Reads one version's scored items with their external ids, sorted by external id in byte order
- * (COLLATE "C"), via binary COPY; with `dim`, also their embeddings.
+ * SQL condition on `items`: no score of `version` yet. It names the dataset as item_scores' key
+ * (dataset_id, item_id, version) does, so Postgres reads only this dataset's scores through that
+ * key; without it, it anti-joined against every score row of every dataset (minutes on a large
+ * database). `version + 0` keeps the (dataset_id, version, score) index out of the probe: right
+ * after a refit's bulk COPY the statistics still say the new version has no scores, and the
+ * planner probed that index for every late item, reading the version's whole index range each
+ * time (minutes for a few thousand late items next to a million scores). Through the key, each
+ * probe reads one item's few score rows whatever the statistics say.
  */
-export async function readScoredItems(db: Sql, datasetId: string, version: number, dim: number | null = null): Promise<ScoredItems> {
-  const externalIds: string[] = [];
-  const itemIds: bigint[] = [];
-  const scores: number[] = [];
-  const clusters: number[] = [];
-  const vectorChunks: Float32Array[] = [];
-  const parser = new CopyBinaryParser((fields) => {
-    itemIds.push(fields[0]!.readBigInt64BE(0));
-    externalIds.push(fields[1]!.toString('utf8'));
-    scores.push(fields[2]!.readFloatBE(0));
-    clusters.push(fields[3]!.readInt32BE(0));
-    if (dim !== null) {
-      const v = new Float32Array(dim);
-      decodeVectorInto(fields[4]!, v, 0);
-      vectorChunks.push(v);
-    }
-  });
-  const source = `(SELECT s.item_id, i.external_id, s.score, s.cluster${dim !== null ? ', i.embedding' : ''}
-     FROM item_scores s JOIN items i ON i.id = s.item_id
-     WHERE s.dataset_id = ${uuidLiteral(datasetId)} AND s.version = ${Number(version)} ORDER BY i.external_id COLLATE "C")`;
-  for await (const chunk of db.copyOut(source, 'binary')) parser.push(chunk);
-  parser.end();
-  const n = externalIds.length;
-  const idHashes = new Uint32Array(n);
-  for (let i = 0; i < n; i++) idHashes[i] = fnv1a32(externalIds[i]);
-  let vectors: Float32Array | null = null;
-  if (dim !== null) {
-    vectors = new Float32Array(n * dim);
-    vectorChunks.forEach((v, i) => vectors!.set(v, i * dim));
-  }
-  return {
-    n,
-    itemIds: BigInt64Array.from(itemIds),
-    externalIds,
-    scores: Float32Array.from(scores),
-    clusters: Int32Array.from(clusters),
-    idHashes,
-    vectors,
-  };
+export function lacksScore(version: number): string {
+  return `NOT EXISTS (SELECT 1 FROM item_scores s WHERE s.dataset_id = items.dataset_id AND s.item_id = items.id AND s.version + 0 = ${Number(version)})`;
 }
 
-/** One version's scores without the external id strings: what a selection needs, ~20 bytes per item. */
-export interface ScoreColumns {
-  n: number;
-  /** Item row ids (bigserial values, exact in float64). */
-  itemIds: Float64Array;
-  scores: Float32Array;
-  clusters: Int32Array;
-  /** `fnv1a32` of each external id. */
-  idHashes: Uint32Array;
+/** Which of a dataset's items `readDatasetEmbeddings` reads: all, or only those matching every given condition. */
+export interface EmbeddingFilter {
+  /** Written (stored or replaced) after this instant (ISO 8601). */
+  changedAfter?: string;
+  /** Without a score of this version yet. */
+  unscoredIn?: number;
 }
 
-/**
- * Reads one version's scores sorted by external id in byte order (the order selection breaks ties
- * in), hashing each id as it streams past instead of keeping the string: a million items cost
- * about 20 MB however long their ids are.
- */
-export async function readScoreColumns(db: Sql, datasetId: string, version: number): Promise<ScoreColumns> {
-  let capacity = 1 << 14;
-  let n = 0;
-  let itemIds = new Float64Array(capacity);
-  let scores = new Float32Array(capacity);
-  let clusters = new Int32Array(capacity);
-  let idHashes = new Uint32Array(capacity);
-  const grow = () => {
-    capacity *= 2;
-    const move = <T extends Float64Array | Float32Array | Int32Array | Uint32Array>(from: T, to: T): T => (to.set(from), to);
-    itemIds = move(itemIds, new Float64Array(capacity));
-    scores = move(scores, new Float32Array(capacity));
-    clusters = move(clusters, new Int32Array(capacity));
-    idHashes = move(idHashes, new Uint32Array(capacity));
-  };
-  const parser = new CopyBinaryParser((fields) => {
-    if (n === capacity) grow();
-    itemIds[n] = Number(fields[0]!.readBigInt64BE(0));
-    idHashes[n] = fnv1a32Bytes(fields[1]!);
-    scores[n] = fields[2]!.readFloatBE(0);
-    clusters[n] = fields[3]!.readInt32BE(0);
-    n++;
-  });
-  const source = `(SELECT s.item_id, i.external_id, s.score, s.cluster
-     FROM item_scores s JOIN items i ON i.id = s.item_id
-     WHERE s.dataset_id = ${uuidLiteral(datasetId)} AND s.version = ${Number(version)} ORDER BY i.external_id COLLATE "C")`;
-  for await (const chunk of db.copyOut(source, 'binary')) parser.push(chunk);
-  parser.end();
-  return { n, itemIds: itemIds.slice(0, n), scores: scores.slice(0, n), clusters: clusters.slice(0, n), idHashes: idHashes.slice(0, n) };
+/** The embeddings of a dataset's items (see `readEmbeddings`), optionally narrowed by `filter`. */
+export async function readDatasetEmbeddings(db: Sql, datasetId: string, dim: number, filter: EmbeddingFilter = {}): Promise<EmbeddingMatrix> {
+  const conditions = [`dataset_id = ${uuidLiteral(datasetId)}`];
+  if (filter.changedAfter !== undefined) conditions.push(`updated_at > '${new Date(filter.changedAfter).toISOString()}'::timestamptz`);
+  if (filter.unscoredIn !== undefined) conditions.push(lacksScore(filter.unscoredIn));
+  return readEmbeddings(db, dim, conditions.map((c) => `(${c})`).join(' AND '));
+}
+
+/** How many items the dataset holds. */
+export async function countItems(db: Sql, datasetId: string): Promise<number> {
+  const [row] = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM items WHERE dataset_id = $1', [datasetId]);
+  return row.n;
 }
 
 /** External ids of item rows, in the order given; ids of rows deleted meanwhile come back as null. */
@@ -436,7 +202,7 @@ export async function findItem(db: Sql, datasetId: string, externalId: string, v
 /**
  * Deletes one item with its scores of every version and its nearest-neighbour entries. Must run
  * inside a transaction holding the dataset lock, so an ingest or version switch cannot interleave;
- * the rest follows the lock order above (item_ann table, pending row, then the item).
+ * the rest follows the lock order (store/ann-index.ts: item_ann table, pending row, then the item).
  */
 export async function deleteItem(tx: Sql, datasetId: string, externalId: string): Promise<boolean> {
   const rows = await tx.query<{ id: string }>('SELECT id::text AS id FROM items WHERE dataset_id = $1 AND external_id = $2', [datasetId, externalId]);

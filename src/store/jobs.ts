@@ -31,8 +31,6 @@ const COLUMNS = `id, dataset_id AS "datasetId", kind, state::text AS state, para
   created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt",
   lease_expires_at AS "leaseExpiresAt", run_after AS "runAfter"`;
 
-export const ACTIVE_STATES: readonly JobState[] = ['queued', 'running'];
-
 /**
  * One run's hold on a job: the job id and its fencing token, the job's `attempts` when this run
  * claimed it. A later claim (after the lease expired) increments `attempts`, which fences this run out.

@@ -120,6 +120,21 @@ export async function saveMiniBatch(tx: Sql, setId: bigint, centroids: Float32Ar
   return row.revision;
 }
 
+/**
+ * After a switch to `current` from `previous`: deletes the sets of older versions except `previous`
+ * (kept for reference) and the active one. Sets a dataset deletion is removing are skipped (SKIP
+ * LOCKED) rather than waited for, as that deletion waits for the caller's job row (no deadlock).
+ */
+export async function dropSupersededPrototypeSets(tx: Sql, datasetId: string, current: number, previous: number | null): Promise<void> {
+  await tx.query(
+    `DELETE FROM prototype_sets WHERE id IN (SELECT id FROM prototype_sets
+       WHERE dataset_id = $1 AND version < $2 AND version IS DISTINCT FROM $3::int
+         AND version IS DISTINCT FROM (SELECT active_version FROM datasets WHERE id = $1)
+       FOR UPDATE SKIP LOCKED)`,
+    [datasetId, current, previous],
+  );
+}
+
 export async function nextPrototypeVersion(db: Sql, datasetId: string): Promise<number> {
   const [row] = await db.query<{ next: number }>('SELECT coalesce(max(version), 0) + 1 AS next FROM prototype_sets WHERE dataset_id = $1', [
     datasetId,

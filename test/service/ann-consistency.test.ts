@@ -1,6 +1,6 @@
 /**
  * Near-duplicate index maintenance: the lock order and consistency of item_ann / ann_pending
- * (store/items.ts), and the lookup's pending scan bounded to the query's nearest clusters.
+ * (store/ann-index.ts), and the lookup's pending scan bounded to the query's nearest clusters.
  */
 import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MIGRATIONS_DIR } from '../../src/paths.js';
 import { Rng } from '../../src/core/random.js';
 import { createDataset, deleteDataset, getDataset, type Dataset } from '../../src/service/datasets.js';
-import { checkNearDuplicates, indexPendingVectors, nearestStoredSql, PENDING_PER_CLUSTER, PENDING_PROBES, pendingProbes } from '../../src/service/duplicates.js';
+import { checkNearDuplicates, indexPendingVectors, PENDING_PROBES, pendingProbes } from '../../src/service/duplicates.js';
+import { nearestStoredSql, PENDING_PER_CLUSTER } from '../../src/store/ann-index.js';
 import { ingestEmbeddings, type IngestItem } from '../../src/service/ingest.js';
 import { deleteItem } from '../../src/service/items.js';
 import { requestRefit } from '../../src/service/refit.js';

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../../src/core/random.js';
 import { createDataset, getDataset, listDatasets, MAX_DIMENSION, type Dataset } from '../../src/service/datasets.js';
-import { checkNearDuplicates, findDuplicates, indexPendingVectors, nearestStoredSql } from '../../src/service/duplicates.js';
+import { checkNearDuplicates, findDuplicates, indexPendingVectors } from '../../src/service/duplicates.js';
+import { nearestStoredSql } from '../../src/store/ann-index.js';
 import { ingestEmbeddings, type IngestItem } from '../../src/service/ingest.js';
 import { scoreBatch } from '../../src/service/score.js';
 import { vectorLiteral, type Database } from '../../src/store/database.js';
