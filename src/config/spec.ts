@@ -4,13 +4,33 @@
  * so adding a variable here is the one place to document it.
  */
 
-export type VariableSpec =
+export type VariableSpec = (
   | { kind: 'int'; default: number; min: number; max: number; doc: string }
-  | { kind: 'enum'; default: string; values: readonly string[]; doc: string }
+  | { kind: 'optional-int'; min: number; max: number; doc: string }
+  /**
+   * One of `values`; `ignoreCase` accepts any case (values are upper case), `aliases` maps other
+   * spellings (written without whitespace) to a value.
+   */
+  | { kind: 'enum'; default: string; values: readonly string[]; ignoreCase?: boolean; aliases?: Readonly<Record<string, string>>; doc: string }
   | { kind: 'string'; default: string; doc: string }
   | { kind: 'optional-url'; protocols: readonly string[]; doc: string }
   | { kind: 'optional-string'; doc: string }
-  | { kind: 'bool'; default: boolean; doc: string };
+  /** 64 hex digits, read in lower case. */
+  | { kind: 'optional-sha256'; doc: string }
+  /** Required: `N` or `HxW`, each side from 1 to `max`; read as { height, width }. */
+  | { kind: 'size'; max: number; example: string; doc: string }
+  /** Required: 1 or 3 finite numbers (one is used for all three); read as a triple. */
+  | { kind: 'triple'; example: string; doc: string }
+  | { kind: 'bool'; default: boolean; doc: string }
+) & {
+  /** The variable only applies when this one is set: alone it is refused, and required kinds are required only then. */
+  requires?: string;
+};
+
+export interface ImageSize {
+  height: number;
+  width: number;
+}
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -115,23 +135,67 @@ export const VARIABLES = {
   },
   IMAGE_MAX_PIXELS: { kind: 'int', default: 64000000, min: 1, max: 1000000000, doc: 'Images declaring more pixels are rejected (IMAGE_TOO_LARGE).' },
   EMBEDDING_MODEL_PATH: { kind: 'optional-string', doc: 'An ONNX image model to use instead of the default (then SIZE, MEAN and STD are required).' },
-  EMBEDDING_MODEL_NAME: { kind: 'optional-string', doc: 'Name recorded with datasets for the custom model (default: the file name).' },
-  EMBEDDING_MODEL_INPUT: { kind: 'optional-string', doc: "Input tensor name (default: the model's only input)." },
-  EMBEDDING_MODEL_OUTPUT: { kind: 'optional-string', doc: "Output tensor name (default: the model's first output)." },
-  EMBEDDING_MODEL_SIZE: { kind: 'optional-string', doc: 'Input size, `224` or `HxW`.' },
-  EMBEDDING_MODEL_LAYOUT: { kind: 'optional-string', doc: '`NCHW` (default for custom models) or `NHWC`.' },
-  EMBEDDING_MODEL_CHANNELS: { kind: 'optional-string', doc: '`RGB` (default) or `BGR`.' },
-  EMBEDDING_MODEL_RANGE: { kind: 'optional-string', doc: 'Pixel range before normalisation: `0-1` (default) or `0-255`.' },
-  EMBEDDING_MODEL_MEAN: { kind: 'optional-string', doc: 'Per-channel mean, e.g. `0.485,0.456,0.406`.' },
-  EMBEDDING_MODEL_STD: { kind: 'optional-string', doc: 'Per-channel std, e.g. `0.229,0.224,0.225`.' },
-  EMBEDDING_MODEL_DIM: { kind: 'optional-string', doc: 'Output dimension (default: read from the model).' },
-  EMBEDDING_MODEL_RESIZE: { kind: 'optional-string', doc: 'Shorter side before the centre crop (default: size × 256/224).' },
-  EMBEDDING_MODEL_SHA256: { kind: 'optional-string', doc: "Expected SHA-256 of the model file (boot fails on a mismatch)." },
+  EMBEDDING_MODEL_NAME: {
+    kind: 'optional-string',
+    requires: 'EMBEDDING_MODEL_PATH',
+    doc: 'Name recorded with datasets for the custom model (default: the file name).',
+  },
+  EMBEDDING_MODEL_INPUT: { kind: 'optional-string', requires: 'EMBEDDING_MODEL_PATH', doc: "Input tensor name (default: the model's only input)." },
+  EMBEDDING_MODEL_OUTPUT: { kind: 'optional-string', requires: 'EMBEDDING_MODEL_PATH', doc: "Output tensor name (default: the model's first output)." },
+  EMBEDDING_MODEL_SIZE: { kind: 'size', max: 8192, example: '"224" or "224x224" as HxW', requires: 'EMBEDDING_MODEL_PATH', doc: 'Input size, `224` or `HxW`.' },
+  EMBEDDING_MODEL_LAYOUT: {
+    kind: 'enum',
+    default: 'NCHW',
+    values: ['NCHW', 'NHWC'],
+    ignoreCase: true,
+    requires: 'EMBEDDING_MODEL_PATH',
+    doc: '`NCHW` (default for custom models) or `NHWC`.',
+  },
+  EMBEDDING_MODEL_CHANNELS: {
+    kind: 'enum',
+    default: 'RGB',
+    values: ['RGB', 'BGR'],
+    ignoreCase: true,
+    requires: 'EMBEDDING_MODEL_PATH',
+    doc: '`RGB` (default) or `BGR`.',
+  },
+  EMBEDDING_MODEL_RANGE: {
+    kind: 'enum',
+    default: '0-1',
+    values: ['0-1', '0-255'],
+    aliases: { '0-1': '0-1', '[0,1]': '0-1', '0..1': '0-1', '1': '0-1', '0-255': '0-255', '[0,255]': '0-255', '0..255': '0-255', '255': '0-255' },
+    requires: 'EMBEDDING_MODEL_PATH',
+    doc: 'Pixel range before normalisation: `0-1` (default) or `0-255`.',
+  },
+  EMBEDDING_MODEL_MEAN: {
+    kind: 'triple',
+    example: '"0.485,0.456,0.406"; "0" for none',
+    requires: 'EMBEDDING_MODEL_PATH',
+    doc: 'Per-channel mean, e.g. `0.485,0.456,0.406`.',
+  },
+  EMBEDDING_MODEL_STD: {
+    kind: 'triple',
+    example: '"0.229,0.224,0.225"; "1" for none',
+    requires: 'EMBEDDING_MODEL_PATH',
+    doc: 'Per-channel std, e.g. `0.229,0.224,0.225`.',
+  },
+  EMBEDDING_MODEL_DIM: { kind: 'optional-int', min: 1, max: 1 << 20, requires: 'EMBEDDING_MODEL_PATH', doc: 'Output dimension (default: read from the model).' },
+  EMBEDDING_MODEL_RESIZE: {
+    kind: 'optional-int',
+    min: 1,
+    max: 16384,
+    requires: 'EMBEDDING_MODEL_PATH',
+    doc: 'Shorter side before the centre crop (default: size × 256/224).',
+  },
+  EMBEDDING_MODEL_SHA256: { kind: 'optional-sha256', requires: 'EMBEDDING_MODEL_PATH', doc: 'Expected SHA-256 of the model file (boot fails on a mismatch).' },
 } as const satisfies Record<string, VariableSpec>;
 
 export type VariableName = keyof typeof VARIABLES;
 
-/** The default as it would be written in `.env.example` (empty for optional variables). */
+/**
+ * The default as it would be written in `.env.example`: empty for variables without one, and for
+ * those that only apply together with another (set alone, they are refused).
+ */
 export function defaultText(spec: VariableSpec): string {
-  return spec.kind === 'optional-url' || spec.kind === 'optional-string' ? '' : String(spec.default);
+  return 'default' in spec && spec.requires === undefined ? String(spec.default) : '';
 }

@@ -72,6 +72,115 @@ describe('custom embedding model configuration', () => {
     expect(config.embedding.custom).toMatchObject({ path: '/models/swav.onnx', inputHeight: 224, inputWidth: 224, layout: 'NCHW' });
     expect(loadConfig({}).embedding.custom).toBeNull();
   });
+
+  it('parses every model variable, in the spellings it accepts', () => {
+    const config = loadConfig({
+      MODELS_DIR: '/unused',
+      EMBEDDING_MODEL_PATH: 'models/dinov2_vits14.onnx',
+      EMBEDDING_MODEL_NAME: 'dinov2-small',
+      EMBEDDING_MODEL_INPUT: 'pixel_values',
+      EMBEDDING_MODEL_OUTPUT: 'embedding',
+      EMBEDDING_MODEL_SIZE: '224x196',
+      EMBEDDING_MODEL_LAYOUT: 'nchw',
+      EMBEDDING_MODEL_CHANNELS: 'bgr',
+      EMBEDDING_MODEL_RANGE: '[0, 255]',
+      EMBEDDING_MODEL_MEAN: '103.53, 116.28, 123.675',
+      EMBEDDING_MODEL_STD: '57.375 57.12 58.395',
+      EMBEDDING_MODEL_DIM: '384',
+      EMBEDDING_MODEL_RESIZE: '256',
+      EMBEDDING_MODEL_SHA256: 'AB'.repeat(32),
+    });
+    expect(config.embedding.custom).toEqual({
+      name: 'dinov2-small',
+      path: path.resolve('models/dinov2_vits14.onnx'),
+      inputName: 'pixel_values',
+      outputName: 'embedding',
+      inputHeight: 224,
+      inputWidth: 196,
+      layout: 'NCHW',
+      channelOrder: 'BGR',
+      valueRange: '0-255',
+      mean: [103.53, 116.28, 123.675],
+      std: [57.375, 57.12, 58.395],
+      outputDim: 384,
+      resizeShorter: 256,
+      sha256: 'ab'.repeat(32),
+    });
+  });
+
+  it('applies the documented defaults to a custom model, and one number to every channel', () => {
+    const config = loadConfig({ EMBEDDING_MODEL_PATH: '/m/clip.onnx', EMBEDDING_MODEL_SIZE: '336', EMBEDDING_MODEL_MEAN: '0.5', EMBEDDING_MODEL_STD: '[0.25]' });
+    expect(config.embedding.custom).toEqual({
+      name: 'clip',
+      path: '/m/clip.onnx',
+      inputHeight: 336,
+      inputWidth: 336,
+      layout: VARIABLES.EMBEDDING_MODEL_LAYOUT.default,
+      channelOrder: VARIABLES.EMBEDDING_MODEL_CHANNELS.default,
+      valueRange: VARIABLES.EMBEDDING_MODEL_RANGE.default,
+      mean: [0.5, 0.5, 0.5],
+      std: [0.25, 0.25, 0.25],
+    });
+    expect(config.embedding.custom).toMatchObject({ layout: 'NCHW', channelOrder: 'RGB', valueRange: '0-1' });
+    for (const range of ['0-1', '[0,1]', '0..1', '1']) {
+      expect(loadConfig({ EMBEDDING_MODEL_PATH: '/m/x.onnx', EMBEDDING_MODEL_SIZE: '8', EMBEDDING_MODEL_MEAN: '0', EMBEDDING_MODEL_STD: '1', EMBEDDING_MODEL_RANGE: range }).embedding.custom?.valueRange).toBe('0-1');
+    }
+  });
+
+  it('names each bad model variable with what it accepts, all at once', () => {
+    const problems = problemsOf({
+      EMBEDDING_MODEL_PATH: '/m/x.onnx',
+      EMBEDDING_MODEL_SIZE: '224x',
+      EMBEDDING_MODEL_LAYOUT: 'CHW',
+      EMBEDDING_MODEL_CHANNELS: 'RGBA',
+      EMBEDDING_MODEL_RANGE: '0-100',
+      EMBEDDING_MODEL_MEAN: '1,2',
+      EMBEDDING_MODEL_STD: '1,x,1',
+      EMBEDDING_MODEL_DIM: '0',
+      EMBEDDING_MODEL_RESIZE: 'big',
+      EMBEDDING_MODEL_SHA256: 'abc',
+    });
+    expect(problems).toEqual([
+      'EMBEDDING_MODEL_SIZE="224x": expected N or HxW (e.g. "224" or "224x224" as HxW), each side from 1 to 8192',
+      'EMBEDDING_MODEL_LAYOUT="CHW": expected one of NCHW, NHWC',
+      'EMBEDDING_MODEL_CHANNELS="RGBA": expected one of RGB, BGR',
+      'EMBEDDING_MODEL_RANGE="0-100": expected one of 0-1, 0-255',
+      'EMBEDDING_MODEL_MEAN="1,2": expected 1 or 3 finite numbers separated by commas (e.g. "0.485,0.456,0.406"; "0" for none)',
+      'EMBEDDING_MODEL_STD="1,x,1": expected 1 or 3 finite numbers separated by commas (e.g. "0.229,0.224,0.225"; "1" for none)',
+      'EMBEDDING_MODEL_DIM="0": expected an integer from 1 to 1048576',
+      'EMBEDDING_MODEL_RESIZE="big": expected an integer from 1 to 16384',
+      'EMBEDDING_MODEL_SHA256="abc": expected a SHA-256 as 64 hex digits',
+    ]);
+    expect(problemsOf({ EMBEDDING_MODEL_PATH: '/m/x.onnx', EMBEDDING_MODEL_SIZE: '9000', EMBEDDING_MODEL_MEAN: '0', EMBEDDING_MODEL_STD: '1' })).toEqual([
+      expect.stringMatching(/^EMBEDDING_MODEL_SIZE="9000": expected N or HxW/),
+    ]);
+    expect(problemsOf({ EMBEDDING_MODEL_PATH: '/m/x.onnx', PORT: 'abc' })).toEqual([
+      expect.stringContaining('PORT="abc"'),
+      'EMBEDDING_MODEL_SIZE is required with EMBEDDING_MODEL_PATH (e.g. "224" or "224x224" as HxW)',
+      'EMBEDDING_MODEL_MEAN is required with EMBEDDING_MODEL_PATH (e.g. "0.485,0.456,0.406"; "0" for none)',
+      'EMBEDDING_MODEL_STD is required with EMBEDDING_MODEL_PATH (e.g. "0.229,0.224,0.225"; "1" for none)',
+    ]);
+  });
+
+  it('names the variables behind a problem across them', () => {
+    const base = { EMBEDDING_MODEL_PATH: '/m/x.onnx', EMBEDDING_MODEL_SIZE: '224' };
+    expect(problemsOf({ ...base, EMBEDDING_MODEL_MEAN: '123.675,116.28,103.53', EMBEDDING_MODEL_STD: '58.4,57.1,57.4' })).toEqual([
+      expect.stringMatching(/^EMBEDDING_MODEL_MEAN, EMBEDDING_MODEL_RANGE: mean .* is outside the 0-1 value range/),
+    ]);
+    expect(problemsOf({ ...base, EMBEDDING_MODEL_MEAN: '0', EMBEDDING_MODEL_STD: '1,0,1' })).toEqual([
+      'EMBEDDING_MODEL_STD: std values must be > 0, got 1,0,1',
+    ]);
+    expect(problemsOf({ ...base, EMBEDDING_MODEL_MEAN: '0', EMBEDDING_MODEL_STD: '1', EMBEDDING_MODEL_RESIZE: '200' })).toEqual([
+      "EMBEDDING_MODEL_SIZE, EMBEDDING_MODEL_RESIZE: resizeShorter 200 is smaller than the crop's shorter side 224",
+    ]);
+  });
+
+  it('lists every model variable set without a model path', () => {
+    expect(problemsOf({ EMBEDDING_MODEL_LAYOUT: 'NCHW', EMBEDDING_MODEL_SHA256: 'abc', EMBEDDING_MODEL_NAME: 'x' })).toEqual([
+      'EMBEDDING_MODEL_NAME, EMBEDDING_MODEL_LAYOUT, EMBEDDING_MODEL_SHA256: only apply together with EMBEDDING_MODEL_PATH',
+    ]);
+    expect(loadConfig({ EMBEDDING_MODEL_LAYOUT: ' ' }).embedding.custom).toBeNull();
+  });
 });
 
 describe('configuration documentation', () => {

@@ -1,13 +1,15 @@
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../../src/core/random.js';
 import type { DistanceKernel } from '../../src/kernels/types.js';
+import { DASHBOARD_DIR } from '../../src/http/routes/dashboard.js';
 import { PROJECT_ROOT } from '../../src/paths.js';
 import { mintApiKey, OPERATOR } from '../../src/service/auth.js';
+import { DEFAULT_SETTINGS } from '../../src/service/settings.js';
 import { ingestEmbeddings } from '../../src/service/ingest.js';
 import { BACKENDS } from '../helpers/backends.js';
 import { plantedClusters } from '../helpers/planted.js';
@@ -229,20 +231,42 @@ describe(`dashboard in headless Chromium (${backend.name} backend)`, { timeout: 
   });
 
   test('serves the page and its assets without an API key, and asks for a key', async () => {
-    for (const url of ['/dashboard', '/dashboard/assets/dashboard.js', '/dashboard/assets/dashboard.css', '/dashboard/assets/icon.svg']) {
+    for (const url of ['/dashboard', '/dashboard/assets/main.js', '/dashboard/assets/dashboard.css', '/dashboard/assets/icon.svg']) {
       const response = await fetch(`${base}${url}`);
       expect(response.status, url).toBe(200);
     }
-    const html = await fetch(`${base}/dashboard`);
-    expect(html.headers.get('content-type')).toMatch(/^text\/html/);
-    expect(html.headers.get('content-security-policy')).toContain("script-src 'self'");
+    // The script is native ES modules: main.js imports the rest, each served as JavaScript.
+    const html = await (await fetch(`${base}/dashboard`)).text();
+    expect(html).toContain('<script type="module" src="dashboard/assets/main.js"></script>');
+    const modules = (await readdir(DASHBOARD_DIR)).filter((file) => file.endsWith('.js')).sort();
+    expect(modules).toEqual(expect.arrayContaining(['api.js', 'charts.js', 'state.js', 'poll.js', 'view-dataset.js', 'view-refit.js']));
+    for (const module of modules) {
+      const response = await fetch(`${base}/dashboard/assets/${module}`);
+      expect(response.status, module).toBe(200);
+      expect(response.headers.get('content-type'), module).toMatch(/^text\/javascript/);
+    }
+    const served = await fetch(`${base}/dashboard`);
+    expect(served.headers.get('content-type')).toMatch(/^text\/html/);
+    expect(served.headers.get('content-security-policy')).toContain("script-src 'self'");
     expect((await fetch(`${base}/dashboard/assets/..%2Fpackage.json`)).status).toBe(404);
     expect((await fetch(`${base}/dashboard/`, { redirect: 'manual' })).status).toBe(308);
 
-    const response = await page.goto(`${base}/dashboard`);
-    expect(response?.status()).toBe(200);
-    await page.waitForSelector('#key-panel', { state: 'visible' });
+    const loaded: string[] = [];
+    const onRequest = (request: { url(): string }) => {
+      const module = /\/dashboard\/assets\/([^/?]+\.js)$/.exec(request.url());
+      if (module) loaded.push(module[1]);
+    };
+    page.on('request', onRequest);
+    try {
+      const response = await page.goto(`${base}/dashboard`);
+      expect(response?.status()).toBe(200);
+      await page.waitForSelector('#key-panel', { state: 'visible' });
+    } finally {
+      page.off('request', onRequest);
+    }
     expect(await page.isVisible('#layout')).toBe(false);
+    // The page loaded every module (a module that failed to load would leave it blank).
+    expect([...new Set(loaded)].sort()).toEqual(modules);
   });
 
   test('with a read key: the histogram adds up to the item count and the cluster bars are /stats’ clusterSizes', async () => {
@@ -428,6 +452,39 @@ describe(`dashboard in headless Chromium (${backend.name} backend)`, { timeout: 
     expect(requested.some((url) => url.endsWith('/v1/datasets'))).toBe(true);
   });
 
+  test('shows the first-fit size, drift thresholds and auto-refit the API reports, which hold the server’s defaults', async () => {
+    // The page still shows the other dataset (30 items, created with only minItemsForFit) with the limited key.
+    await page.waitForSelector(`#dataset-panel[data-dataset="${OTHER}"]`);
+    const drift = () =>
+      page.$$eval('#drift dd[data-drift]', (rows) => rows.map((row) => [row.getAttribute('data-drift'), row.getAttribute('data-threshold'), (row as unknown as { textContent: string }).textContent]));
+    const listed = await call<{ datasets: { name: string; settings: typeof DEFAULT_SETTINGS }[] }>('GET', '/v1/datasets', api.keys.admin);
+    const reported = listed.body.datasets.find((d) => d.name === OTHER)!.settings;
+    expect(reported).toMatchObject({ minItemsForFit: 500, autoRefit: DEFAULT_SETTINGS.autoRefit, refit: DEFAULT_SETTINGS.refit });
+    const thresholds = (settings: typeof DEFAULT_SETTINGS) => [
+      ['mean', String(settings.refit.meanDrift), expect.any(String)],
+      ['max', String(settings.refit.maxDrift), expect.any(String)],
+      ['arrived', String(settings.refit.arrivedFraction), expect.any(String)],
+      ['auto-refit', null, settings.autoRefit ? 'on' : 'off'],
+    ];
+    expect(await drift()).toEqual(thresholds(reported));
+    expect(await page.textContent('#no-prototypes-text')).toMatch(/once the dataset holds 500 items/);
+
+    // Whatever the server reports is what the page shows: it keeps no copy of the defaults.
+    const changed = { ...reported, minItemsForFit: 777, autoRefit: !reported.autoRefit, refit: { meanDrift: 0.125, maxDrift: 0.25, arrivedFraction: 0.5 } };
+    await page.route(`${base}/v1/datasets`, async (route) => {
+      const response = await route.fetch();
+      const body = (await response.json()) as { datasets: { name: string; settings: unknown }[] };
+      for (const dataset of body.datasets) if (dataset.name === OTHER) dataset.settings = changed;
+      await route.fulfill({ response, json: body });
+    });
+    try {
+      await page.waitForFunction(() => document.body.innerText.includes('once the dataset holds 777 items'));
+      expect(await drift()).toEqual(thresholds(changed));
+    } finally {
+      await page.unroute(`${base}/v1/datasets`);
+    }
+  });
+
   test('refuses a key with non-ASCII, emoji or NUL, and names a non-ASCII or NUL dataset in the URL as unavailable', async () => {
     for (const typed of ['pp_café', 'pp_🦊🦊', 'pp_a\u0000b']) {
       if (await page.locator('#change-key').isVisible()) await page.click('#change-key');
@@ -458,6 +515,33 @@ describe(`dashboard in headless Chromium (${backend.name} backend)`, { timeout: 
     expect(await page.textContent('#key-error')).toMatch(/INVALID_API_KEY/);
     expect(await page.isVisible('#layout')).toBe(false);
     expect(await page.evaluate(() => sessionStorage.getItem('protoprune.apiKey'))).toBeNull();
+  });
+
+  test('with auth off the page connects without a key; the auth-on page above asked for one', async () => {
+    const open = await startApi(backend, { AUTH_DISABLED: 'true' });
+    const openContext = await browser.newContext();
+    try {
+      const openBase = `http://127.0.0.1:${open.service.httpPort}`;
+      const created = await fetch(`${openBase}/v1/datasets`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'open', dimension: DIM }) });
+      expect(created.status).toBe(201);
+      const openPage = await openContext.newPage();
+      const authorizations: (string | undefined)[] = [];
+      openPage.on('request', (request) => {
+        if (request.url().includes('/v1/')) authorizations.push(request.headers().authorization);
+      });
+      await openPage.goto(`${openBase}/dashboard`);
+      await openPage.waitForSelector('#dataset-list button[data-dataset="open"]');
+      expect(await openPage.isVisible('#key-panel')).toBe(false);
+      expect(await openPage.isVisible('#change-key')).toBe(false);
+      expect(await openPage.getAttribute('#key-status', 'data-auth')).toBe('off');
+      expect(await openPage.textContent('#key-status')).toBe('no key needed');
+      expect(authorizations.length).toBeGreaterThan(0);
+      expect(authorizations.every((header) => header === undefined)).toBe(true);
+      expect(await openPage.evaluate(() => sessionStorage.getItem('protoprune.apiKey'))).toBeNull();
+    } finally {
+      await openContext.close();
+      await open.close();
+    }
   });
 
   test('loaded nothing from other origins and logged no script errors', () => {

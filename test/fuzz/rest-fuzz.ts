@@ -383,7 +383,7 @@ function templateArb(op: Op, world: World): fc.Arbitrary<Template> {
       if (p === 'dataset') out[p] = ds;
       else if (p === 'externalId') out[p] = extra.externalId ?? world.targetIds[0];
       else if (p === 'id') out[p] = extra.id ?? world.jobId;
-      else if (p === 'file') out[p] = op.path.startsWith('/dashboard') ? 'dashboard.js' : 'swagger-ui.css';
+      else if (p === 'file') out[p] = op.path.startsWith('/dashboard') ? 'main.js' : 'swagger-ui.css';
       else out[p] = extra[p] ?? 'x';
     }
     return out;

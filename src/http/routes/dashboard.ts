@@ -13,7 +13,17 @@ import { errorBody } from '../schemas.js';
 export const DASHBOARD_DIR = path.join(PROJECT_ROOT, 'src', 'dashboard');
 
 const ASSET_TYPES: Record<string, string> = {
-  'dashboard.js': 'text/javascript; charset=utf-8',
+  'main.js': 'text/javascript; charset=utf-8',
+  'api.js': 'text/javascript; charset=utf-8',
+  'state.js': 'text/javascript; charset=utf-8',
+  'poll.js': 'text/javascript; charset=utf-8',
+  'dom.js': 'text/javascript; charset=utf-8',
+  'charts.js': 'text/javascript; charset=utf-8',
+  'view-connect.js': 'text/javascript; charset=utf-8',
+  'view-datasets.js': 'text/javascript; charset=utf-8',
+  'view-dataset.js': 'text/javascript; charset=utf-8',
+  'view-refit.js': 'text/javascript; charset=utf-8',
+  'view-preview.js': 'text/javascript; charset=utf-8',
   'dashboard.css': 'text/css; charset=utf-8',
   'icon.svg': 'image/svg+xml',
 };
