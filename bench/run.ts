@@ -8,6 +8,7 @@
  *   npm run bench -- kmeans [flags]        one of the older micro-benchmarks: kmeans, embedding, engine
  *   npm run bench -- load [flags]          mixed REST traffic at 100 connections × 60 s: backpressure (bench/load.ts)
  *   npm run bench -- score-backlog [flags] score latency and near-duplicate recall with 0 and 50k items awaiting the HNSW index (bench/score-backlog.ts)
+ *   npm run bench -- refit-late [flags]    a refit while 3,000 items arrive against a quiet one, next to 1M score rows of another dataset (bench/refit-late.ts)
  *   npm run bench -- all                   the suite, then kmeans, embedding and engine with their defaults
  */
 import { spawnSync } from 'node:child_process';
@@ -15,7 +16,15 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const named: Record<string, string> = { suite: 'suite.ts', kmeans: 'kmeans.ts', embedding: 'embedding.ts', engine: 'engine.ts', load: 'load.ts', 'score-backlog': 'score-backlog.ts' };
+const named: Record<string, string> = {
+  suite: 'suite.ts',
+  kmeans: 'kmeans.ts',
+  embedding: 'embedding.ts',
+  engine: 'engine.ts',
+  load: 'load.ts',
+  'score-backlog': 'score-backlog.ts',
+  'refit-late': 'refit-late.ts',
+};
 const [first, ...rest] = process.argv.slice(2);
 let benches: { file: string; args: string[] }[];
 if (first === 'all') benches = ['suite.ts', 'kmeans.ts', 'embedding.ts', 'engine.ts'].map((file) => ({ file, args: rest }));
