@@ -192,10 +192,3 @@ export const VARIABLES = {
 
 export type VariableName = keyof typeof VARIABLES;
 
-/**
- * The default as it would be written in `.env.example`: empty for variables without one, and for
- * those that only apply together with another (set alone, they are refused).
- */
-export function defaultText(spec: VariableSpec): string {
-  return 'default' in spec && spec.requires === undefined ? String(spec.default) : '';
-}

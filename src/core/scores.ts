@@ -24,14 +24,6 @@ export function percentileOf(sortedScores: Float32Array, score: number): number 
   return countAtMost(sortedScores, score) / sortedScores.length;
 }
 
-/** `percentileOf` for every item of `scores`, in item order. */
-export function percentileRanks(scores: Float32Array): Float32Array {
-  const sorted = sortScores(scores);
-  const ranks = new Float32Array(scores.length);
-  for (let i = 0; i < scores.length; i++) ranks[i] = countAtMost(sorted, scores[i]) / sorted.length;
-  return ranks;
-}
-
 /** Number of entries of ascending `sorted` that are ≤ `value` (an upper-bound binary search). */
 function countAtMost(sorted: Float32Array, value: number): number {
   let lo = 0;

@@ -27,8 +27,6 @@ export interface VectorErrorInfo {
 
 export type VectorResult = { vector: Float32Array } | { error: VectorErrorInfo };
 
-export type VectorInput = readonly unknown[] | string | Uint8Array;
-
 const LITTLE_ENDIAN_HOST = endianness() === 'LE';
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 const BASE64_URL = /^[A-Za-z0-9_-]*={0,2}$/;
@@ -102,31 +100,6 @@ export function decodeVector(input: unknown, dim: number): VectorResult {
   return fail('INVALID_ENCODING', `expected a number array, a base64 string or bytes, got ${describe(input)}`);
 }
 
-/** Decodes many items independently; one bad item never affects the others. */
-export function decodeVectors(inputs: readonly unknown[], dim: number): VectorResult[] {
-  checkDim(dim);
-  return inputs.map((input) => decodeVector(input, dim));
-}
-
-/**
- * A packed matrix of `n × dim` little-endian float32 values (raw or base64) → one result per row.
- * A blob whose length is not a whole number of rows is rejected as a whole (no row boundaries can be trusted).
- */
-export function decodePackedVectors(input: Uint8Array | string, dim: number): VectorResult[] | { error: VectorErrorInfo } {
-  checkDim(dim);
-  const bytes = typeof input === 'string' ? decodeBase64Strict(input) : input;
-  if (!bytes) return fail('INVALID_ENCODING', 'malformed base64');
-  if (bytes.byteLength % 4 !== 0) return fail('INVALID_ENCODING', `byte length ${bytes.byteLength} is not a multiple of 4 (float32)`);
-  if (bytes.byteLength % (4 * dim) !== 0) {
-    return fail('DIMENSION_MISMATCH', `${bytes.byteLength / 4} values are not a whole number of ${dim}-d rows`);
-  }
-  const rows = bytes.byteLength / (4 * dim);
-  const all = float32FromLittleEndian(bytes);
-  const out: VectorResult[] = [];
-  for (let r = 0; r < rows; r++) out.push(checkValues(all.slice(r * dim, (r + 1) * dim)));
-  return out;
-}
-
 /** Strict base64 decoding (Buffer.from silently skips invalid characters). */
 export function decodeBase64Strict(text: string): Uint8Array | undefined {
   if (text.length % 4 === 1) return undefined;
@@ -152,18 +125,6 @@ export function float32FromLittleEndian(bytes: Uint8Array): Float32Array {
   } else {
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     for (let i = 0; i < n; i++) out[i] = view.getFloat32(4 * i, true);
-  }
-  return out;
-}
-
-/** Little-endian float32 bytes of a vector (the compact binary encoding). */
-export function float32ToLittleEndian(vector: Float32Array): Uint8Array {
-  const out = new Uint8Array(vector.length * 4);
-  if (LITTLE_ENDIAN_HOST) {
-    out.set(new Uint8Array(vector.buffer, vector.byteOffset, vector.byteLength));
-  } else {
-    const view = new DataView(out.buffer);
-    for (let i = 0; i < vector.length; i++) view.setFloat32(4 * i, vector[i], true);
   }
   return out;
 }

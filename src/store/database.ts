@@ -87,11 +87,6 @@ export function copyStatement(direction: 'FROM STDIN' | 'TO STDOUT', subject: st
   return `COPY ${subject} ${direction} (FORMAT ${format})`;
 }
 
-/** `"table" ("a", "b")` for COPY targets. */
-export function copyTarget(table: string, columns: readonly string[]): string {
-  return `"${table}" (${columns.map((c) => `"${c}"`).join(', ')})`;
-}
-
 /** Text-format COPY rows (escaped with copyField, tab-separated) as stream chunks. */
 export async function* textRows(rows: Iterable<readonly (string | number | null)[]> | AsyncIterable<readonly (string | number | null)[]>): AsyncGenerator<string> {
   for await (const row of rows) yield `${row.map(copyField).join('\t')}\n`;

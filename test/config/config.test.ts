@@ -2,8 +2,16 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/index.js';
-import { VARIABLES, defaultText } from '../../src/config/spec.js';
+import { VARIABLES, type VariableSpec } from '../../src/config/spec.js';
 import { PROJECT_ROOT } from '../../src/paths.js';
+
+/**
+ * The value .env.example shows for a variable: its default, or nothing for one without a default
+ * or one that only applies together with another (set alone, it is refused).
+ */
+function defaultText(spec: VariableSpec): string {
+  return 'default' in spec && spec.requires === undefined ? String(spec.default) : '';
+}
 
 function problemsOf(env: Record<string, string>): string[] {
   try {

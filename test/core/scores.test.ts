@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../../src/core/random.js';
-import { percentileOf, percentileRanks, scoresFromSimilarity, sortScores } from '../../src/core/scores.js';
+import { percentileOf, scoresFromSimilarity, sortScores } from '../../src/core/scores.js';
 
 describe('scores', () => {
   it('is the cosine distance to the nearest centroid, never negative', () => {
@@ -19,10 +19,11 @@ describe('scores', () => {
     expect(percentileOf(new Float32Array(0), 0.5)).toBe(0);
   });
 
-  it('percentileRanks matches a brute-force count, equal scores sharing a rank', () => {
+  it('percentileOf matches a brute-force count, equal scores sharing a rank', () => {
     const rng = new Rng(3);
     const scores = Float32Array.from({ length: 2000 }, () => Math.floor(rng.next() * 300) / 300);
-    const ranks = percentileRanks(scores);
+    const sorted = sortScores(scores);
+    const ranks = Float32Array.from(scores, (s) => percentileOf(sorted, s));
     for (let i = 0; i < scores.length; i += 7) {
       let atOrBelow = 0;
       for (const s of scores) if (s <= scores[i]) atOrBelow++;

@@ -1,10 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   decodeBase64Strict,
-  decodePackedVectors,
   decodeVector,
-  decodeVectors,
-  float32ToLittleEndian,
   vectorFromBase64,
   vectorFromBytes,
   vectorFromJson,
@@ -45,13 +42,11 @@ describe('precomputed vector decoding', () => {
     }
   });
 
-  it('handles unaligned buffers and round-trips through float32ToLittleEndian', () => {
+  it('handles unaligned buffers', () => {
     const values = [1.5, -2.25, 3e-7, 65504];
     const padded = Buffer.concat([Buffer.from([9]), leBytes(values)]);
     const unaligned = padded.subarray(1); // byteOffset is odd
     expect(Array.from(vec(vectorFromBytes(unaligned, 4)))).toEqual(values.map(Math.fround));
-    const v = Float32Array.from(values);
-    expect(Buffer.from(float32ToLittleEndian(v)).equals(leBytes(values))).toBe(true);
   });
 
   it('dispatches on the input type', () => {
@@ -109,27 +104,8 @@ describe('precomputed vector decoding', () => {
     expect(decodeBase64Strict('QUJD')).toEqual(Uint8Array.from([65, 66, 67]));
   });
 
-  it('decodes many items independently', () => {
-    const results = decodeVectors([[1, 2, 3], [0, 0, 0], leBytes([1, 2, 3]), 'not base64!', [1, 2], [NaN, 1, 1]], 3);
-    expect(results.map(codeOf)).toEqual(['OK', 'ZERO_VECTOR', 'OK', 'INVALID_ENCODING', 'DIMENSION_MISMATCH', 'NON_FINITE_VALUE']);
-    expect(vec(results[0])).toEqual(vec(results[2]));
-  });
-
-  it('decodes packed n×dim matrices row by row', () => {
-    const packed = leBytes([1, 2, 3, 0, 0, 0, 4, NaN, 6, 7, 8, 9]);
-    const rows = decodePackedVectors(packed, 3);
-    expect(Array.isArray(rows)).toBe(true);
-    const list = rows as VectorResult[];
-    expect(list.map(codeOf)).toEqual(['OK', 'ZERO_VECTOR', 'NON_FINITE_VALUE', 'OK']);
-    expect(Array.from(vec(list[3]))).toEqual([7, 8, 9]);
-    expect((decodePackedVectors(packed.toString('base64'), 3) as VectorResult[]).map(codeOf)).toEqual(list.map(codeOf));
-    expect(codeOf(decodePackedVectors(packed, 5) as { error: { code: string } })).toBe('DIMENSION_MISMATCH');
-    expect(codeOf(decodePackedVectors(packed.subarray(0, 10), 3) as { error: { code: string } })).toBe('INVALID_ENCODING');
-    expect(codeOf(decodePackedVectors('@@@@', 3) as { error: { code: string } })).toBe('INVALID_ENCODING');
-  });
-
   it('rejects a nonsensical dataset dimension', () => {
     expect(() => vectorFromJson([1], 0)).toThrow(RangeError);
-    expect(() => decodeVectors([], 1.5)).toThrow(RangeError);
+    expect(() => decodeVector([], 1.5)).toThrow(RangeError);
   });
 });

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { copyTarget, textRows, vectorLiteral, type Database } from '../../src/store/database.js';
+import { textRows, vectorLiteral, type Database } from '../../src/store/database.js';
+
+const copyTarget = (table: string, columns: readonly string[]) => `"${table}" (${columns.map((c) => `"${c}"`).join(', ')})`;
 import { openDatabase } from '../../src/store/open.js';
 import { CopyBinaryParser, copyHeader, copyTrailer, decodeVectorInto, encodeTuple } from '../../src/store/pgcopy.js';
 import { BACKENDS } from '../helpers/backends.js';
