@@ -5,7 +5,6 @@ import { authenticate, type Principal } from '../service/auth.js';
 import type { ServiceContext } from '../service/context.js';
 import { ServiceError, type DatabaseAvailability } from '../service/errors.js';
 import { DATABASE_ERROR, toGrpcError } from './errors.js';
-import { requestBudget } from '../service/rate-budget.js';
 
 /**
  * Per-caller request budget: a fixed one-minute window per API key (per client address when auth
@@ -19,7 +18,7 @@ export class RateLimiter {
   /** Counts one request of `key`; throws overloaded (RATE_LIMITED, retryAfterMs) past the budget. */
   async take(ctx: ServiceContext, key: string): Promise<void> {
     if (this.limitPerMinute <= 0) return;
-    const charge = await requestBudget(ctx.db, this.limitPerMinute).charge(key);
+    const charge = await ctx.requestBudgets.forLimit(this.limitPerMinute).charge(key);
     if (charge.allowed) return;
     throw new ServiceError('overloaded', 'RATE_LIMITED', `rate limit of ${this.limitPerMinute} requests per minute exceeded; retry in ${Math.ceil(charge.resetMs / 1000)} s`, {
       limitPerMinute: this.limitPerMinute,

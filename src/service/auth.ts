@@ -2,7 +2,6 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Database } from '../store/database.js';
 import { findApiKeyByHash, findApiKeyById, insertApiKey, insertFirstApiKey, listApiKeys as listKeyRows, revokeApiKey as revokeKeyRow, touchApiKey, type ApiKeyRow } from '../store/api-keys.js';
 import { isUuid } from '../store/datasets.js';
-import type { ServiceContext } from './context.js';
 import { printable } from './text.js';
 import { ServiceError } from './errors.js';
 import { DATASET_NAME_PATTERN, KEY_MAX_DATASETS, KEY_NAME_MAX_LENGTH } from './limits.js';
@@ -29,7 +28,20 @@ export const OPERATOR: Principal = { keyId: null, name: 'operator', scopes: ['ad
 const KEY_PREFIX = 'pp_';
 /** Writing last_used_at on every request would turn reads into writes; once a minute is enough. */
 const TOUCH_INTERVAL_MS = 60_000;
-const lastTouched = new Map<string, number>();
+
+/** When this process last wrote each key's last_used_at (one per service container). */
+export class KeyTouches {
+  private readonly lastTouched = new Map<string, number>();
+
+  /** Whether key `id`'s use is to be written now (at most once per TOUCH_INTERVAL_MS); records it if so. */
+  due(id: string, now: number): boolean {
+    if (now - (this.lastTouched.get(id) ?? 0) <= TOUCH_INTERVAL_MS) return false;
+    // Keys revoked or unused for an interval need no entry: without one their next use is written.
+    if (this.lastTouched.size > 10_000) for (const [k, t] of this.lastTouched) if (now - t > TOUCH_INTERVAL_MS) this.lastTouched.delete(k);
+    this.lastTouched.set(id, now);
+    return true;
+  }
+}
 
 export function hashSecret(secret: string): string {
   return createHash('sha256').update(secret).digest('hex');
@@ -130,7 +142,6 @@ export async function revokeApiKey(db: Database, id: string, caller: Principal):
   const target = isUuid(id) ? await findApiKeyById(db, id) : undefined;
   const row = target && withinReach(caller, target) ? await revokeKeyRow(db, id) : undefined;
   if (!row) throw new ServiceError('not_found', 'API_KEY_NOT_FOUND', `API key ${printable(id, 64)} does not exist`, { id: printable(id, 64) });
-  lastTouched.delete(id);
   return view(row);
 }
 
@@ -146,16 +157,12 @@ export function authorizeUnrestrictedAdmin(principal: Principal): void {
  * Resolves the secret a caller presented (the part after `Bearer `) to its key. With auth
  * disabled every caller is an admin; otherwise a missing or unknown/revoked secret is refused.
  */
-export async function authenticate(ctx: ServiceContext, secret: string | undefined): Promise<Principal> {
+export async function authenticate(ctx: { authEnabled: boolean; db: Database; keyTouches: KeyTouches }, secret: string | undefined): Promise<Principal> {
   if (!ctx.authEnabled) return UNAUTHENTICATED_ADMIN;
   if (!secret) throw new ServiceError('unauthenticated', 'MISSING_API_KEY', 'send an API key as "Authorization: Bearer <key>"');
   const row = await findApiKeyByHash(ctx.db, hashSecret(secret));
   if (!row) throw new ServiceError('unauthenticated', 'INVALID_API_KEY', 'the API key is unknown or revoked');
-  const now = Date.now();
-  if (now - (lastTouched.get(row.id) ?? 0) > TOUCH_INTERVAL_MS) {
-    lastTouched.set(row.id, now);
-    await touchApiKey(ctx.db, row.id);
-  }
+  if (ctx.keyTouches.due(row.id, Date.now())) await touchApiKey(ctx.db, row.id);
   return { keyId: row.id, name: row.name, scopes: row.scopes as Scope[], datasets: row.datasets };
 }
 

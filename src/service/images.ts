@@ -5,6 +5,7 @@ import type { Config } from '../config/index.js';
 import { loadDefaultEncoder, loadModel, type EncoderIdentity, type ImageEncoder } from '../embedding/model.js';
 import type { Sql } from '../store/database.js';
 import type { ServiceContext } from './context.js';
+import type { AnyItem, Embedder } from './service-types.js';
 import { createDataset, getDataset, type CreateDatasetInput, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
 import { storeEmbeddings, type IngestResult, type ItemOutcome } from './ingest.js';
@@ -14,15 +15,8 @@ import { makeThumbnail } from '../embedding/thumbnail.js';
 /** What the encoder is and how it is batched (the `embedding` part of the configuration). */
 export type EmbedderOptions = Config['embedding'];
 
-/** The server's image encoder behind its micro-batcher. */
-export interface Embedder {
-  identity: EncoderIdentity;
-  dim: number;
-  /** Decompression-bomb guard of every decode (IMAGE_MAX_PIXELS). */
-  maxPixels: number;
-  batcher: EmbeddingBatcher;
-  close(): Promise<void>;
-}
+/** Re-exported: the REST transport imports it from here. */
+export type { AnyItem };
 
 /** Loads the configured encoder (converting the default one on first start) and its batcher. */
 export async function startEmbedder(options: EmbedderOptions): Promise<Embedder> {
@@ -85,18 +79,6 @@ export interface ImageItem {
 export async function ingestImages(ctx: ServiceContext, datasetName: string, items: readonly ImageItem[]): Promise<IngestResult> {
   embedderOf(ctx);
   return ingestItems(ctx, datasetName, items);
-}
-
-/**
- * One item of a mixed ingest: exactly one of a precomputed embedding and an encoded image. An
- * embedding is numbers, or little-endian float32 as bytes or base64 text; an image is its file's
- * bytes or their base64 text.
- */
-export interface AnyItem {
-  externalId: string;
-  embedding?: ArrayLike<number> | string;
-  image?: Uint8Array | string;
-  metadata?: unknown;
 }
 
 /**

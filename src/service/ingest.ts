@@ -4,12 +4,12 @@ import { lockDataset } from '../store/datasets.js';
 import { markChanged } from '../store/ann-index.js';
 import type { Sql } from '../store/database.js';
 import { countItems, saveThumbnails, upsertItems, type UpsertedItem } from '../store/items.js';
-import { enqueueJob } from '../store/jobs.js';
 import { saveMiniBatch, type PrototypeSet } from '../store/prototypes.js';
 import { copyScores, upsertScores } from '../store/scores.js';
 import type { ServiceContext } from './context.js';
 import { getDataset, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
+import { queueJob } from './jobs.js';
 import { codePointLength, EXTERNAL_ID_MAX_LENGTH, METADATA_MAX_BYTES } from './limits.js';
 
 
@@ -33,7 +33,18 @@ export interface IngestResult {
   scheduledJobId: string | null;
 }
 
-export const REFIT_JOB = 'refit';
+export interface IngestCounts {
+  stored: number;
+  updated: number;
+  failed: number;
+}
+
+/** How many outcomes stored a new item, replaced one, or failed: the counts every transport reports and records. */
+export function countOutcomes(outcomes: readonly ItemOutcome[]): IngestCounts {
+  const counts: IngestCounts = { stored: 0, updated: 0, failed: 0 };
+  for (const o of outcomes) counts[o.status === 'error' ? 'failed' : o.status]++;
+  return counts;
+}
 
 interface ValidItem {
   index: number;
@@ -229,7 +240,7 @@ async function maybeScheduleFit(ctx: ServiceContext, dataset: Dataset, set: Prot
     if (decision.refit) reason = decision.reasons.join(',');
   }
   if (reason === null) return null;
-  const { job, created } = await ctx.db.transaction((tx) => enqueueJob(tx, dataset.id, REFIT_JOB, { reason }));
+  const { job, created } = await ctx.db.transaction((tx) => queueJob(tx, dataset.id, 'refit', { reason }));
   if (created) {
     ctx.logger.info({ dataset: dataset.name, jobId: job.id, reason }, 'refit scheduled');
     ctx.wakeJobs();

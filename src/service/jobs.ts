@@ -3,9 +3,11 @@ import { cancelTransaction, transactionIdentity, type Database, type Sql, type T
 import { findDatasetById, isUuid, lockDataset, type DatasetRow } from '../store/datasets.js';
 import {
   claimNextJob,
+  enqueueJob,
   finishJob,
   getJob,
   holdLease,
+  insertRunningJob,
   LeaseLostError,
   renewLease,
   reportProgress,
@@ -15,6 +17,7 @@ import {
   type JobRow,
 } from '../store/jobs.js';
 import { classifyDatabaseError, ServiceError } from './errors.js';
+import { isJobKind, JOB_KINDS, jobOf, type Job, type JobKind, type JobParams, type JobPayload, type JobResult } from './job-kinds.js';
 
 /** Why a run was told to stop: the process shuts down, or another worker took its job over. */
 export type AbortReason = 'shutdown' | 'lease-lost';
@@ -72,8 +75,8 @@ export class JobAbortedError extends Error {
 
 /**
  * Holds a claimed job: a heartbeat on `db.control` (outside the request pool, so request traffic
- * cannot starve it) extends the lease, and aborts the run when the job is no longer its own. The
- * job runner and background ingests both hold their jobs through this.
+ * cannot starve it) extends the lease, and aborts the run when the job is no longer its own. Every
+ * run of the JobWorker holds its job through this.
  */
 export function leaseJob(db: Database, logger: Logger, job: Pick<JobRow, 'id' | 'attempts'>, timing: LeaseTiming): LeasedRun {
   const lease: JobLease = { id: job.id, token: job.attempts };
@@ -168,7 +171,28 @@ export function leaseJob(db: Database, logger: Logger, job: Pick<JobRow, 'id' | 
   };
 }
 
-export type JobHandler = (job: JobRow, run: JobRun) => Promise<object>;
+/** A kind's handler: `payload` is what the submitting process holds, undefined for a job claimed from the queue. */
+export type JobHandler<K extends JobKind> = (job: Job<K>, run: JobRun, payload: JobPayload<K> | undefined) => Promise<JobResult<K>>;
+
+/** One handler per job kind (a kind without one does not compile; JobWorker checks again at boot). */
+export type JobHandlers = { [K in JobKind]: JobHandler<K> };
+
+/** A handler's failure that also records what the run got done (merged into the job's result). */
+export class JobFailure<K extends JobKind> extends Error {
+  constructor(
+    message: string,
+    readonly result: Partial<JobResult<K>>,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = 'JobFailure';
+  }
+}
+
+/** Queues a job of `kind` for the dataset, or returns the one of that kind already queued or running (see enqueueJob). */
+export function queueJob<K extends JobKind>(tx: Sql, datasetId: string, kind: K, params: JobParams<K>): Promise<{ job: JobRow; created: boolean }> {
+  return enqueueJob(tx, datasetId, kind, params);
+}
 
 /** Codes with which the server (SQLSTATE) or Prisma asks for the transaction to be tried again. */
 const RETRY_CODES = new Set(['40001', '40P01', 'P2034']); // serialization failure, deadlock; Prisma's write conflict or deadlock
@@ -208,39 +232,62 @@ export function retryDelayMs(policy: RetryPolicy, retries: number): number {
  */
 export type RunEnd = 'succeeded' | 'failed' | 'interrupted' | 'retried' | 'lost';
 
-export interface JobRunnerOptions extends LeaseTiming {
+export interface JobWorkerOptions extends LeaseTiming {
   /** How often an idle worker looks for queued jobs (a wake() is immediate). */
   pollMs: number;
   retry: RetryPolicy;
   /** Work to do when no job is queued (e.g. catching the ANN index up); returns whether it did any. */
   idleWork?: () => Promise<boolean>;
   /** Told when a job run ends, with the handler's result when it succeeded. For metrics; must not throw. */
-  onFinished?: (job: JobRow, state: RunEnd, ms: number, result: object | null) => void;
+  onFinished?: (job: JobRow, state: RunEnd, ms: number, result: JobResult<JobKind> | null) => void;
+}
+
+/** A job submitted with its payload: the row it starts as (running, held by this process). */
+export interface Submission<K extends JobKind> {
+  datasetId: string;
+  kind: K;
+  params: JobParams<K>;
+  /** The progress the row starts with (phase, 0 of `total`). */
+  phase: string;
+  total: number;
 }
 
 /**
- * The in-process worker for long work (refits, rescoring). Jobs live in the database, so they
- * survive restarts and replicas share them. A worker claims a job with a lease (JOB_STALE_MS) and
- * its heartbeat extends it; a job interrupted by shutdown is re-queued at once. On native
- * PostgreSQL a job whose lease expired (its process died or stalled) is re-queued and claimed
- * again with a new fencing token, which makes every later write of the old run fail; handlers
- * resume from their checkpoints. One job runs at a time per process (the work is CPU-bound on the
- * distance kernel).
+ * The in-process worker of every job. Jobs live in the database, so they survive restarts and
+ * replicas share them; each run holds its job through leaseJob (lease, heartbeat, fenced writes)
+ * and ends through one path (finish, log line, onFinished).
+ *
+ * Queued jobs: the worker claims one with a lease (JOB_STALE_MS) and its heartbeat extends it; a
+ * job interrupted by shutdown is re-queued at once, one that hit a transient database error after
+ * a backoff. On native PostgreSQL a job whose lease expired (its process died or stalled) is
+ * re-queued and claimed again with a new fencing token, which makes every later write of the old
+ * run fail; handlers resume from their checkpoints. One claimed job runs at a time per process
+ * (the work is CPU-bound on the distance kernel).
+ *
+ * Submitted jobs (`submit`) carry a payload only this process has (a background ingest's items):
+ * their row is created running, leased to this process with token 1, and they start at once,
+ * beside the claimed job. Such a run cannot be resumed elsewhere, so shutdown and transient errors
+ * fail it instead of re-queueing it; a row whose process died is claimed later without a payload,
+ * and its kind's handler fails it.
  */
-export class JobRunner {
+export class JobWorker {
   private running = false;
   private loop: Promise<void> | undefined;
   private wakeUp: (() => void) | undefined;
   /** Set by wake(): the next sleep returns at once (a wake while busy is not lost). */
   private wakeRequested = false;
   private current: LeasedRun | undefined;
+  private readonly submitted = new Map<string, { run: LeasedRun; done: Promise<void> }>();
 
   constructor(
     private readonly db: Database,
     private readonly logger: Logger,
-    private readonly handlers: Record<string, JobHandler>,
-    private readonly options: JobRunnerOptions,
-  ) {}
+    private readonly handlers: JobHandlers,
+    private readonly options: JobWorkerOptions,
+  ) {
+    const missing = JOB_KINDS.filter((kind) => typeof handlers[kind] !== 'function');
+    if (missing.length > 0) throw new Error(`the job worker has no handler for job kind ${missing.join(', ')}`);
+  }
 
   start(): void {
     if (this.running) return;
@@ -253,13 +300,29 @@ export class JobRunner {
     this.wakeUp?.();
   }
 
-  /** Interrupts the current job (its statement in flight is cancelled; it returns to the queue) and stops the loop. */
+  /**
+   * Interrupts every run (statements in flight are cancelled; a claimed job returns to the queue,
+   * a submitted one fails) and stops the loop; submit() is refused until the next start().
+   */
   async stop(): Promise<void> {
     if (!this.running) return;
     this.running = false;
     this.current?.abort('shutdown');
+    for (const { run } of this.submitted.values()) run.abort('shutdown');
     this.wake();
-    await this.loop;
+    await Promise.all([this.loop, ...[...this.submitted.values()].map((s) => s.done)]);
+  }
+
+  /** Creates the job's row (running, leased to this process) and starts its run with `payload`; resolves with the row. */
+  async submit<K extends JobKind>(job: Submission<K>, payload: JobPayload<K>): Promise<JobRow> {
+    if (!this.running) throw new ServiceError('unavailable', 'SHUTTING_DOWN', 'the server is shutting down');
+    const row = await insertRunningJob(this.db, job, this.options.leaseMs);
+    const log = this.logger.child({ jobId: row.id, kind: row.kind, attempt: row.attempts });
+    const run = leaseJob(this.db, log, row, this.options);
+    if (!this.running) run.abort('shutdown'); // stop() came while the row was being created
+    const done = this.execute(row, run, log, payload).finally(() => this.submitted.delete(row.id));
+    this.submitted.set(row.id, { run, done });
+    return row;
   }
 
   private async run(): Promise<void> {
@@ -274,7 +337,11 @@ export class JobRunner {
         }
         const job = await claimNextJob(this.db, this.options.leaseMs);
         if (job) {
-          await this.execute(job);
+          const log = this.logger.child({ jobId: job.id, kind: job.kind, attempt: job.attempts });
+          const run = leaseJob(this.db, log, job, this.options);
+          this.current = run;
+          if (!this.running) run.abort('shutdown'); // stop() came while this job was being claimed
+          await this.execute(job, run, log, undefined).finally(() => (this.current = undefined));
           continue;
         }
         if (this.options.idleWork && (await this.options.idleWork())) continue;
@@ -304,24 +371,24 @@ export class JobRunner {
     });
   }
 
-  private async execute(job: JobRow): Promise<void> {
-    const handler = this.handlers[job.kind];
-    const log = this.logger.child({ jobId: job.id, kind: job.kind, attempt: job.attempts });
-    const run = leaseJob(this.db, log, job, this.options);
-    this.current = run;
+  /** One run of `job`, claimed (no payload: durable) or submitted (with its payload). */
+  private async execute(job: JobRow, run: LeasedRun, log: Logger, payload: JobPayload<JobKind> | undefined): Promise<void> {
+    const durable = payload === undefined;
     const started = Date.now();
     try {
-      if (!this.running) run.abort('shutdown'); // stop() came while this job was being claimed
-      if (!handler) {
-        await this.end(job, run, log, started, { state: 'failed', error: `unknown job kind ${job.kind}` }, 'failed', null);
+      const kind = job.kind;
+      if (!isJobKind(kind)) {
+        await this.end(job, run, log, started, { state: 'failed', error: `unknown job kind ${kind}` }, 'failed', null);
         return;
       }
       log.info('job started');
-      let result: object;
+      let result: JobResult<JobKind>;
       try {
-        result = await handler(job, run);
+        // The handler of the row's own kind, with the payload submitted for that kind.
+        const handler = this.handlers[kind] as JobHandler<JobKind>;
+        result = await handler(jobOf(kind, job), run, payload);
       } catch (error) {
-        await this.settle(job, run, log, started, error);
+        await this.settle(job, run, log, started, error, durable);
         return;
       }
       if (run.abortReason() === 'lease-lost') {
@@ -332,29 +399,32 @@ export class JobRunner {
       await this.end(job, run, log, started, { state: 'succeeded', result }, 'succeeded', result);
     } finally {
       run.close();
-      this.current = undefined;
     }
   }
 
-  /** What a handler's error means for its job: requeued (shutdown, transient error), failed, or nothing (lease lost). */
-  private async settle(job: JobRow, run: LeasedRun, log: Logger, started: number, error: unknown): Promise<void> {
+  /**
+   * What a handler's error means for its job: requeued (a durable job's shutdown or transient
+   * error), failed, or nothing (lease lost).
+   */
+  private async settle(job: JobRow, run: LeasedRun, log: Logger, started: number, error: unknown, durable: boolean): Promise<void> {
     const reason = run.abortReason();
-    if (reason === 'shutdown') {
+    if (reason === 'shutdown' && durable) {
       await this.end(job, run, log, started, { state: 'queued' }, 'interrupted', null);
     } else if (reason === 'lease-lost' || error instanceof LeaseLostError) {
       log.warn({ err: error }, 'job taken over by another worker; this run stopped');
       this.finished(job, 'lost', started, null);
-    } else if (isTransientDbError(error) && job.retries < this.options.retry.limit) {
+    } else if (durable && isTransientDbError(error) && job.retries < this.options.retry.limit) {
       const retryInMs = retryDelayMs(this.options.retry, job.retries);
       log.warn({ err: error, retryInMs, retry: job.retries + 1 }, 'job hit a transient database error; queued again');
       await this.end(job, run, log, started, { state: 'queued', error: messageOf(error), retryInMs }, 'retried', null);
     } else {
       log.error({ err: error }, 'job failed');
-      await this.end(job, run, log, started, { state: 'failed', error: messageOf(error) }, 'failed', null);
+      const result = error instanceof JobFailure ? (error.result as object) : undefined;
+      await this.end(job, run, log, started, { state: 'failed', error: messageOf(error), result }, 'failed', null);
     }
   }
 
-  private async end(job: JobRow, run: LeasedRun, log: Logger, started: number, outcome: JobOutcome, state: RunEnd, result: object | null): Promise<void> {
+  private async end(job: JobRow, run: LeasedRun, log: Logger, started: number, outcome: JobOutcome, state: RunEnd, result: JobResult<JobKind> | null): Promise<void> {
     try {
       await run.finish(outcome);
     } catch (error) {
@@ -371,7 +441,7 @@ export class JobRunner {
     this.finished(job, state, started, result);
   }
 
-  private finished(job: JobRow, state: RunEnd, started: number, result: object | null): void {
+  private finished(job: JobRow, state: RunEnd, started: number, result: JobResult<JobKind> | null): void {
     try {
       this.options.onFinished?.(job, state, Date.now() - started, result);
     } catch (error) {

@@ -3,7 +3,6 @@ import { activeJob } from '../store/jobs.js';
 import { scoresPerCluster } from '../store/scores.js';
 import type { ServiceContext } from './context.js';
 import { getDataset, type Dataset } from './datasets.js';
-import { REFIT_JOB } from './ingest.js';
 import { jobView, type JobView } from './jobs.js';
 
 export interface PrototypeStatus {
@@ -32,7 +31,7 @@ export async function prototypeStatus(ctx: ServiceContext, datasetName: string):
 
 /** `prototypeStatus` of a dataset already looked up. */
 export async function prototypeStatusOf(ctx: ServiceContext, dataset: Dataset): Promise<PrototypeStatus> {
-  const job = await activeJob(ctx.db, dataset.id, REFIT_JOB);
+  const job = await activeJob(ctx.db, dataset.id, 'refit');
   const refitJob = job ? jobView(job, dataset.name) : null;
   if (dataset.activeVersion === null) {
     return { version: null, k: null, clusterSizes: [], revision: 0, fitItems: 0, itemsSinceFit: 0, arrivedFraction: 0, drift: { mean: 0, max: 0 }, objective: null, fittedAt: null, refitJob };

@@ -95,13 +95,15 @@ export class RequestBudget {
   }
 }
 
-const budgets = new WeakMap<Database, Map<number, RequestBudget>>();
+/** THE budget of each limit, one set per service container: every transport asks here and so shares it. */
+export class RequestBudgets {
+  private readonly byLimit = new Map<number, RequestBudget>();
 
-/** THE budget of a database and limit: every transport of this process asks for it and so shares it. */
-export function requestBudget(db: Database, limitPerMinute: number): RequestBudget {
-  let byLimit = budgets.get(db);
-  if (!byLimit) budgets.set(db, (byLimit = new Map()));
-  let budget = byLimit.get(limitPerMinute);
-  if (!budget) byLimit.set(limitPerMinute, (budget = new RequestBudget(db, limitPerMinute)));
-  return budget;
+  constructor(private readonly db: Database) {}
+
+  forLimit(limitPerMinute: number): RequestBudget {
+    let budget = this.byLimit.get(limitPerMinute);
+    if (!budget) this.byLimit.set(limitPerMinute, (budget = new RequestBudget(this.db, limitPerMinute)));
+    return budget;
+  }
 }

@@ -3,7 +3,7 @@ import { scoresFromSimilarity } from '../core/scores.js';
 import { relabelPending } from '../store/ann-index.js';
 import { clockAfterDatasetLock, findDatasetById, switchActiveVersion } from '../store/datasets.js';
 import { readDatasetEmbeddings, type EmbeddingFilter } from '../store/items.js';
-import { enqueueJob, mergeJobResult, type JobRow } from '../store/jobs.js';
+import { mergeJobResult } from '../store/jobs.js';
 import {
   dropSupersededPrototypeSets,
   findPrototypeSetRow,
@@ -16,8 +16,8 @@ import { copyScores, dropSupersededScores, upsertScores } from '../store/scores.
 import type { ServiceContext } from './context.js';
 import { getDataset, toDataset, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
-import { REFIT_JOB } from './ingest.js';
-import { jobView, JobAbortedError, type JobRun, type JobView } from './jobs.js';
+import type { Job, RefitResult } from './job-kinds.js';
+import { jobView, JobAbortedError, queueJob, type JobRun, type JobView } from './jobs.js';
 
 /** Rows per COPY of new-version scores; each chunk is one progress step. */
 const RESCORE_CHUNK = 50_000;
@@ -25,7 +25,7 @@ const RESCORE_CHUNK = 50_000;
 /** Queues a full refit of the dataset's prototypes (or returns the one already queued or running). */
 export async function requestRefit(ctx: ServiceContext, datasetName: string): Promise<JobView> {
   const dataset = await getDataset(ctx, datasetName);
-  const { job, created } = await ctx.db.transaction((tx) => enqueueJob(tx, dataset.id, REFIT_JOB, { reason: 'requested' }));
+  const { job, created } = await ctx.db.transaction((tx) => queueJob(tx, dataset.id, 'refit', { reason: 'requested' }));
   if (created) ctx.wakeJobs();
   return jobView(job, dataset.name);
 }
@@ -87,7 +87,7 @@ async function scoreAndCopy(ctx: ServiceContext, dataset: Dataset, set: Prototyp
  * serves meanwhile. Every write is fenced by the run's lease (JobRun.write): a run whose job was
  * taken over writes nothing more, so two runs of one refit never both switch or clean up.
  */
-export async function runRefit(ctx: ServiceContext, job: JobRow, run: JobRun): Promise<object> {
+export async function runRefit(ctx: ServiceContext, job: Job<'refit'>, run: JobRun): Promise<RefitResult> {
   const { db } = ctx;
   const row = await findDatasetById(db, job.datasetId!);
   if (!row) throw new ServiceError('not_found', 'DATASET_NOT_FOUND', `dataset ${job.datasetId} was deleted`);
@@ -96,16 +96,16 @@ export async function runRefit(ctx: ServiceContext, job: JobRow, run: JobRun): P
   const dim = dataset.dimension;
   const started = Date.now();
   const timings: Record<string, number> = {};
-  const checkpointVersion = typeof job.result?.version === 'number' ? job.result.version : null;
+  const checkpointVersion = job.result.version ?? null;
   // Items written after this instant were not seen by the fit and are scored before the switch.
-  let snapshotAt = typeof job.result?.snapshotAt === 'string' ? job.result.snapshotAt : null;
+  let snapshotAt = job.result.snapshotAt ?? null;
   let setRow = checkpointVersion !== null ? await findPrototypeSetRow(db, dataset.id, checkpointVersion) : undefined;
   let set: PrototypeSet;
   let fitObjective: number | null = null;
 
-  if (checkpointVersion !== null && job.result && 'previousVersion' in job.result) {
+  if (checkpointVersion !== null && job.result.previousVersion !== undefined) {
     // The switch committed (it records previousVersion) before the run ended: only the cleanup was left.
-    const previous = job.result.previousVersion as number | null;
+    const previous = job.result.previousVersion;
     await run.progress('cleanup', 0, 1);
     await dropSuperseded(run, dataset.id, checkpointVersion, previous);
     return { version: checkpointVersion, previousVersion: previous, k: setRow?.k, fitItems: setRow?.fitItems, objective: setRow?.objective, timings };

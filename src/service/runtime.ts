@@ -5,10 +5,9 @@ import { requeueRunningJobs } from '../store/jobs.js';
 import { VARIABLES } from '../config/spec.js';
 import { createContext, type ServiceContext } from './context.js';
 import { indexPendingVectors } from './duplicates.js';
-import { JobRunner, type RetryPolicy } from './jobs.js';
-import { failOrphanedIngest, IngestJobs, INGEST_JOB } from './ingest-jobs.js';
+import { JobWorker, type RetryPolicy } from './jobs.js';
+import { ingestHandler, startIngest } from './ingest-jobs.js';
 import type { Metrics } from '../metrics.js';
-import { REFIT_JOB } from './ingest.js';
 import { runRefit } from './refit.js';
 import { startEmbedder, type EmbedderOptions } from './images.js';
 
@@ -26,18 +25,16 @@ export interface ServiceLayerOptions {
 
 export interface ServiceLayer {
   ctx: ServiceContext;
-  runner: JobRunner;
-  /** Interrupts background work (jobs return to the queue, statements in flight are cancelled) and frees the kernel. */
+  worker: JobWorker;
+  /** Interrupts background work (jobs return to the queue or fail, statements in flight are cancelled) and frees the kernel. */
   stop(): Promise<void>;
 }
 
-/** The use cases' shared context plus the background worker (jobs, HNSW catch-up). */
+/** The use cases' container, built here once, plus the background worker (jobs, HNSW catch-up). */
 export async function startServiceLayer(db: Database, logger: Logger, options: ServiceLayerOptions): Promise<ServiceLayer> {
   const kernel = await OrtDistanceKernel.create({ intraOpNumThreads: options.kernelThreads });
   const embedder = options.embedding ? await startEmbedder(options.embedding) : null;
   if (embedder) logger.info({ model: embedder.identity, dim: embedder.dim }, 'image encoder loaded');
-  const wake = { fn: () => undefined as void };
-  const ctx = createContext(db, kernel, logger, embedder, () => wake.fn(), options.authEnabled ?? true);
   const leaseMs = options.jobs.staleMs;
   const heartbeatMs = Math.max(100, Math.floor(leaseMs / 3));
   const retry = options.jobs.retry ?? {
@@ -47,18 +44,22 @@ export async function startServiceLayer(db: Database, logger: Logger, options: S
   };
   const metrics = options.metrics;
   if (metrics) {
-    ctx.metrics = metrics;
     embedder?.batcher.observe(({ size, ms }) => metrics.embeddingBatch(size, ms / 1000));
     metrics.setSources({
       embeddingQueueDepth: embedder ? () => embedder.batcher.stats().queued : undefined,
       dbPool: () => ({ backend: db.backend, ...db.poolStats() }),
     });
   }
-  ctx.ingestJobs = new IngestJobs(ctx, { leaseMs, heartbeatMs, retry });
-  const runner = new JobRunner(
+  // The container and the worker need each other: the closures below reach the worker, which is
+  // built right after, and run only once requests or jobs arrive.
+  const ctx = createContext(db, kernel, logger, embedder, () => worker.wake(), options.authEnabled ?? true, {
+    metrics,
+    ingestJobs: { start: (datasetName, items, transport) => startIngest(ctx, worker, datasetName, items, transport) },
+  });
+  const worker = new JobWorker(
     db,
     logger,
-    { [REFIT_JOB]: (job, run) => runRefit(ctx, job, run), [INGEST_JOB]: (job) => failOrphanedIngest(job) },
+    { refit: (job, run) => runRefit(ctx, job, run), ingest: ingestHandler(ctx, { retry }) },
     {
       pollMs: options.jobs.pollMs,
       leaseMs,
@@ -68,23 +69,20 @@ export async function startServiceLayer(db: Database, logger: Logger, options: S
       onFinished: metrics
         ? (job, state, ms, result) => {
             metrics.jobFinished(job.kind, state, ms / 1000);
-            const timings = (result as { timings?: Record<string, unknown> } | null)?.timings;
-            if (job.kind === REFIT_JOB && state === 'succeeded' && timings) metrics.refitTimings(timings);
+            if (job.kind === 'refit' && state === 'succeeded' && result && 'timings' in result) metrics.refitTimings(result.timings);
           }
         : undefined,
     },
   );
-  wake.fn = () => runner.wake();
   // The embedded database is locked to this process: a job still marked running was left by a
   // process that died, so it can be resumed at once instead of after its lease.
   if (db.backend === 'embedded') await requeueRunningJobs(db);
-  runner.start();
+  worker.start();
   return {
     ctx,
-    runner,
+    worker,
     async stop() {
-      await ctx.ingestJobs?.stop();
-      await runner.stop();
+      await worker.stop();
       await embedder?.close();
       await kernel.dispose();
     },

@@ -1,13 +1,14 @@
 import { fnv1a32 } from '../core/random.js';
-import { percentileOf, scoresFromSimilarity, sortScores } from '../core/scores.js';
+import { percentileOf, scoresFromSimilarity } from '../core/scores.js';
 import { decideKeep, selectWithRule, type KeepRule, type SelectionOrder } from '../core/selection.js';
-import { readScoreColumns, type ScoreColumns } from '../store/scores.js';
 import type { ServiceContext } from './context.js';
-import { getDataset, type Dataset } from './datasets.js';
+import { getDataset } from './datasets.js';
 import { nearestOfProbes, nearestStored, pendingProbes } from './duplicates.js';
 import { ServiceError } from './errors.js';
-import { embedAny, type AnyItem } from './images.js';
+import { embedAny } from './images.js';
 import { normalizeInto } from './ingest.js';
+import type { Distribution } from './score-distributions.js';
+import type { AnyItem } from './service-types.js';
 import { checkSelectionRequest, selectionOptions, type SelectionRequest } from './selection.js';
 
 /** A new item to score: an embedding or an image, encoded as for ingest (see `AnyItem`). */
@@ -39,32 +40,6 @@ export interface ScoreResult {
   prototypeVersion: number;
   policy: { order: SelectionOrder; fraction: number; balance: 'none' | 'cluster'; seed: number; epsilon: number };
   items: CandidateScore[];
-}
-
-/**
- * A dataset's score distribution and selection boundaries, reused across score calls for a few
- * seconds: reading a million scores costs ~1 s, a score call must not.
- */
-interface Distribution {
-  version: number;
-  loadedAt: number;
-  columns: ScoreColumns;
-  sorted: Float32Array;
-  rules: Map<string, KeepRule>;
-}
-
-const DISTRIBUTION_TTL_MS = 10_000;
-const distributions = new WeakMap<ServiceContext, Map<string, Distribution>>();
-
-async function distributionOf(ctx: ServiceContext, dataset: Dataset, version: number): Promise<Distribution> {
-  let perDataset = distributions.get(ctx);
-  if (!perDataset) distributions.set(ctx, (perDataset = new Map()));
-  const cached = perDataset.get(dataset.id);
-  if (cached && cached.version === version && Date.now() - cached.loadedAt < DISTRIBUTION_TTL_MS) return cached;
-  const columns = await readScoreColumns(ctx.db, dataset.id, version);
-  const fresh: Distribution = { version, loadedAt: Date.now(), columns, sorted: sortScores(columns.scores), rules: new Map() };
-  perDataset.set(dataset.id, fresh);
-  return fresh;
 }
 
 function ruleFor(distribution: Distribution, policy: Required<Omit<ScorePolicy, 'epsilon' | 'outlierFraction' | 'bins'>> & ScorePolicy): KeepRule {
@@ -123,7 +98,7 @@ export async function scoreBatch(ctx: ServiceContext, datasetName: string, candi
     // not-yet-indexed items the near-duplicate lookup scans.
     const probes = await pendingProbes(ctx.kernel, unit, n, set);
     const nearest = nearestOfProbes(probes);
-    const [neighbours, distribution] = await Promise.all([nearestStored(ctx, dataset, unit, n, epsilon, { set, probes }), distributionOf(ctx, dataset, version)]);
+    const [neighbours, distribution] = await Promise.all([nearestStored(ctx, dataset, unit, n, epsilon, { set, probes }), ctx.scoreDistributions.get(ctx.db, dataset.id, version)]);
     const scores = scoresFromSimilarity(nearest.similarity);
     const rule = ruleFor(distribution, policy);
     good.forEach((i, j) => {

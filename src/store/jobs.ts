@@ -1,7 +1,7 @@
 import type { Job as PrismaJob } from '../generated/prisma/client.js';
 import type { Database, Sql } from './database.js';
 
-export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export interface JobRow {
   id: string;
@@ -69,8 +69,8 @@ export async function enqueueJob(tx: Sql, datasetId: string, kind: string, param
 }
 
 /**
- * Creates a job that is running from the start, held by its creator with token 1 (a background
- * ingest, whose payload only its creating process has).
+ * Creates a job that is running from the start, held by its creator with token 1 (a submitted
+ * job, e.g. a background ingest, whose payload only its creating process has).
  */
 export async function insertRunningJob(
   db: Sql,

@@ -2,10 +2,11 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDataset, getDataset } from '../../src/service/datasets.js';
 import { ingestEmbeddings } from '../../src/service/ingest.js';
-import { isTransientDbError, JobAbortedError, JobRunner, leaseJob, type JobHandler, type JobRunnerOptions, type RunEnd } from '../../src/service/jobs.js';
+import { jobOf, type RefitResult } from '../../src/service/job-kinds.js';
+import { isTransientDbError, JobAbortedError, JobWorker, leaseJob, type JobHandlers, type JobWorkerOptions, type RunEnd } from '../../src/service/jobs.js';
 import { requestRefit } from '../../src/service/refit.js';
 import type { Database } from '../../src/store/database.js';
-import { claimNextJob, requeueExpiredJobs, type JobRow } from '../../src/store/jobs.js';
+import { claimNextJob, getJob, requeueExpiredJobs, type JobRow } from '../../src/store/jobs.js';
 import { openDatabase } from '../../src/store/open.js';
 import { BACKENDS, NATIVE_URL } from '../helpers/backends.js';
 import { silentLogger } from '../helpers/logger.js';
@@ -19,18 +20,24 @@ interface Ended {
   job: JobRow;
   state: RunEnd;
   at: number;
+  result: object | null;
 }
 
-function runner(db: Database, handlers: Record<string, JobHandler>, options: Partial<JobRunnerOptions> = {}) {
+const OPTIONS: JobWorkerOptions = { pollMs: 20, leaseMs: 10_000, heartbeatMs: 1000, retry: { limit: 3, baseMs: 100, maxMs: 150 } };
+
+/** The handler of a kind a test does not expect to run. */
+const unexpected = async (): Promise<never> => {
+  throw new Error('no job of this kind was expected');
+};
+
+/** A worker with the test's handlers (each test plays its jobs as refits, told apart by params.reason). */
+function runner(db: Database, handlers: Partial<JobHandlers>, options: Partial<JobWorkerOptions> = {}) {
   const ended: Ended[] = [];
   const waiters: Array<() => void> = [];
-  const r = new JobRunner(db, silentLogger, handlers, {
-    pollMs: 20,
-    leaseMs: 10_000,
-    heartbeatMs: 1000,
-    retry: { limit: 3, baseMs: 100, maxMs: 150 },
-    onFinished: (job, state) => {
-      ended.push({ job, state, at: Date.now() });
+  const r = new JobWorker(db, silentLogger, { refit: unexpected, ingest: unexpected, ...handlers }, {
+    ...OPTIONS,
+    onFinished: (job, state, _ms, result) => {
+      ended.push({ job, state, at: Date.now(), result });
       waiters.splice(0).forEach((w) => w());
     },
     ...options,
@@ -43,10 +50,16 @@ function runner(db: Database, handlers: Record<string, JobHandler>, options: Par
   return { runner: r, ended, until };
 }
 
-async function insertJob(db: Database, kind: string): Promise<string> {
-  const [job] = await db.query<{ id: string }>(`INSERT INTO jobs (id, kind) VALUES (gen_random_uuid(), $1) RETURNING id`, [kind]);
+async function insertJob(db: Database, kind: string, params: object = {}, result: object | null = null): Promise<string> {
+  const [job] = await db.query<{ id: string }>(`INSERT INTO jobs (id, kind, params, result) VALUES (gen_random_uuid(), $1, $2, $3) RETURNING id`, [
+    kind,
+    JSON.stringify(params),
+    result === null ? null : JSON.stringify(result),
+  ]);
   return job.id;
 }
+
+const REFIT_RESULT: RefitResult = { version: 3, previousVersion: 2, k: 4, fitItems: 100, objective: 0.25, timings: { totalMs: 12 } };
 
 async function jobRow(db: Database, id: string) {
   const [job] = await db.query<{ state: string; attempts: number; retries: number; error: string | null; params: object }>(
@@ -73,13 +86,13 @@ describe.each(BACKENDS)('the job runner on the $name backend', (backend) => {
   it('queues a job that hit a transient database error again with growing backoff, then runs it to success', async () => {
     const starts: number[] = [];
     const { runner: r, until } = runner(db, {
-      flaky: async (job, run) => {
+      refit: async (job, run) => {
         starts.push(Date.now());
         if (job.attempts <= 2) await run.write((tx) => tx.query(raise('40001', 'could not serialize access')));
-        return { attempts: job.attempts };
+        return REFIT_RESULT;
       },
     });
-    const id = await insertJob(db, 'flaky');
+    const id = await insertJob(db, 'refit');
     r.start();
     try {
       const ended = await until(3);
@@ -97,13 +110,15 @@ describe.each(BACKENDS)('the job runner on the $name backend', (backend) => {
     const { runner: r, until } = runner(
       db,
       {
-        deadlocked: async (_job, run) => run.write((tx) => tx.query(raise('40P01', 'deadlock detected'))),
-        invalid: async (_job, run) => run.write((tx) => tx.query(raise('22023', 'bad parameter'))),
+        refit: async (job, run) => {
+          await run.write((tx) => tx.query(job.params.reason === 'deadlocked' ? raise('40P01', 'deadlock detected') : raise('22023', 'bad parameter')));
+          return REFIT_RESULT;
+        },
       },
       { retry: { limit: 2, baseMs: 10, maxMs: 10 } },
     );
-    const deadlocked = await insertJob(db, 'deadlocked');
-    const invalid = await insertJob(db, 'invalid');
+    const deadlocked = await insertJob(db, 'refit', { reason: 'deadlocked' });
+    const invalid = await insertJob(db, 'refit', { reason: 'invalid' });
     r.start();
     try {
       await until(4);
@@ -121,7 +136,7 @@ describe.each(BACKENDS)('the job runner on the $name backend', (backend) => {
     const { runner: r, until } = runner(
       db,
       {
-        hold: async (job, run) => {
+        refit: async (job, run) => {
           entered();
           await new Promise((resolve) => run.signal.addEventListener('abort', resolve));
           expect(run.abortReason()).toBe('lease-lost');
@@ -129,12 +144,12 @@ describe.each(BACKENDS)('the job runner on the $name backend', (backend) => {
             () => null,
             (e: unknown) => e,
           );
-          return { late: true };
+          return REFIT_RESULT;
         },
       },
       { heartbeatMs: 50 },
     );
-    const id = await insertJob(db, 'hold');
+    const id = await insertJob(db, 'refit');
     r.start();
     try {
       await running;
@@ -152,6 +167,38 @@ describe.each(BACKENDS)('the job runner on the $name backend', (backend) => {
     expect(refused).toBeInstanceOf(JobAbortedError);
     // Still the new holder's, untouched by the old run (not even its result or finish).
     expect(await jobRow(db, id)).toMatchObject({ state: 'running', attempts: 2, params: {} });
+    await db.query(`DELETE FROM jobs`);
+  });
+
+  it('refuses to boot without a handler for every job kind', () => {
+    const handlers = { refit: unexpected } as Partial<JobHandlers> as JobHandlers; // what the type of the map rules out
+    expect(() => new JobWorker(db, silentLogger, handlers, OPTIONS)).toThrow('the job worker has no handler for job kind ingest');
+    expect(() => new JobWorker(db, silentLogger, { refit: unexpected, ingest: unexpected }, OPTIONS)).not.toThrow();
+  });
+
+  it("reads a job's result back typed: a handler's result round trips, a field of the wrong type is left out", async () => {
+    let seen: Partial<RefitResult> | undefined;
+    const { runner: r, until } = runner(db, {
+      refit: async (job) => {
+        seen = job.result;
+        return REFIT_RESULT;
+      },
+    });
+    const id = await insertJob(db, 'refit', { reason: 'requested' }, { version: 'seven', snapshotAt: '2026-01-01T00:00:00.000Z', previousVersion: null });
+    r.start();
+    try {
+      const [end] = await until(1);
+      expect(end).toMatchObject({ state: 'succeeded', result: REFIT_RESULT });
+    } finally {
+      await r.stop();
+    }
+    // The checkpoint as the handler got it: no version (it was not a number), the snapshot and previousVersion kept.
+    expect(seen).toEqual({ snapshotAt: '2026-01-01T00:00:00.000Z', previousVersion: null });
+    const stored = (await getJob(db, id))!;
+    const job = jobOf('refit', stored);
+    expect(job.params).toEqual({ reason: 'requested' });
+    expect(job.result).toEqual({ ...REFIT_RESULT, snapshotAt: '2026-01-01T00:00:00.000Z' });
+    expect(() => jobOf('ingest', stored)).toThrow(/is of kind refit, not ingest/);
     await db.query(`DELETE FROM jobs`);
   });
 
@@ -231,7 +278,7 @@ describe.each(BACKENDS)('refit cleanup on the $name backend', (backend) => {
        VALUES (gen_random_uuid(), $1, 'refit', 'queued', 1, $2) RETURNING id`,
       [dataset.id, JSON.stringify({ version: 1, snapshotAt: new Date().toISOString(), previousVersion: null })],
     );
-    h.layer.runner.wake();
+    h.layer.worker.wake();
     const done = await waitForJob(h.db, stale.id);
     expect(done).toMatchObject({ state: 'succeeded', attempts: 2, result: { version: 1, previousVersion: null } });
 

@@ -2,8 +2,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDataset, getDataset } from '../../src/service/datasets.js';
 import { ingestEmbeddings } from '../../src/service/ingest.js';
-import { failOrphanedIngest, IngestJobs } from '../../src/service/ingest-jobs.js';
-import { JobRunner, type JobHandler, type RunEnd } from '../../src/service/jobs.js';
+import { ingestHandler, startIngest } from '../../src/service/ingest-jobs.js';
+import { JobWorker, type JobHandler, type RunEnd } from '../../src/service/jobs.js';
 import { requestRefit, runRefit } from '../../src/service/refit.js';
 import { lacksScore } from '../../src/store/items.js';
 import { startServiceLayer, type ServiceLayer } from '../../src/service/runtime.js';
@@ -80,12 +80,12 @@ function stallWhen(db: Database, when: () => Promise<boolean>) {
   };
 }
 
-/** A job runner like the service layer's, for one replica, that records how each run ended. */
-function replicaRunner(db: Database, layer: ServiceLayer) {
+/** A job worker like the service layer's, for one replica, that records how each run ended. */
+function replicaWorker(db: Database, layer: ServiceLayer, options: { pollMs?: number; ingestChunk?: number } = {}) {
   const ends: { id: string; attempt: number; state: RunEnd }[] = [];
   /** What each failed refit run threw. */
   const errors = new Map<string, unknown>();
-  const refit: JobHandler = async (job, run) => {
+  const refit: JobHandler<'refit'> = async (job, run) => {
     try {
       return await runRefit(layer.ctx, job, run);
     } catch (error) {
@@ -93,13 +93,13 @@ function replicaRunner(db: Database, layer: ServiceLayer) {
       throw error;
     }
   };
-  const runner = new JobRunner(
+  const worker = new JobWorker(
     db,
     silentLogger,
-    { refit, ingest: (job) => failOrphanedIngest(job) },
-    { pollMs: 50, ...LEASE, retry: RETRY, onFinished: (job, state) => ends.push({ id: job.id, attempt: job.attempts, state }) },
+    { refit, ingest: ingestHandler(layer.ctx, { retry: RETRY, chunk: options.ingestChunk }) },
+    { pollMs: options.pollMs ?? 50, ...LEASE, retry: RETRY, onFinished: (job, state) => ends.push({ id: job.id, attempt: job.attempts, state }) },
   );
-  return { runner, ends, errors, endOf: (id: string, attempt: number) => until(`run ${attempt} of ${id} to end`, async () => ends.find((e) => e.id === id && e.attempt === attempt)) };
+  return { worker, ends, errors, endOf: (id: string, attempt: number) => until(`run ${attempt} of ${id} to end`, async () => ends.find((e) => e.id === id && e.attempt === attempt)) };
 }
 
 async function planted(layer: ServiceLayer, name: string, n: number, seed: number) {
@@ -135,8 +135,8 @@ describe.each(NATIVE_URL ? [BACKENDS.find((b) => b.name === 'native')!] : [])('r
     layerA = await startServiceLayer(dbA, silentLogger, options);
     layerB = await startServiceLayer(dbB, silentLogger, options);
     // Each test runs the replicas' workers itself.
-    await layerA.runner.stop();
-    await layerB.runner.stop();
+    await layerA.worker.stop();
+    await layerB.worker.stop();
     await admin.connect();
   });
   afterAll(async () => {
@@ -183,10 +183,10 @@ describe.each(NATIVE_URL ? [BACKENDS.find((b) => b.name === 'native')!] : [])('r
     'a refit taken over from a stalled replica (stalled before its %s) finishes once: the stalled one writes nothing more',
     async (pauseAt) => {
       const dataset = await planted(layerA, `steal-${pauseAt}`, 3000, pauseAt === 'rescore' ? 11 : 12);
-      const a = replicaRunner(dbA, layerA);
-      const b = replicaRunner(dbB, layerB);
+      const a = replicaWorker(dbA, layerA);
+      const b = replicaWorker(dbB, layerB);
       let stall: ReturnType<typeof stallWhen> | undefined;
-      a.runner.start();
+      a.worker.start();
       try {
         const first = await requestRefit(layerA.ctx, dataset.name);
         await a.endOf(first.id, 1);
@@ -213,7 +213,7 @@ describe.each(NATIVE_URL ? [BACKENDS.find((b) => b.name === 'native')!] : [])('r
         );
 
         // Replica B takes the job over once A's lease ran out, and finishes it (attempt 2).
-        b.runner.start();
+        b.worker.start();
         expect((await b.endOf(second.id, 2)).state).toBe('succeeded');
         const afterB = await jobRow(second.id);
         expect(afterB).toMatchObject({ state: 'succeeded', attempts: 2, result: { version: 2, previousVersion: 1 } });
@@ -232,8 +232,8 @@ describe.each(NATIVE_URL ? [BACKENDS.find((b) => b.name === 'native')!] : [])('r
         await dbB.query('DELETE FROM item_scores WHERE dataset_id = $1', [bystander]);
       } finally {
         stall?.restore();
-        await a.runner.stop();
-        await b.runner.stop();
+        await a.worker.stop();
+        await b.worker.stop();
       }
     },
   );
@@ -241,7 +241,8 @@ describe.each(NATIVE_URL ? [BACKENDS.find((b) => b.name === 'native')!] : [])('r
   it('a background ingest taken over from a stalled replica stores no further chunk', async () => {
     await createDataset(layerA.ctx, { name: 'ingest-steal', dimension: DIM, settings: { minItemsForFit: 1_000_000, autoRefit: false } });
     const dataset = await getDataset(layerA.ctx, 'ingest-steal');
-    const ingests = new IngestJobs(layerA.ctx, { ...LEASE, retry: RETRY, chunk: 20 });
+    // A only runs the ingest it is given: its queue poll must not take the job over from itself.
+    const a = replicaWorker(dbA, layerA, { pollMs: 1_000_000, ingestChunk: 20 });
     const items = Array.from({ length: 400 }, (_, i) => ({ externalId: `i${i}`, embedding: Array.from({ length: DIM }, (_, j) => Math.sin(i * 3 + j) + 0.1) }));
     const countItems = async () => (await dbB.query<{ n: number }>('SELECT count(*)::int AS n FROM items WHERE dataset_id = $1', [dataset.id]))[0].n;
     // Stalls at the first chunk after 100 items were stored and counted.
@@ -252,24 +253,25 @@ describe.each(NATIVE_URL ? [BACKENDS.find((b) => b.name === 'native')!] : [])('r
       );
       return (job?.stored ?? 0) >= 100;
     });
-    const b = replicaRunner(dbB, layerB);
-    const view = await ingests.start(dataset.name, items);
+    const b = replicaWorker(dbB, layerB);
+    a.worker.start();
+    const view = await startIngest(layerA.ctx, a.worker, dataset.name, items);
     try {
       await stall.stalled;
-      b.runner.start();
+      b.worker.start();
       expect((await b.endOf(view.id, 2)).state).toBe('failed');
       const failed = await jobRow(view.id);
       expect(failed).toMatchObject({ state: 'failed', attempts: 2, result: { counts: { stored: 100, updated: 0, failed: 0 } } });
       expect(failed.error).toMatch(/ingest interrupted after 100 of 400 items/);
 
       stall.resume();
-      await until('the stalled ingest to stop', async () => ingests.active === 0);
+      expect((await a.endOf(view.id, 1)).state).toBe('lost');
       expect(await countItems()).toBe(100);
       expect(await jobRow(view.id)).toEqual(failed);
     } finally {
       stall.restore();
-      await ingests.stop();
-      await b.runner.stop();
+      await a.worker.stop();
+      await b.worker.stop();
     }
   });
 
@@ -321,10 +323,10 @@ describe.each(NATIVE_URL ? [BACKENDS.find((b) => b.name === 'native')!] : [])('r
 
   it('a refit that lost a deadlock is retried after a backoff, and resumes to success', async () => {
     const dataset = await planted(layerA, 'deadlocked', 2000, 15);
-    const a = replicaRunner(dbA, layerA);
+    const a = replicaWorker(dbA, layerA);
     const lock = await lockScores();
     let locked = true;
-    a.runner.start();
+    a.worker.start();
     try {
       const job = await requestRefit(layerA.ctx, dataset.name);
       await until('the refit to wait for the lock', async () => (await lock.blocked()).length > 0);
@@ -345,19 +347,19 @@ describe.each(NATIVE_URL ? [BACKENDS.find((b) => b.name === 'native')!] : [])('r
       expect(await activeScoreProblems(dataset.id)).toEqual({ items: 2000, scored: 2000, wrong: 0, active: 1, set: 1 });
     } finally {
       if (locked) await lock.release();
-      await a.runner.stop();
+      await a.worker.stop();
     }
   });
 
   it("finds a dataset's unscored items with the score key, whatever other datasets hold", async () => {
     const dataset = await planted(layerA, 'late', 3000, 16);
-    const a = replicaRunner(dbA, layerA);
-    a.runner.start();
+    const a = replicaWorker(dbA, layerA);
+    a.worker.start();
     try {
       const job = await requestRefit(layerA.ctx, dataset.name);
       await a.endOf(job.id, 1);
     } finally {
-      await a.runner.stop();
+      await a.worker.stop();
     }
     // Half of the dataset's items lack a score of version 1 (as after an interrupted rescore),
     // while another dataset holds 300k score rows.

@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDataset, getDataset } from '../../src/service/datasets.js';
-import { ingestEmbeddings, REFIT_JOB } from '../../src/service/ingest.js';
-import { jobView, leaseJob, type JobRun } from '../../src/service/jobs.js';
+import { ingestEmbeddings } from '../../src/service/ingest.js';
+import { jobOf } from '../../src/service/job-kinds.js';
+import { jobView, leaseJob, queueJob, type JobRun } from '../../src/service/jobs.js';
 import { requestRefit, runRefit } from '../../src/service/refit.js';
 import { selectItems } from '../../src/service/selection.js';
-import { claimNextJob, enqueueJob, requeueRunningJobs } from '../../src/store/jobs.js';
+import { claimNextJob, requeueRunningJobs } from '../../src/store/jobs.js';
 import type { Database } from '../../src/store/database.js';
 import { BACKENDS } from '../helpers/backends.js';
 import { silentLogger } from '../helpers/logger.js';
@@ -83,17 +84,17 @@ describe.each(BACKENDS)('prototype versions on the $name backend', (backend) => 
     await createDataset(h.layer.ctx, { name: 'crash', dimension: DIM, k: 12, settings: { minItemsForFit: 1_000_000, autoRefit: false } });
     await ingestPlanted(h, 'crash', 3000, 3);
     const dataset = await getDataset(h.layer.ctx, 'crash');
-    await h.layer.runner.stop(); // no worker while this test plays one by hand
+    await h.layer.worker.stop(); // no worker while this test plays one by hand
 
     // Version 1, run by hand.
-    await h.db.transaction((tx) => enqueueJob(tx, dataset.id, REFIT_JOB, {}));
+    await h.db.transaction((tx) => queueJob(tx, dataset.id, 'refit', { reason: 'requested' }));
     const v1 = (await claimNextJob(h.db, TIMING.leaseMs))!;
     const run1 = leaseJob(h.db, silentLogger, v1, TIMING);
-    await run1.finish({ state: 'succeeded', result: await runRefit(h.layer.ctx, v1, run1) });
+    await run1.finish({ state: 'succeeded', result: await runRefit(h.layer.ctx, jobOf('refit', v1), run1) });
     run1.close();
 
     // Version 2 "crashes" once its scores are being written: the process dies mid-rescore.
-    const { job } = await h.db.transaction((tx) => enqueueJob(tx, dataset.id, REFIT_JOB, {}));
+    const { job } = await h.db.transaction((tx) => queueJob(tx, dataset.id, 'refit', { reason: 'requested' }));
     const claimed = (await claimNextJob(h.db, TIMING.leaseMs))!;
     expect(claimed.id).toBe(job.id);
     const run2 = leaseJob(h.db, silentLogger, claimed, TIMING);
@@ -103,7 +104,7 @@ describe.each(BACKENDS)('prototype versions on the $name backend', (backend) => 
         if (phase === 'rescore') throw new Error('simulated crash');
       },
     };
-    await expect(runRefit(h.layer.ctx, claimed, crash)).rejects.toThrow('simulated crash');
+    await expect(runRefit(h.layer.ctx, jobOf('refit', claimed), crash)).rejects.toThrow('simulated crash');
     run2.close();
     // Half of the new version's COPY never reached the database.
     await h.db.query(`DELETE FROM item_scores WHERE dataset_id = $1 AND version = 2 AND item_id % 2 = 0`, [dataset.id]);
@@ -116,7 +117,7 @@ describe.each(BACKENDS)('prototype versions on the $name backend', (backend) => 
     // next boot) and finishes it from its checkpoint.
     await h.db.query(`UPDATE jobs SET lease_expires_at = now() - interval '1 hour' WHERE id = $1`, [job.id]);
     if (backend.name === 'embedded') await requeueRunningJobs(h.db);
-    h.layer.runner.start();
+    h.layer.worker.start();
     const done = await waitForJob(h.db, job.id);
     expect(done.state).toBe('succeeded');
     expect(done.attempts).toBe(2);
@@ -124,6 +125,6 @@ describe.each(BACKENDS)('prototype versions on the $name backend', (backend) => 
     expect(await observe(h.db, 'crash')).toEqual({ v: 2, items: 3000, scored: 3000 });
     const sets = await h.db.query<{ version: number }>('SELECT version FROM prototype_sets WHERE dataset_id = $1 ORDER BY version', [dataset.id]);
     expect(sets.map((s) => s.version)).toEqual([1, 2]);
-    expect(jobView(claimed, null).kind).toBe(REFIT_JOB);
+    expect(jobView(claimed, null).kind).toBe('refit');
   });
 });

@@ -3,7 +3,7 @@ import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance } from 'fastify';
 import type { ServiceContext } from '../../service/context.js';
 import { ServiceError } from '../../service/errors.js';
-import { RATE_WINDOW_MS, requestBudget } from '../../service/rate-budget.js';
+import { RATE_WINDOW_MS, type RequestBudget } from '../../service/rate-budget.js';
 
 /**
  * Per-key request budget on the API routes (per client address when auth is disabled). Counted
@@ -15,11 +15,11 @@ import { RATE_WINDOW_MS, requestBudget } from '../../service/rate-budget.js';
 export const rateLimitPlugin = fp(async (app: FastifyInstance, { perMinute, ctx }: { perMinute: number; ctx: ServiceContext }) => {
   if (perMinute === 0) return;
   // Made at the first request: building the app (e.g. for the OpenAPI export) touches no database.
-  let budget: ReturnType<typeof requestBudget> | undefined;
+  let budget: RequestBudget | undefined;
   /** @fastify/rate-limit's store interface over the shared budget (it keeps headers and the 429 flow). */
   class SharedBudgetStore {
     incr(key: string, callback: (error: Error | null, result?: { current: number; ttl: number }) => void): void {
-      (budget ??= requestBudget(ctx.db, perMinute)).charge(key).then(
+      (budget ??= ctx.requestBudgets.forLimit(perMinute)).charge(key).then(
         (charge) => callback(null, { current: charge.count, ttl: charge.resetMs }),
         (error: Error) => callback(error),
       );
