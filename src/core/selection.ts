@@ -1,7 +1,6 @@
 import { randomKey } from './random.js';
 import { floatSortKeys, identity, sortByKey } from './sort.js';
 
-export type SelectionOrder = 'hardest' | 'easiest' | 'random' | 'stratified';
 
 /** `fraction` in (0, 1] keeps `Math.round(fraction × N)` items (halves round up); `count` is clamped to N. */
 export type SelectionBudget = { fraction: number } | { count: number };
@@ -28,8 +27,9 @@ export interface SelectionOptions {
   bins?: number;
 }
 
-const DEFAULT_OUTLIER_FRACTION = 0.1;
-const DEFAULT_BINS = 50;
+/** `stratified`'s defaults. */
+export const DEFAULT_OUTLIER_FRACTION = 0.1;
+export const DEFAULT_BINS = 50;
 
 /** Items a budget keeps out of `n`. */
 export function budgetSize(budget: SelectionBudget, n: number): number {
@@ -119,30 +119,37 @@ export function decideKeep(rule: KeepRule, score: number, cluster: number, idHas
   }
 }
 
-/** `select`, plus the rule that decides for items outside the dataset (see `decideKeep`). */
-export function selectWithRule(input: SelectionInput, options: SelectionOptions): { chosen: Int32Array; rule: KeepRule } {
-  const { scores, clusters, idHashes } = input;
-  const n = scores.length;
-  if (clusters.length !== n || idHashes.length !== n) {
-    throw new RangeError(`scores, clusters and idHashes must have equal lengths (${n}, ${clusters.length}, ${idHashes.length})`);
-  }
-  for (let i = 0; i < n; i++) if (Number.isNaN(scores[i])) throw new RangeError(`scores[${i}] is NaN`);
-  const size = budgetSize(options.budget, n);
-  const balance = options.balance ?? 'none';
-  const seed = options.seed ?? 0;
-  if (!Number.isInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
+/** What an order's implementation gets: checked inputs, the budget already resolved to a size. */
+interface OrderParameters {
+  size: number;
+  balance: 'none' | 'cluster';
+  seed: number;
+  outlierFraction?: number;
+  bins?: number;
+}
 
-  const { order } = options;
-  if (order === 'hardest' || order === 'easiest' || order === 'random') {
+type OrderImplementation = (input: SelectionInput, parameters: OrderParameters) => { chosen: Int32Array; rule: KeepRule };
+
+type RankedOrder = 'hardest' | 'easiest' | 'random';
+
+/** hardest/easiest by score, random by seeded key: the first `size` of one ranking (per cluster quota when balanced). */
+function rankedOrder(order: RankedOrder): OrderImplementation {
+  return (input, { size, balance, seed }) => {
+    const { scores, clusters, idHashes } = input;
     const keys = order === 'random' ? randomKeys(seed, idHashes) : null;
-    const ranked = sortByKey(identity(n), keys ?? floatSortKeys(scores, order === 'hardest'));
+    const ranked = sortByKey(identity(scores.length), keys ?? floatSortKeys(scores, order === 'hardest'));
     const chosen = balance === 'none' ? ranked.slice(0, size) : takeByQuota(ranked, clusters, clusterQuotas(clusters, size));
     return { chosen, rule: { balance, seed, groups: boundaryRules(order, input, keys, chosen, balance) } };
-  }
-  if (order !== 'stratified') throw new RangeError(`unknown order: ${String(order)}`);
+  };
+}
 
-  const outlierFraction = options.outlierFraction ?? DEFAULT_OUTLIER_FRACTION;
-  const bins = options.bins ?? DEFAULT_BINS;
+/** Coverage-centric Coreset Selection (see `select`). */
+function stratifiedOrder(input: SelectionInput, parameters: OrderParameters): { chosen: Int32Array; rule: KeepRule } {
+  const { scores, clusters, idHashes } = input;
+  const n = scores.length;
+  const { size, balance, seed } = parameters;
+  const outlierFraction = parameters.outlierFraction ?? DEFAULT_OUTLIER_FRACTION;
+  const bins = parameters.bins ?? DEFAULT_BINS;
   if (!(outlierFraction >= 0 && outlierFraction < 1)) throw new RangeError(`outlierFraction must be in [0, 1), got ${outlierFraction}`);
   if (!Number.isInteger(bins) || bins < 1) throw new RangeError(`bins must be a positive integer, got ${bins}`);
   const keys = randomKeys(seed, idHashes);
@@ -175,9 +182,42 @@ export function selectWithRule(input: SelectionInput, options: SelectionOptions)
   return { chosen: output, rule: { balance, seed, groups } };
 }
 
+/**
+ * The selection orders by name: the REST enum and the gRPC enum mapping (SELECTION_ORDER_<NAME>)
+ * derive from this registry. A new order is an entry here plus its proto enum value (and a test).
+ */
+export const SELECTION_ORDERS = {
+  hardest: rankedOrder('hardest'),
+  easiest: rankedOrder('easiest'),
+  random: rankedOrder('random'),
+  stratified: stratifiedOrder,
+} satisfies Record<string, OrderImplementation>;
+
+export type SelectionOrder = keyof typeof SELECTION_ORDERS;
+
+export const SELECTION_ORDER_NAMES = Object.keys(SELECTION_ORDERS) as SelectionOrder[];
+
+/** The order of a selection request that names none (REST and gRPC alike). */
+export const DEFAULT_SELECTION_ORDER: SelectionOrder = 'hardest';
+
+/** `select`, plus the rule that decides for items outside the dataset (see `decideKeep`). */
+export function selectWithRule(input: SelectionInput, options: SelectionOptions): { chosen: Int32Array; rule: KeepRule } {
+  const { scores, clusters, idHashes } = input;
+  const n = scores.length;
+  if (clusters.length !== n || idHashes.length !== n) {
+    throw new RangeError(`scores, clusters and idHashes must have equal lengths (${n}, ${clusters.length}, ${idHashes.length})`);
+  }
+  for (let i = 0; i < n; i++) if (Number.isNaN(scores[i])) throw new RangeError(`scores[${i}] is NaN`);
+  const size = budgetSize(options.budget, n);
+  const seed = options.seed ?? 0;
+  if (!Number.isInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
+  if (!Object.hasOwn(SELECTION_ORDERS, options.order)) throw new RangeError(`unknown order: ${String(options.order)}`);
+  return SELECTION_ORDERS[options.order](input, { size, balance: options.balance ?? 'none', seed, outlierFraction: options.outlierFraction, bins: options.bins });
+}
+
 /** Per-group boundaries of a hardest/easiest/random selection, from what it kept. */
 function boundaryRules(
-  order: 'hardest' | 'easiest' | 'random',
+  order: RankedOrder,
   { scores, clusters }: SelectionInput,
   keys: Uint32Array | null,
   chosen: Int32Array,

@@ -1,8 +1,11 @@
 /**
- * Translation between protobuf messages (as @grpc/proto-loader presents them, see LOADER_OPTIONS)
- * and the service layer's inputs and views. No logic beyond shape and encoding lives here.
+ * Translation between protobuf messages (the types generated from proto/ by `npm run proto`, as
+ * @grpc/proto-loader presents them, see LOADER_OPTIONS) and the service layer's inputs and views.
+ * No logic beyond shape and encoding lives here.
  */
+import { DEFAULT_SELECTION_ORDER, SELECTION_ORDER_NAMES } from '../core/selection.js';
 import { float32FromLittleEndian } from '../embedding/vectors.js';
+import type * as pb from '../generated/proto/protoprune/v1/protoprune.js';
 import type { ApiKeyView } from '../service/auth.js';
 import type { Dataset, CreateDatasetInput } from '../service/datasets.js';
 import type { DuplicateReport } from '../service/duplicates.js';
@@ -14,24 +17,32 @@ import type { JobView } from '../service/jobs.js';
 import type { PrototypeStatus } from '../service/prototypes.js';
 import type { ScoreResult, CandidateScore, ScorePolicy } from '../service/score.js';
 import type { SelectionRequest } from '../service/selection.js';
+import { DatasetSettingsSchema, type DatasetSettings, type DatasetSettingsInput } from '../service/settings.js';
 import type { DatasetStats } from '../service/stats.js';
 
-// ---- enums: `PREFIX_SOME_VALUE` ⇄ 'some-value' ------------------------------------------------
+/**
+ * A message as the server sends it: proto3 lets any field be left out (it reads as its default),
+ * and an unset message field may be given as null.
+ */
+export type Outgoing<T> = T extends readonly (infer E)[] ? Outgoing<E>[] : T extends object ? { [K in keyof T]?: Outgoing<T[K]> | null } : T;
 
-function fromEnum<T extends string>(prefix: string, value: unknown, allowed: readonly T[], field: string, code: string): T | undefined {
+// ---- enums: 'some-value' ⇄ `PREFIX_SOME_VALUE` ------------------------------------------------
+
+type EnumSuffix<N extends string> = N extends `${infer Head}-${infer Tail}` ? `${Uppercase<Head>}_${EnumSuffix<Tail>}` : Uppercase<N>;
+
+/** The proto enum value named like `name`; typed, so a name without its enum value does not compile. */
+function toEnum<P extends string, N extends string>(prefix: P, name: N): `${P}${EnumSuffix<N>}` {
+  return `${prefix}${name.toUpperCase().replaceAll('-', '_')}` as `${P}${EnumSuffix<N>}`;
+}
+
+/** The name among `allowed` whose enum value `value` is; undefined for UNSPECIFIED (or unset). */
+function fromEnum<T extends string>(prefix: string, value: string | number | null | undefined, allowed: readonly T[], field: string, code: string): T | undefined {
   if (value === undefined || value === null || value === `${prefix}UNSPECIFIED` || value === 0) return undefined;
-  const name = typeof value === 'string' && value.startsWith(prefix) ? value.slice(prefix.length).toLowerCase().replace(/_/g, '-') : null;
-  if (name === null || !(allowed as readonly string[]).includes(name)) {
-    throw new ServiceError('invalid', code, `${field} has an unknown value ${String(value)}`, { field });
-  }
-  return name as T;
+  const name = allowed.find((candidate) => toEnum(prefix, candidate) === value);
+  if (name === undefined) throw new ServiceError('invalid', code, `${field} has an unknown value ${String(value)}`, { field });
+  return name;
 }
 
-function toEnum(prefix: string, value: string): string {
-  return prefix + value.toUpperCase().replace(/-/g, '_');
-}
-
-const ORDERS = ['hardest', 'easiest', 'random', 'stratified'] as const;
 const BALANCES = ['none', 'cluster'] as const;
 
 // ---- scalars ---------------------------------------------------------------------------------
@@ -46,57 +57,27 @@ function opt<T>(value: T | null | undefined): T | undefined {
   return value === null ? undefined : value;
 }
 
+/** The fields among `keys` that `message` sets (proto3 `optional`: unset is undefined; messages: null). */
+function setFields<T extends object, K extends keyof T>(message: T | null | undefined, keys: readonly K[]): Partial<Pick<T, K>> {
+  const present: Partial<Pick<T, K>> = {};
+  for (const key of keys) if (message?.[key] !== undefined && message[key] !== null) present[key] = message[key];
+  return present;
+}
+
 // ---- messages in -----------------------------------------------------------------------------
 
-export interface RefitThresholdsMsg {
-  meanDrift?: number;
-  maxDrift?: number;
-  arrivedFraction?: number;
+/** A setting is a field of the same name in the proto's DatasetSettings (test/contract/registries.test.ts checks it). */
+const SETTING_KEYS = Object.keys(DatasetSettingsSchema.properties) as (keyof DatasetSettings & keyof pb.DatasetSettings)[];
+const REFIT_KEYS = Object.keys(DatasetSettingsSchema.properties.refit.properties) as (keyof DatasetSettings['refit'] & keyof pb.RefitThresholds)[];
+
+function settingsInput(message: pb.DatasetSettings | null | undefined): DatasetSettingsInput {
+  const { refit, ...settings } = setFields(message, SETTING_KEYS);
+  const thresholds = setFields(refit, REFIT_KEYS);
+  return Object.keys(thresholds).length > 0 ? { ...settings, refit: thresholds } : settings;
 }
 
-export interface SettingsMsg {
-  seed?: number;
-  minItemsForFit?: number;
-  autoRefit?: boolean;
-  refit?: RefitThresholdsMsg | null;
-  duplicateEpsilon?: number;
-  maxIterations?: number;
-  tolerance?: number;
-}
-
-export interface CreateDatasetMsg {
-  name: string;
-  dimension?: number;
-  k?: number;
-  settings?: SettingsMsg | null;
-}
-
-function defined<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined && v !== null)) as Partial<T>;
-}
-
-export function createDatasetInput(req: CreateDatasetMsg): Omit<CreateDatasetInput, 'dimension'> & { dimension?: number } {
-  const s = req.settings ?? {};
-  const settings: CreateDatasetInput['settings'] = defined({
-    seed: s.seed,
-    minItemsForFit: s.minItemsForFit,
-    autoRefit: s.autoRefit,
-    duplicateEpsilon: s.duplicateEpsilon,
-    maxIterations: s.maxIterations,
-    tolerance: s.tolerance,
-  });
-  const refit = defined({ meanDrift: s.refit?.meanDrift, maxDrift: s.refit?.maxDrift, arrivedFraction: s.refit?.arrivedFraction });
-  if (Object.keys(refit).length > 0) settings.refit = refit;
-  return { name: req.name, dimension: req.dimension, k: req.k ?? null, settings };
-}
-
-/** An ingest item or score candidate as received. */
-export interface VectorItemMsg {
-  externalId: string;
-  embedding?: number[];
-  embeddingF32le?: Uint8Array;
-  image?: Uint8Array;
-  metadataJson?: string;
+export function createDatasetInput(req: pb.CreateDatasetRequest): Omit<CreateDatasetInput, 'dimension'> & { dimension?: number } {
+  return { name: req.name, dimension: req.dimension, k: req.k ?? null, settings: settingsInput(req.settings) };
 }
 
 export interface ItemError {
@@ -112,10 +93,11 @@ export interface DecodedItem {
 }
 
 /**
- * Decodes one item's wire encoding: exactly one of embedding, embedding_f32le and image, and
- * metadata JSON. Content checks (dimension, finiteness, metadata shape) stay with the service.
+ * Decodes one item's wire encoding: exactly one of embedding, embedding_f32le and image, and (for
+ * an ingest item) metadata JSON. Content checks (dimension, finiteness, metadata shape) stay with
+ * the service.
  */
-export function decodeItem(msg: VectorItemMsg, withMetadata: boolean): DecodedItem | { error: ItemError } {
+export function decodeItem(msg: pb.IngestItem | pb.ScoreCandidate): DecodedItem | { error: ItemError } {
   const hasFloats = (msg.embedding?.length ?? 0) > 0;
   const hasBytes = (msg.embeddingF32le?.length ?? 0) > 0;
   const hasImage = (msg.image?.length ?? 0) > 0;
@@ -123,15 +105,15 @@ export function decodeItem(msg: VectorItemMsg, withMetadata: boolean): DecodedIt
     return { error: { code: 'INVALID_ITEM', message: 'give exactly one of embedding, embedding_f32le and image' } };
   }
   const item: DecodedItem = { externalId: msg.externalId };
-  if (hasFloats) item.embedding = msg.embedding!;
+  if (hasFloats) item.embedding = msg.embedding;
   else if (hasBytes) {
-    const bytes = msg.embeddingF32le!;
+    const bytes = msg.embeddingF32le;
     if (bytes.byteLength % 4 !== 0) {
       return { error: { code: 'INVALID_ENCODING', message: `embedding_f32le has ${bytes.byteLength} bytes, not a multiple of 4 (float32)` } };
     }
     item.embedding = float32FromLittleEndian(bytes);
-  } else item.image = msg.image!;
-  if (withMetadata && msg.metadataJson) {
+  } else item.image = msg.image;
+  if ('metadataJson' in msg && msg.metadataJson) {
     try {
       item.metadata = JSON.parse(msg.metadataJson);
     } catch {
@@ -147,12 +129,12 @@ export function decodeItem(msg: VectorItemMsg, withMetadata: boolean): DecodedIt
  * Decodes a batch; the items that decoded go to the service and `merge` puts its per-item results
  * back beside the decoding failures, in the original order.
  */
-export function decodeBatch<R>(messages: readonly VectorItemMsg[], withMetadata: boolean) {
+export function decodeBatch<R>(messages: readonly (pb.IngestItem | pb.ScoreCandidate)[]) {
   const good: DecodedItem[] = [];
   const at: number[] = [];
   const failed = new Map<number, ItemError>();
   messages.forEach((m, i) => {
-    const decoded = decodeItem(m, withMetadata);
+    const decoded = decodeItem(m);
     if ('error' in decoded) failed.set(i, decoded.error);
     else {
       good.push(decoded);
@@ -170,23 +152,10 @@ export function decodeBatch<R>(messages: readonly VectorItemMsg[], withMetadata:
   };
 }
 
-export interface SelectMsg {
-  dataset: string;
-  order?: string;
-  fraction?: number;
-  count?: number;
-  balance?: string;
-  seed?: number;
-  outlierFraction?: number;
-  bins?: number;
-  chunkSize?: number;
-}
-
-export function selectionRequest(req: SelectMsg): SelectionRequest {
-  const order = fromEnum('SELECTION_ORDER_', req.order, ORDERS, 'order', 'INVALID_SELECTION');
-  if (order === undefined) throw new ServiceError('invalid', 'INVALID_SELECTION', 'order is required', { field: 'order' });
+/** An unset order (UNSPECIFIED) is DEFAULT_SELECTION_ORDER, as in the REST API. */
+export function selectionRequest(req: pb.SelectRequest): SelectionRequest {
   return {
-    order,
+    order: fromEnum('SELECTION_ORDER_', req.order, SELECTION_ORDER_NAMES, 'order', 'INVALID_SELECTION') ?? DEFAULT_SELECTION_ORDER,
     fraction: req.fraction,
     count: req.count,
     balance: fromEnum('BALANCE_', req.balance, BALANCES, 'balance', 'INVALID_SELECTION'),
@@ -196,62 +165,38 @@ export function selectionRequest(req: SelectMsg): SelectionRequest {
   };
 }
 
-export interface ScorePolicyMsg {
-  order?: string;
-  fraction?: number;
-  balance?: string;
-  seed?: number;
-  epsilon?: number;
-  outlierFraction?: number;
-  bins?: number;
-}
-
-export function scorePolicy(msg: ScorePolicyMsg | null | undefined): Partial<ScorePolicy> {
-  if (!msg) return {};
-  return defined({
-    order: fromEnum('SELECTION_ORDER_', msg.order, ORDERS, 'policy.order', 'INVALID_SELECTION'),
-    fraction: msg.fraction,
-    balance: fromEnum('BALANCE_', msg.balance, BALANCES, 'policy.balance', 'INVALID_SELECTION'),
-    seed: msg.seed,
-    epsilon: msg.epsilon,
-    outlierFraction: msg.outlierFraction,
-    bins: msg.bins,
-  });
+export function scorePolicy(msg: pb.ScorePolicy | null | undefined): Partial<ScorePolicy> {
+  const fields = setFields(msg, ['fraction', 'seed', 'epsilon', 'outlierFraction', 'bins']);
+  const order = fromEnum('SELECTION_ORDER_', msg?.order, SELECTION_ORDER_NAMES, 'policy.order', 'INVALID_SELECTION');
+  const balance = fromEnum('BALANCE_', msg?.balance, BALANCES, 'policy.balance', 'INVALID_SELECTION');
+  return { ...(order && { order }), ...fields, ...(balance && { balance }) };
 }
 
 // ---- messages out ----------------------------------------------------------------------------
 
-export function datasetMessage(d: Dataset) {
-  const s = d.settings;
+export function datasetMessage(d: Dataset): Outgoing<pb.Dataset> {
   return {
     id: d.id,
     name: d.name,
     dimension: d.dimension,
     k: opt(d.k),
     model: d.modelName !== null ? { name: d.modelName, sha256: d.modelSha256 ?? '' } : null,
-    settings: {
-      seed: s.seed,
-      minItemsForFit: s.minItemsForFit,
-      autoRefit: s.autoRefit,
-      refit: { meanDrift: s.refit.meanDrift, maxDrift: s.refit.maxDrift, arrivedFraction: s.refit.arrivedFraction },
-      duplicateEpsilon: s.duplicateEpsilon,
-      maxIterations: s.maxIterations,
-      tolerance: s.tolerance,
-    },
+    // Field for field: a setting is named alike in both.
+    settings: d.settings,
     activeVersion: opt(d.activeVersion),
     createdAt: timestamp(d.createdAt),
     updatedAt: timestamp(d.updatedAt),
   };
 }
 
-export function itemOutcomeMessage(o: ItemOutcome) {
+export function itemOutcomeMessage(o: ItemOutcome): Outgoing<pb.IngestItemResult> {
   if (o.status === 'error') {
     return { externalId: o.externalId, status: 'ITEM_STATUS_ERROR', errorCode: o.code, errorMessage: o.message };
   }
   return { externalId: o.externalId, status: toEnum('ITEM_STATUS_', o.status), score: opt(o.score), cluster: opt(o.cluster) };
 }
 
-export function jobMessage(j: JobView) {
+export function jobMessage(j: JobView): Outgoing<pb.Job> {
   return {
     id: j.id,
     dataset: j.dataset ?? '',
@@ -268,7 +213,7 @@ export function jobMessage(j: JobView) {
   };
 }
 
-export function candidateMessage(c: CandidateScore) {
+export function candidateMessage(c: CandidateScore): Outgoing<pb.CandidateScore> {
   if (c.status === 'error') {
     return { externalId: c.externalId, status: 'CANDIDATE_STATUS_ERROR', errorCode: c.code, errorMessage: c.message };
   }
@@ -285,7 +230,7 @@ export function candidateMessage(c: CandidateScore) {
   };
 }
 
-export function scoreResultMessage(r: ScoreResult, items: unknown[]) {
+export function scoreResultMessage(r: ScoreResult, items: Outgoing<pb.CandidateScore>[]): Outgoing<pb.ScoreBatchResponse> {
   return {
     prototypeVersion: r.prototypeVersion,
     policy: {
@@ -299,7 +244,7 @@ export function scoreResultMessage(r: ScoreResult, items: unknown[]) {
   };
 }
 
-export function prototypeStatusMessage(p: PrototypeStatus) {
+export function prototypeStatusMessage(p: PrototypeStatus): Outgoing<pb.PrototypeStatus> {
   return {
     version: opt(p.version),
     k: opt(p.k),
@@ -315,11 +260,11 @@ export function prototypeStatusMessage(p: PrototypeStatus) {
   };
 }
 
-export function duplicateReportMessage(r: DuplicateReport) {
+export function duplicateReportMessage(r: DuplicateReport): Outgoing<pb.DuplicateReport> {
   return { prototypeVersion: r.version, epsilon: r.epsilon, groups: r.groups, duplicateCount: r.duplicateCount };
 }
 
-export function statsMessage(s: DatasetStats) {
+export function statsMessage(s: DatasetStats): Outgoing<pb.DatasetStats> {
   return {
     dataset: s.dataset,
     itemCount: s.itemCount,
@@ -340,7 +285,7 @@ export function statsMessage(s: DatasetStats) {
   };
 }
 
-export function itemMessage(i: ItemView) {
+export function itemMessage(i: ItemView): Outgoing<pb.Item> {
   return {
     externalId: i.externalId,
     metadataJson: JSON.stringify(i.metadata ?? {}),
@@ -352,7 +297,7 @@ export function itemMessage(i: ItemView) {
   };
 }
 
-export function apiKeyMessage(key: ApiKeyView) {
+export function apiKeyMessage(key: ApiKeyView): Outgoing<pb.ApiKey> {
   return {
     id: key.id,
     name: key.name,

@@ -7,9 +7,9 @@ import { createDataset, deleteDataset, getDataset, listDatasets } from '../servi
 import { findDuplicates } from '../service/duplicates.js';
 import { checkItemCount, refuseIfNoItemUsable, ServiceError } from '../service/errors.js';
 import { createImageDataset, ingestItems } from '../service/images.js';
-import type { ItemOutcome } from '../service/ingest.js';
+import { countOutcomes, type ItemOutcome } from '../service/ingest.js';
 import { deleteItem, getItem } from '../service/items.js';
-import { getJobView, watchJob, type JobView } from '../service/jobs.js';
+import { getJobView, watchJob } from '../service/jobs.js';
 import { prototypeStatus } from '../service/prototypes.js';
 import { requestRefit } from '../service/refit.js';
 import { scoreBatch, type CandidateScore } from '../service/score.js';
@@ -30,11 +30,9 @@ import {
   scoreResultMessage,
   selectionRequest,
   statsMessage,
-  type CreateDatasetMsg,
-  type ScorePolicyMsg,
-  type SelectMsg,
-  type VectorItemMsg,
+  type Outgoing,
 } from './convert.js';
+import type * as pb from '../generated/proto/protoprune/v1/protoprune.js';
 import { ERROR_CODE_KEY, ERROR_DETAILS_KEY, toGrpcError } from './errors.js';
 import { admit, type RateLimiter } from './guard.js';
 import { MALFORMED_MESSAGE } from './proto.js';
@@ -49,15 +47,7 @@ export interface HandlerDeps {
   watchIntervalMs?: number;
 }
 
-type Msg = Record<string, unknown>;
-
-function outcomeCounts(outcomes: readonly ItemOutcome[]) {
-  const counts = { stored: 0, updated: 0, failed: 0 };
-  for (const o of outcomes) counts[o.status === 'error' ? 'failed' : o.status]++;
-  return counts;
-}
-
-function waitForDrain(call: grpc.ServerWritableStream<Msg, Msg>): Promise<void> {
+function waitForDrain<Req, Res>(call: grpc.ServerWritableStream<Req, Res>): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       call.off('drain', done);
@@ -99,7 +89,7 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
     }
   }
 
-  function unary(method: string, run: (req: Msg, principal: Principal) => Promise<unknown>): grpc.handleUnaryCall<Msg, unknown> {
+  function unary<Req, Res>(method: string, run: (req: Req, principal: Principal) => Promise<Outgoing<Res>>): grpc.handleUnaryCall<Req, Outgoing<Res>> {
     return (call, callback) => {
       admit(ctx, limiter, call.metadata, call.getPeer())
         .then((principal) => {
@@ -114,10 +104,10 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
     };
   }
 
-  function serverStream(
+  function serverStream<Req, Res>(
     method: string,
-    run: (req: Msg, principal: Principal, signal: AbortSignal) => AsyncIterable<unknown>,
-  ): grpc.handleServerStreamingCall<Msg, unknown> {
+    run: (req: Req, principal: Principal, signal: AbortSignal) => AsyncIterable<Outgoing<Res>>,
+  ): grpc.handleServerStreamingCall<Req, Outgoing<Res>> {
     return (call) => {
       const abort = new AbortController();
       call.on('cancelled', () => abort.abort());
@@ -127,7 +117,7 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
           checkMessage(call.request);
           for await (const message of run(call.request, principal, abort.signal)) {
             if (call.cancelled || abort.signal.aborted) return;
-            if (!call.write(message)) await waitForDrain(call as grpc.ServerWritableStream<Msg, Msg>);
+            if (!call.write(message)) await waitForDrain(call);
           }
           if (!call.cancelled) call.end();
         } catch (error) {
@@ -148,16 +138,16 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
    * one answer at the end holds every outcome. A client silent for longer than the request timeout
    * between messages is cut off (DEADLINE_EXCEEDED, REQUEST_TIMEOUT).
    */
-  const ingest: grpc.handleClientStreamingCall<Msg, unknown> = (call, callback) => {
+  const ingest: grpc.handleClientStreamingCall<pb.IngestItemsRequest, Outgoing<pb.IngestItemsResponse>> = (call, callback) => {
     let answered = false;
-    const answer = (error: Partial<grpc.StatusObject> | null, response?: unknown) => {
+    const answer = (error: Partial<grpc.StatusObject> | null, response?: Outgoing<pb.IngestItemsResponse>) => {
       if (answered) return;
       answered = true;
       if (error) callback(error);
       else callback(null, response);
     };
     void (async () => {
-      const iterator = call[Symbol.asyncIterator]() as AsyncIterator<Msg>;
+      const iterator: AsyncIterator<pb.IngestItemsRequest> = call[Symbol.asyncIterator]();
       try {
         const principal = await admit(ctx, limiter, call.metadata, call.getPeer());
         let dataset: string | null = null;
@@ -177,7 +167,7 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
           if (next.done) break;
           if (call.cancelled) return;
           checkMessage(next.value);
-          const msg = next.value as { dataset: string; items: VectorItemMsg[] };
+          const msg = next.value;
           if (dataset === null) {
             dataset = msg.dataset;
             authorize(principal, 'write', dataset);
@@ -193,26 +183,23 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
           checkItemCount(items.length, api.maxItemsPerRequest);
           if (items.length === 0) continue;
           ctx.metrics?.ingestBytes('grpc', items.reduce((sum, m) => sum + (m.image?.byteLength ?? 0) + (m.embeddingF32le?.byteLength ?? 0) + (m.embedding?.length ?? 0) * 4, 0));
-          const batch = decodeBatch<ItemOutcome>(items, true);
+          const batch = decodeBatch<ItemOutcome>(items);
           const result = batch.good.length > 0 ? await ingestItems(ctx, dataset, batch.good) : null;
           if (result) {
             prototypeVersion = result.prototypeVersion;
             if (result.scheduledJobId) scheduled.push(result.scheduledJobId);
           }
           const merged = batch.merge(result?.items ?? [], (externalId, e) => ({ externalId, status: 'error', code: e.code, message: e.message }));
-          ctx.metrics?.ingestItems('grpc', outcomeCounts(merged));
+          ctx.metrics?.ingestItems('grpc', countOutcomes(merged));
           outcomes.push(...merged);
         }
         if (dataset === null) throw new ServiceError('invalid', 'EMPTY_INGEST', 'the stream carried no message; name the dataset in at least one', { field: 'dataset' });
         refuseIfNoItemUsable(outcomes);
         if (prototypeVersion === null) prototypeVersion = (await getDataset(ctx, dataset)).activeVersion;
-        const count = (status: ItemOutcome['status']) => outcomes.filter((o) => o.status === status).length;
         answer(null, {
           dataset,
           items: outcomes.map(itemOutcomeMessage),
-          stored: count('stored'),
-          updated: count('updated'),
-          failed: count('error'),
+          ...countOutcomes(outcomes),
           batches,
           prototypeVersion: prototypeVersion ?? undefined,
           scheduledJobIds: scheduled,
@@ -227,42 +214,41 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
   };
 
   return {
-    CreateDataset: unary('CreateDataset', async (req, principal) => {
-      const input = createDatasetInput(req as unknown as CreateDatasetMsg);
+    CreateDataset: unary<pb.CreateDatasetRequest, pb.Dataset>('CreateDataset', async (req, principal) => {
+      const input = createDatasetInput(req);
       authorize(principal, 'admin', input.name);
       const { dimension, ...rest } = input;
       const dataset = dimension === undefined ? await createImageDataset(ctx, rest) : await createDataset(ctx, { ...rest, dimension });
       return datasetMessage(dataset);
     }),
 
-    ListDatasets: unary('ListDatasets', async (_req, principal) => {
+    ListDatasets: unary<pb.ListDatasetsRequest, pb.ListDatasetsResponse>('ListDatasets', async (_req, principal) => {
       authorize(principal, 'read');
       const all = await listDatasets(ctx);
       return { datasets: all.filter((d) => mayAccessDataset(principal, d.name)).map(datasetMessage) };
     }),
 
-    GetDataset: unary('GetDataset', async (req, principal) => {
-      authorize(principal, 'read', req.name as string);
-      return datasetMessage(await getDataset(ctx, req.name as string));
+    GetDataset: unary<pb.GetDatasetRequest, pb.Dataset>('GetDataset', async (req, principal) => {
+      authorize(principal, 'read', req.name);
+      return datasetMessage(await getDataset(ctx, req.name));
     }),
 
-    DeleteDataset: unary('DeleteDataset', async (req, principal) => {
-      authorize(principal, 'admin', req.name as string);
-      await deleteDataset(ctx, req.name as string);
+    DeleteDataset: unary<pb.DeleteDatasetRequest, pb.DeleteDatasetResponse>('DeleteDataset', async (req, principal) => {
+      authorize(principal, 'admin', req.name);
+      await deleteDataset(ctx, req.name);
       return {};
     }),
 
     IngestItems: ingest,
 
-    Select: serverStream('Select', async function* (req, principal, signal) {
-      const msg = req as unknown as SelectMsg;
+    Select: serverStream<pb.SelectRequest, pb.SelectResponse>('Select', async function* (msg, principal, signal) {
       authorize(principal, 'read', msg.dataset);
       const chunkSize = msg.chunkSize ?? ID_CHUNK;
       if (!(Number.isInteger(chunkSize) && chunkSize >= 1 && chunkSize <= ID_CHUNK)) {
         throw new ServiceError('invalid', 'INVALID_SELECTION', `chunk_size must be an integer from 1 to ${ID_CHUNK}`, { field: 'chunk_size' });
       }
       const handle = await computeSelection(ctx, msg.dataset, selectionRequest(msg));
-      let summary: unknown = { prototypeVersion: handle.version, total: handle.total, size: handle.itemIds.length };
+      let summary: Outgoing<pb.SelectionSummary> | null = { prototypeVersion: handle.version, total: handle.total, size: handle.itemIds.length };
       for await (const ids of selectedExternalIds(ctx, handle.itemIds)) {
         if (signal.aborted) return;
         for (let at = 0; at < ids.length; at += chunkSize) {
@@ -273,77 +259,77 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
       if (summary !== null) yield { summary, externalIds: [] };
     }),
 
-    ScoreBatch: unary('ScoreBatch', async (req, principal) => {
-      const dataset = req.dataset as string;
+    ScoreBatch: unary<pb.ScoreBatchRequest, pb.ScoreBatchResponse>('ScoreBatch', async (req, principal) => {
+      const dataset = req.dataset;
       authorize(principal, 'read', dataset);
-      const candidates = (req.candidates as VectorItemMsg[]) ?? [];
+      const candidates = req.candidates ?? [];
       checkItemCount(candidates.length, api.maxItemsPerRequest);
-      const policy = scorePolicy(req.policy as ScorePolicyMsg | null);
-      const batch = decodeBatch<CandidateScore>(candidates, false);
+      const policy = scorePolicy(req.policy);
+      const batch = decodeBatch<CandidateScore>(candidates);
       const result = await scoreBatch(ctx, dataset, batch.good, policy);
       const items = batch.merge(result.items, (externalId, e) => ({ externalId, status: 'error', code: e.code, message: e.message }));
       refuseIfNoItemUsable(items);
       return scoreResultMessage(result, items.map(candidateMessage));
     }),
 
-    GetPrototypes: unary('GetPrototypes', async (req, principal) => {
-      authorize(principal, 'read', req.dataset as string);
-      return prototypeStatusMessage(await prototypeStatus(ctx, req.dataset as string));
+    GetPrototypes: unary<pb.GetPrototypesRequest, pb.PrototypeStatus>('GetPrototypes', async (req, principal) => {
+      authorize(principal, 'read', req.dataset);
+      return prototypeStatusMessage(await prototypeStatus(ctx, req.dataset));
     }),
 
-    RequestRefit: unary('RequestRefit', async (req, principal) => {
-      authorize(principal, 'write', req.dataset as string);
-      return jobMessage(await requestRefit(ctx, req.dataset as string));
+    RequestRefit: unary<pb.RequestRefitRequest, pb.Job>('RequestRefit', async (req, principal) => {
+      authorize(principal, 'write', req.dataset);
+      return jobMessage(await requestRefit(ctx, req.dataset));
     }),
 
-    GetJob: unary('GetJob', async (req, principal) => {
+    GetJob: unary<pb.GetJobRequest, pb.Job>('GetJob', async (req, principal) => {
       authorize(principal, 'read');
-      const job = await getJobView(ctx.db, req.id as string);
+      const job = await getJobView(ctx.db, req.id);
       authorizeJob(principal, job);
       return jobMessage(job);
     }),
 
-    WatchJob: serverStream('WatchJob', async function* (req, principal, signal) {
+    WatchJob: serverStream<pb.WatchJobRequest, pb.Job>('WatchJob', async function* (req, principal, signal) {
       authorize(principal, 'read');
-      authorizeJob(principal, await getJobView(ctx.db, req.id as string));
-      for await (const view of watchJob(ctx.db, req.id as string, watchIntervalMs, signal)) yield jobMessage(view);
+      authorizeJob(principal, await getJobView(ctx.db, req.id));
+      for await (const view of watchJob(ctx.db, req.id, watchIntervalMs, signal)) yield jobMessage(view);
     }),
 
-    FindDuplicates: unary('FindDuplicates', async (req, principal) => {
-      authorize(principal, 'read', req.dataset as string);
-      return duplicateReportMessage(await findDuplicates(ctx, req.dataset as string, req.epsilon as number | undefined));
+    FindDuplicates: unary<pb.FindDuplicatesRequest, pb.DuplicateReport>('FindDuplicates', async (req, principal) => {
+      authorize(principal, 'read', req.dataset);
+      return duplicateReportMessage(await findDuplicates(ctx, req.dataset, req.epsilon));
     }),
 
-    GetStats: unary('GetStats', async (req, principal) => {
-      authorize(principal, 'read', req.dataset as string);
-      return statsMessage(await datasetStats(ctx, req.dataset as string));
+    GetStats: unary<pb.GetStatsRequest, pb.DatasetStats>('GetStats', async (req, principal) => {
+      authorize(principal, 'read', req.dataset);
+      return statsMessage(await datasetStats(ctx, req.dataset));
     }),
 
-    GetItem: unary('GetItem', async (req, principal) => {
-      authorize(principal, 'read', req.dataset as string);
-      return itemMessage(await getItem(ctx, req.dataset as string, req.externalId as string));
+    GetItem: unary<pb.GetItemRequest, pb.Item>('GetItem', async (req, principal) => {
+      authorize(principal, 'read', req.dataset);
+      return itemMessage(await getItem(ctx, req.dataset, req.externalId));
     }),
 
-    DeleteItem: unary('DeleteItem', async (req, principal) => {
-      authorize(principal, 'write', req.dataset as string);
-      await deleteItem(ctx, req.dataset as string, req.externalId as string);
+    DeleteItem: unary<pb.DeleteItemRequest, pb.DeleteItemResponse>('DeleteItem', async (req, principal) => {
+      authorize(principal, 'write', req.dataset);
+      await deleteItem(ctx, req.dataset, req.externalId);
       return {};
     }),
 
-    CreateApiKey: unary('CreateApiKey', async (req, principal) => {
+    CreateApiKey: unary<pb.CreateApiKeyRequest, pb.CreateApiKeyResponse>('CreateApiKey', async (req, principal) => {
       authorize(principal, 'admin');
-      const key = await mintApiKey(ctx.db, { name: req.name as string, scopes: req.scopes as string[], datasets: req.datasets as string[] }, principal);
+      const key = await mintApiKey(ctx.db, { name: req.name, scopes: req.scopes, datasets: req.datasets }, principal);
       return { key: apiKeyMessage(key), secret: key.secret };
     }),
 
-    ListApiKeys: unary('ListApiKeys', async (_req, principal) => {
+    ListApiKeys: unary<pb.ListApiKeysRequest, pb.ListApiKeysResponse>('ListApiKeys', async (_req, principal) => {
       authorize(principal, 'admin');
       return { keys: (await listApiKeys(ctx.db, principal)).map(apiKeyMessage) };
     }),
 
-    RevokeApiKey: unary('RevokeApiKey', async (req, principal) => {
+    RevokeApiKey: unary<pb.RevokeApiKeyRequest, pb.ApiKey>('RevokeApiKey', async (req, principal) => {
       authorize(principal, 'admin');
-      return apiKeyMessage(await revokeApiKey(ctx.db, req.id as string, principal));
+      return apiKeyMessage(await revokeApiKey(ctx.db, req.id, principal));
     }),
   };
 }

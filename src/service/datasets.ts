@@ -10,7 +10,7 @@ import {
 import type { ServiceContext } from './context.js';
 import { ServiceError } from './errors.js';
 import { DATASET_NAME_MAX_LENGTH, DATASET_NAME_PATTERN } from './limits.js';
-import { DEFAULT_SETTINGS, resolveSettings, type DatasetSettings } from './settings.js';
+import { DEFAULT_SETTINGS, resolveSettings, settingsProblem, type DatasetSettings, type DatasetSettingsInput } from './settings.js';
 
 /**
  * Largest embedding dimension a dataset may have: 4,000, what pgvector's HNSW index holds as
@@ -26,7 +26,7 @@ export interface CreateDatasetInput {
   dimension: number;
   /** Number of prototypes; omitted: `defaultK(n)` at each full fit. */
   k?: number | null;
-  settings?: Partial<Omit<DatasetSettings, 'refit'>> & { refit?: Partial<DatasetSettings['refit']> };
+  settings?: DatasetSettingsInput;
   model?: { name: string; sha256: string } | null;
 }
 
@@ -43,16 +43,8 @@ function isUniqueViolation(error: unknown): boolean {
 }
 
 function checkSettings(settings: DatasetSettings): void {
-  const bad = (field: string, rule: string) => {
-    throw new ServiceError('invalid', 'INVALID_SETTINGS', `settings.${field} ${rule}`, { field: `settings.${field}` });
-  };
-  if (!Number.isSafeInteger(settings.seed)) bad('seed', 'must be an integer');
-  if (!Number.isSafeInteger(settings.minItemsForFit) || settings.minItemsForFit < 1) bad('minItemsForFit', 'must be a positive integer');
-  if (!(settings.duplicateEpsilon >= 0 && settings.duplicateEpsilon <= 2)) bad('duplicateEpsilon', 'must be in [0, 2]');
-  if (!Number.isSafeInteger(settings.maxIterations) || settings.maxIterations < 0) bad('maxIterations', 'must be a non-negative integer');
-  if (!(settings.tolerance >= 0)) bad('tolerance', 'must be ≥ 0');
-  for (const key of ['meanDrift', 'maxDrift'] as const) if (!(settings.refit[key] > 0)) bad(`refit.${key}`, 'must be > 0');
-  if (!(settings.refit.arrivedFraction > 0 && settings.refit.arrivedFraction <= 1)) bad('refit.arrivedFraction', 'must be in (0, 1]');
+  const problem = settingsProblem(settings);
+  if (problem) throw new ServiceError('invalid', 'INVALID_SETTINGS', `settings.${problem.field}: ${problem.message}`, { field: `settings.${problem.field}` });
 }
 
 export async function createDataset(ctx: ServiceContext, input: CreateDatasetInput): Promise<Dataset> {

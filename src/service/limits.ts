@@ -20,6 +20,9 @@ export const KEY_NAME_MAX_LENGTH = 128;
 /** Datasets one API key may be limited to. */
 export const KEY_MAX_DATASETS = 1000;
 
+/** Score bins a `stratified` selection may ask for. */
+export const MAX_SELECTION_BINS = 10_000;
+
 /** How deeply a request's JSON may nest (objects and arrays), metadata included. */
 export const MAX_NESTING_DEPTH = 32;
 

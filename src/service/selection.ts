@@ -8,6 +8,7 @@ import { readAtActiveVersion, readScoreColumns, readScoredItems, type ScoredItem
 import type { ServiceContext } from './context.js';
 import { getDataset, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
+import { MAX_SELECTION_BINS } from './limits.js';
 
 export interface SelectionRequest {
   order: SelectionOrder;
@@ -49,7 +50,7 @@ export function checkSelectionRequest(r: SelectionRequest): void {
   if (r.count !== undefined && !(Number.isInteger(r.count) && r.count >= 0)) invalid('count', 'count must be a non-negative integer');
   if (r.seed !== undefined && !Number.isSafeInteger(r.seed)) invalid('seed', 'seed must be an integer');
   if (r.outlierFraction !== undefined && !(r.outlierFraction >= 0 && r.outlierFraction < 1)) invalid('outlierFraction', 'outlierFraction must be in [0, 1)');
-  if (r.bins !== undefined && !(Number.isInteger(r.bins) && r.bins >= 1 && r.bins <= 10_000)) invalid('bins', 'bins must be an integer from 1 to 10000');
+  if (r.bins !== undefined && !(Number.isInteger(r.bins) && r.bins >= 1 && r.bins <= MAX_SELECTION_BINS)) invalid('bins', `bins must be an integer from 1 to ${MAX_SELECTION_BINS}`);
 }
 
 /**

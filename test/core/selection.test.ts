@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { fnv1a32, randomKey, Rng } from '../../src/core/random.js';
-import { budgetSize, clusterQuotas, decideKeep, select, selectWithRule, type SelectionInput, type SelectionOptions, type SelectionOrder } from '../../src/core/selection.js';
+import { budgetSize, clusterQuotas, decideKeep, select, SELECTION_ORDER_NAMES, selectWithRule, type SelectionInput, type SelectionOptions, type SelectionOrder } from '../../src/core/selection.js';
 
-const ORDERS: SelectionOrder[] = ['hardest', 'easiest', 'random', 'stratified'];
+const ORDERS: SelectionOrder[] = SELECTION_ORDER_NAMES;
 
 /** Items sorted by external id, with quantised scores so that ties are common. */
 function dataset(n: number, clusters: number, seed: number): SelectionInput & { ids: string[] } {

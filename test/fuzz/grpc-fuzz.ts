@@ -288,8 +288,8 @@ function valueFatal(method: string, msgs: Msg[], world: World): { fatal: string 
     }
     case 'Select': {
       if (!known.has(ds ?? '')) return f('unknown-dataset');
-      const order = msg.order;
-      if (typeof order !== 'string' || order === 'SELECTION_ORDER_UNSPECIFIED') return f('order');
+      // Unset or SELECTION_ORDER_UNSPECIFIED is the default order; an unknown enum number fails.
+      if (typeof msg.order === 'number') return f('order');
       if (typeof msg.balance === 'number') return f('balance');
       if ((msg.fraction === undefined) === (msg.count === undefined)) return f('fraction-xor-count');
       if (msg.fraction !== undefined && !(msg.fraction > 0 && msg.fraction <= 1)) return f('fraction-range');

@@ -1,5 +1,6 @@
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SELECTION_ORDER_NAMES } from '../../src/core/selection.js';
 import { BACKENDS } from '../helpers/backends.js';
 import { plantedClusters } from '../helpers/planted.js';
 import { bearer, startApi, type ApiHarness } from '../http/api-harness.js';
@@ -7,7 +8,6 @@ import { ApiClient } from './client.js';
 
 const DIM = 12;
 const N = 300;
-const ORDERS = ['hardest', 'easiest', 'random', 'stratified'] as const;
 
 /** One dataset ingested over REST, an identical one over gRPC: every answer must agree. */
 describe('REST and gRPC parity', () => {
@@ -68,7 +68,7 @@ describe('REST and gRPC parity', () => {
     await h?.close();
   });
 
-  for (const order of ORDERS) {
+  for (const order of SELECTION_ORDER_NAMES) {
     for (const balance of ['none', 'cluster'] as const) {
       it(`${order} / balance ${balance}: identical ids over both transports and both ingest paths`, async () => {
         const query = { order, fraction: 0.35, balance, seed: 5 };

@@ -19,4 +19,16 @@ describe('OpenAPI document', () => {
       }
     }
   });
+
+  it('gives every operation a unique camelCase operationId', async () => {
+    const doc = JSON.parse(await generateOpenapi()) as { paths: Record<string, Record<string, { operationId?: string }>> };
+    const ids = Object.entries(doc.paths).flatMap(([route, methods]) =>
+      Object.entries(methods).map(([method, operation]) => {
+        expect(operation.operationId, `${method} ${route}`).toMatch(/^[a-z][A-Za-z0-9]*$/);
+        return operation.operationId;
+      }),
+    );
+    expect(ids.length).toBeGreaterThan(0);
+    expect(new Set(ids).size).toBe(ids.length);
+  });
 });

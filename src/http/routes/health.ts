@@ -19,7 +19,7 @@ const Status = Type.Object({ status: Type.String() });
 export const healthRoutes: FastifyPluginAsyncTypebox<{ readiness: Readiness }> = async (app, { readiness }) => {
   app.get(
     '/healthz',
-    { schema: { summary: 'Liveness: the process is up', tags: ['health'], security: [], response: { 200: Status } } },
+    { schema: { operationId: 'getLiveness', summary: 'Liveness: the process is up', tags: ['health'], security: [], response: { 200: Status } } },
     async () => ({ status: 'ok' }),
   );
 
@@ -27,6 +27,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ readiness: Readiness }> =
     '/readyz',
     {
       schema: {
+        operationId: 'getReadiness',
         summary: 'Readiness: the database answers and every migration is applied (stays 200 while the instance is merely busy)',
         tags: ['health'],
         security: [],

@@ -29,6 +29,7 @@ export const analysisRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; ap
     {
       config: { scope: 'read' },
       schema: {
+        operationId: 'scoreItems',
         summary: 'Score new images or embeddings without storing them: should we annotate these?',
         description:
           'Per item: score (cosine distance to the nearest prototype), cluster, percentile within the dataset, the nearest stored item with its ' +
@@ -52,7 +53,7 @@ export const analysisRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; ap
     '/datasets/:dataset/prototypes',
     {
       config: { scope: 'read' },
-      schema: { summary: 'Prototype version, k, cluster sizes, drift since the last full fit, and the refit in progress', tags: ['prototypes'], params: DatasetParams, response: { 200: Prototypes, ...errors } },
+      schema: { operationId: 'getPrototypes', summary: 'Prototype version, k, cluster sizes, drift since the last full fit, and the refit in progress', tags: ['prototypes'], params: DatasetParams, response: { 200: Prototypes, ...errors } },
     },
     async (request) => {
       const status = await prototypeStatus(ctx, request.params.dataset);
@@ -65,6 +66,7 @@ export const analysisRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; ap
     {
       config: { scope: 'write' },
       schema: {
+        operationId: 'requestRefit',
         summary: 'Request a full refit; the job rescores every item and switches versions atomically (asking twice gives the same job)',
         tags: ['prototypes'],
         params: DatasetParams,
@@ -78,7 +80,7 @@ export const analysisRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; ap
     '/jobs/:id',
     {
       config: { scope: 'read' },
-      schema: { summary: 'A job’s state and progress', tags: ['prototypes'], params: Type.Object({ id: Type.String() }), response: { 200: JobRef, ...errors } },
+      schema: { operationId: 'getJob', summary: 'A job’s state and progress', tags: ['prototypes'], params: Type.Object({ id: Type.String() }), response: { 200: JobRef, ...errors } },
     },
     async (request) => {
       const job = await getJobView(ctx.db, request.params.id);
@@ -91,7 +93,7 @@ export const analysisRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; ap
     '/datasets/:dataset/duplicates',
     {
       config: { scope: 'read' },
-      schema: { summary: 'SemDeDup near-duplicate groups within each cluster', tags: ['duplicates'], params: DatasetParams, querystring: DuplicatesQuery, response: { 200: Duplicates, ...errors } },
+      schema: { operationId: 'findDuplicates', summary: 'SemDeDup near-duplicate groups within each cluster', tags: ['duplicates'], params: DatasetParams, querystring: DuplicatesQuery, response: { 200: Duplicates, ...errors } },
     },
     async (request) => {
       const report = await findDuplicates(ctx, request.params.dataset, request.query.epsilon);
@@ -103,7 +105,7 @@ export const analysisRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; ap
     '/datasets/:dataset/stats',
     {
       config: { scope: 'read' },
-      schema: { summary: 'Dashboard statistics: counts, score histogram, cluster sizes, prototype state, ingest activity', tags: ['stats'], params: DatasetParams, response: { 200: Stats, ...errors } },
+      schema: { operationId: 'getDatasetStats', summary: 'Dashboard statistics: counts, score histogram, cluster sizes, prototype state, ingest activity', tags: ['stats'], params: DatasetParams, response: { 200: Stats, ...errors } },
     },
     async (request) => {
       const stats = await datasetStats(ctx, request.params.dataset);

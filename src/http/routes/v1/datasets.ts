@@ -29,6 +29,7 @@ export const datasetRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }> =
     {
       config: { scope: 'admin' },
       schema: {
+        operationId: 'createDataset',
         summary: 'Create a dataset: give `dimension` for precomputed embeddings, or omit it for images embedded by the server’s model',
         tags: ['datasets'],
         body: CreateDatasetBody,
@@ -47,7 +48,7 @@ export const datasetRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }> =
     '/datasets',
     {
       config: { scope: 'read' },
-      schema: { summary: 'List the datasets this key may read', tags: ['datasets'], response: { 200: DatasetList, 401: ErrorBody } },
+      schema: { operationId: 'listDatasets', summary: 'List the datasets this key may read', tags: ['datasets'], response: { 200: DatasetList, 401: ErrorBody } },
     },
     async (request) => ({
       datasets: (await listDatasets(ctx)).filter((d) => mayAccessDataset(request.principal!, d.name)).map(datasetView),
@@ -58,7 +59,7 @@ export const datasetRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }> =
     '/datasets/:dataset',
     {
       config: { scope: 'read' },
-      schema: { summary: 'Get a dataset', tags: ['datasets'], params: DatasetParams, response: { 200: DatasetRef, ...errors } },
+      schema: { operationId: 'getDataset', summary: 'Get a dataset', tags: ['datasets'], params: DatasetParams, response: { 200: DatasetRef, ...errors } },
     },
     async (request) => datasetView(await getDataset(ctx, request.params.dataset)),
   );
@@ -67,7 +68,7 @@ export const datasetRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }> =
     '/datasets/:dataset',
     {
       config: { scope: 'admin' },
-      schema: { summary: 'Delete a dataset with all its items, scores, prototypes and jobs', tags: ['datasets'], params: DatasetParams, response: { 204: Type.Null(), ...errors } },
+      schema: { operationId: 'deleteDataset', summary: 'Delete a dataset with all its items, scores, prototypes and jobs', tags: ['datasets'], params: DatasetParams, response: { 204: Type.Null(), ...errors } },
     },
     async (request, reply) => {
       await deleteDataset(ctx, request.params.dataset);

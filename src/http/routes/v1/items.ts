@@ -7,7 +7,7 @@ import type { ServiceContext } from '../../../service/context.js';
 import { checkItemCount, refuseIfNoItemUsable, ServiceError } from '../../../service/errors.js';
 import { assertValidText, printable } from '../../../service/text.js';
 import { ingestItems, type AnyItem } from '../../../service/images.js';
-import type { IngestResult } from '../../../service/ingest.js';
+import { countOutcomes, type IngestResult } from '../../../service/ingest.js';
 import { deleteItem, getItem } from '../../../service/items.js';
 import { payloadBytes } from '../../../metrics.js';
 import { jobBody } from './analysis.js';
@@ -75,9 +75,7 @@ async function readParts(request: FastifyRequest, maxItems: number): Promise<Any
 }
 
 export function ingestView(result: IngestResult) {
-  const counts = { stored: 0, updated: 0, failed: 0 };
-  for (const item of result.items) counts[item.status === 'error' ? 'failed' : item.status]++;
-  return { prototypeVersion: result.prototypeVersion, scheduledJobId: result.scheduledJobId, counts, items: result.items };
+  return { prototypeVersion: result.prototypeVersion, scheduledJobId: result.scheduledJobId, counts: countOutcomes(result.items), items: result.items };
 }
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody };
@@ -98,6 +96,7 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; api: C
     {
       config: { scope: 'write' },
       schema: {
+        operationId: 'ingestItems',
         summary: 'Ingest items (idempotent by external id: re-sending replaces)',
         description:
           'JSON: `items` with an `image` (base64 file) or an `embedding` (numbers, or base64 little-endian float32) each. ' +
@@ -125,7 +124,6 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; api: C
       }
       ctx.metrics?.ingestBytes('rest', items.reduce((sum, item) => sum + payloadBytes(item), 0));
       if (request.query.async) {
-        if (!ctx.ingestJobs) throw new ServiceError('unavailable', 'NO_BACKGROUND_INGEST', 'this server runs no background ingest');
         return reply.status(202).send(jobBody(await ctx.ingestJobs.start(request.params.dataset, items)));
       }
       const result = await ingestItems(ctx, request.params.dataset, items);
@@ -140,7 +138,7 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; api: C
     '/datasets/:dataset/items/:externalId',
     {
       config: { scope: 'read' },
-      schema: { summary: 'An item’s score, cluster, prototype version and metadata', tags: ['items'], params: ItemParams, response: { 200: Item, ...errors } },
+      schema: { operationId: 'getItem', summary: 'An item’s score, cluster, prototype version and metadata', tags: ['items'], params: ItemParams, response: { 200: Item, ...errors } },
     },
     async (request) => {
       const item = await getItem(ctx, request.params.dataset, request.params.externalId);
@@ -152,7 +150,7 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; api: C
     '/datasets/:dataset/items/:externalId',
     {
       config: { scope: 'write' },
-      schema: { summary: 'Delete an item with its scores', tags: ['items'], params: ItemParams, response: { 204: Type.Null(), ...errors } },
+      schema: { operationId: 'deleteItem', summary: 'Delete an item with its scores', tags: ['items'], params: ItemParams, response: { 204: Type.Null(), ...errors } },
     },
     async (request, reply) => {
       await deleteItem(ctx, request.params.dataset, request.params.externalId);

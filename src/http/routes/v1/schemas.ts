@@ -1,6 +1,10 @@
-import { Type, type TSchema } from '@sinclair/typebox';
-import { MAX_DIMENSION } from '../../../service/datasets.js';
-import { DATASET_NAME_MAX_LENGTH, DATASET_NAME_PATTERN, EXTERNAL_ID_MAX_LENGTH, KEY_MAX_DATASETS, KEY_NAME_MAX_LENGTH } from '../../../service/limits.js';
+import { Type, type TLiteral, type TSchema } from '@sinclair/typebox';
+import { DEFAULT_BINS, DEFAULT_OUTLIER_FRACTION, DEFAULT_SELECTION_ORDER, SELECTION_ORDER_NAMES, type SelectionOrder } from '../../../core/selection.js';
+import { MAX_DIMENSION, MAX_K } from '../../../service/datasets.js';
+import { DATASET_NAME_MAX_LENGTH, DATASET_NAME_PATTERN, EXTERNAL_ID_MAX_LENGTH, KEY_MAX_DATASETS, KEY_NAME_MAX_LENGTH, MAX_SELECTION_BINS } from '../../../service/limits.js';
+import { DEFAULT_SCORE_POLICY } from '../../../service/score.js';
+import { MAX_PAGE_LIMIT } from '../../../service/selection.js';
+import { DatasetSettingsInputSchema, DatasetSettingsSchema } from '../../../service/settings.js';
 
 /** Schemas of the /v1 API. Each has an $id so OpenAPI lists it once under components. */
 
@@ -13,32 +17,16 @@ export const ItemParams = Type.Object({
   externalId: Type.String({ description: 'The item’s external id (percent-encoded)', minLength: 1, maxLength: EXTERNAL_ID_MAX_LENGTH }),
 });
 
-export const Order = Type.Union([Type.Literal('hardest'), Type.Literal('easiest'), Type.Literal('random'), Type.Literal('stratified')], {
-  description: 'hardest/easiest: by score; random: seeded baseline; stratified: CCS (drop the β hardest, fill equal-width score bins evenly)',
-});
+const OrderDescription = 'hardest/easiest: by score; random: seeded baseline; stratified: CCS (drop the β hardest, fill equal-width score bins evenly)';
+/**
+ * The orders of the selection registry, as a union of their literals. Typed as one literal of the
+ * union SelectionOrder: TypeBox (and fastify's type provider) infer unions only from tuples, and the
+ * registry's names are an array.
+ */
+const orderSchema = (options: { description: string; default?: SelectionOrder }) =>
+  Type.Union(SELECTION_ORDER_NAMES.map((name) => Type.Literal(name)), options) as unknown as TLiteral<SelectionOrder>;
+export const Order = orderSchema({ description: OrderDescription });
 export const Balance = Type.Union([Type.Literal('none'), Type.Literal('cluster')], { description: 'cluster: every cluster keeps the same fraction' });
-
-const RefitSettings = Type.Object(
-  {
-    meanDrift: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
-    maxDrift: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
-    arrivedFraction: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1 })),
-  },
-  { additionalProperties: false },
-);
-
-export const DatasetSettings = Type.Object(
-  {
-    seed: Type.Optional(Type.Integer()),
-    minItemsForFit: Type.Optional(Type.Integer({ minimum: 1, description: 'The first fit runs once the dataset holds this many items' })),
-    autoRefit: Type.Optional(Type.Boolean()),
-    refit: Type.Optional(RefitSettings),
-    duplicateEpsilon: Type.Optional(Type.Number({ minimum: 0, maximum: 2 })),
-    maxIterations: Type.Optional(Type.Integer({ minimum: 0 })),
-    tolerance: Type.Optional(Type.Number({ minimum: 0 })),
-  },
-  { additionalProperties: false },
-);
 
 export const CreateDatasetBody = Type.Object(
   {
@@ -50,8 +38,8 @@ export const CreateDatasetBody = Type.Object(
         description: 'Embedding-only dataset of this dimension (at most 4,000: the near-duplicate index is pgvector HNSW, on halfvec above 2,000). Omit for an image dataset embedded by the server’s model.',
       }),
     ),
-    k: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 100000, description: 'Prototypes; omitted: ⌈√N⌉ clamped to [2, 1000] at each full fit' }))),
-    settings: Type.Optional(DatasetSettings),
+    k: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: MAX_K, description: 'Prototypes; omitted: ⌈√N⌉ clamped to [2, 1000] at each full fit' }))),
+    settings: Type.Optional(DatasetSettingsInputSchema),
   },
   { $id: 'CreateDataset', additionalProperties: false },
 );
@@ -63,7 +51,7 @@ export const Dataset = Type.Object(
     k: Nullable(Type.Integer()),
     model: Nullable(Type.Object({ name: Type.String(), sha256: Type.String() })),
     activeVersion: Nullable(Type.Integer()),
-    settings: Type.Object({}, { additionalProperties: true }),
+    settings: DatasetSettingsSchema,
     createdAt: DateTime,
     updatedAt: DateTime,
   },
@@ -119,18 +107,21 @@ export const IngestResponse = Type.Object(
   { $id: 'IngestResponse' },
 );
 
+/** Selection ids per JSON page when the request gives no `limit`. */
+export const DEFAULT_PAGE_LIMIT = 1000;
+
 export const SelectionQuery = Type.Object(
   {
-    order: Type.Optional(Order),
+    order: Type.Optional(orderSchema({ description: OrderDescription, default: DEFAULT_SELECTION_ORDER })),
     fraction: Type.Optional(Type.Number({ description: 'Keep this fraction, in (0, 1]' })),
     count: Type.Optional(Type.Integer({ minimum: 0, description: 'Keep this many (instead of fraction)' })),
     balance: Type.Optional(Balance),
     seed: Type.Optional(Type.Integer()),
-    outlierFraction: Type.Optional(Type.Number({ minimum: 0, exclusiveMaximum: 1, description: 'stratified: β, the hardest fraction set aside (default 0.1)' })),
-    bins: Type.Optional(Type.Integer({ minimum: 1, maximum: 10000, description: 'stratified: score bins (default 50)' })),
+    outlierFraction: Type.Optional(Type.Number({ minimum: 0, exclusiveMaximum: 1, description: `stratified: β, the hardest fraction set aside (default ${DEFAULT_OUTLIER_FRACTION})` })),
+    bins: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_SELECTION_BINS, description: `stratified: score bins (default ${DEFAULT_BINS})` })),
     format: Type.Optional(Type.Union([Type.Literal('json'), Type.Literal('ndjson'), Type.Literal('csv')], { description: 'Overrides the Accept header' })),
     cursor: Type.Optional(Type.String({ description: 'json: nextCursor of the previous page' })),
-    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10000, description: 'json: ids per page (default 1000)' })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PAGE_LIMIT, description: `json: ids per page (default ${DEFAULT_PAGE_LIMIT})` })),
   },
   { additionalProperties: false },
 );
@@ -163,12 +154,12 @@ export const ScoreBody = Type.Object(
       Type.Object(
         {
           order: Type.Optional(Order),
-          fraction: Type.Optional(Type.Number({ description: 'in (0, 1]; default 0.3' })),
+          fraction: Type.Optional(Type.Number({ description: `in (0, 1]; default ${DEFAULT_SCORE_POLICY.fraction}` })),
           balance: Type.Optional(Balance),
           seed: Type.Optional(Type.Integer()),
           epsilon: Type.Optional(Type.Number({ minimum: 0, maximum: 2, description: 'near-duplicate threshold; default: the dataset’s' })),
           outlierFraction: Type.Optional(Type.Number({ minimum: 0, exclusiveMaximum: 1 })),
-          bins: Type.Optional(Type.Integer({ minimum: 1, maximum: 10000 })),
+          bins: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_SELECTION_BINS })),
         },
         { additionalProperties: false },
       ),

@@ -4,7 +4,8 @@ import { Type } from '@sinclair/typebox';
 import type { ServiceContext } from '../../../service/context.js';
 import { computeSelection, selectedExternalIds, selectPage, type SelectionRequest } from '../../../service/selection.js';
 import { ErrorBody } from '../../schemas.js';
-import { DatasetParams, SelectionPage, SelectionQuery } from './schemas.js';
+import { DatasetParams, DEFAULT_PAGE_LIMIT, SelectionPage, SelectionQuery } from './schemas.js';
+import { DEFAULT_SELECTION_ORDER } from '../../../core/selection.js';
 
 type Format = 'json' | 'ndjson' | 'csv';
 
@@ -27,6 +28,7 @@ export const selectionRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }>
     {
       config: { scope: 'read' },
       schema: {
+        operationId: 'selectItems',
         summary: 'Select external ids by a pruning policy: paged JSON, or a streamed NDJSON/CSV export',
         description:
           'Give `fraction` in (0, 1] or `count`. JSON answers one page (`limit`, `cursor`). With `Accept: application/x-ndjson` or `text/csv` ' +
@@ -55,10 +57,10 @@ export const selectionRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }>
     async (request, reply) => {
       const { dataset } = request.params;
       const { format, cursor, limit, order, ...rest } = request.query;
-      const selection: SelectionRequest = { order: order ?? 'hardest', ...rest };
+      const selection: SelectionRequest = { order: order ?? DEFAULT_SELECTION_ORDER, ...rest };
       const chosen = pickFormat(format, request.headers.accept);
       if (chosen === 'json') {
-        const page = await selectPage(ctx, dataset, selection, { cursor, limit: limit ?? 1000 });
+        const page = await selectPage(ctx, dataset, selection, { cursor, limit: limit ?? DEFAULT_PAGE_LIMIT });
         void reply.header('x-prototype-version', String(page.version));
         return { prototypeVersion: page.version, total: page.total, size: page.size, externalIds: page.externalIds, nextCursor: page.nextCursor };
       }

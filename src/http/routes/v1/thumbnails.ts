@@ -11,6 +11,7 @@ export const thumbnailRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }>
     {
       config: { scope: 'read' },
       schema: {
+        operationId: 'getItemThumbnail',
         summary: 'The 64×64 JPEG stored when the item was ingested as an image',
         tags: ['items'],
         params: ItemParams,
