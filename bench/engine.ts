@@ -17,12 +17,13 @@ import pg from 'pg';
 import { pino } from 'pino';
 import type { DatabaseConfig } from '../src/config/index.js';
 import { createDataset } from '../src/service/datasets.js';
-import { ingestEmbeddings, type IngestItem } from '../src/service/ingest.js';
 import { watchJob } from '../src/service/jobs.js';
 import { requestRefit } from '../src/service/refit.js';
 import { startServiceLayer } from '../src/service/runtime.js';
 import { openDatabase } from '../src/store/open.js';
 import { SyntheticSphere } from './synthetic.js';
+import { ingestItems } from '../src/service/ingest.js';
+import type { IngestItem } from '../src/service/ingest-items.js';
 
 const args = new Map(
   process.argv
@@ -98,7 +99,7 @@ async function benchmark(n: number): Promise<Row> {
     let started = performance.now();
     for (let from = 0; from < n; from += INGEST_BATCH) {
       const count = Math.min(INGEST_BATCH, n - from);
-      const result = await ingestEmbeddings(layer.ctx, 'bench', items(data.take(count), count, 'item', from));
+      const result = await ingestItems(layer.ctx, 'bench', items(data.take(count), count, 'item', from));
       if (result.items.some((r) => r.status === 'error')) throw new Error('ingest reported errors');
     }
     const ingestSeconds = (performance.now() - started) / 1000;
@@ -115,7 +116,7 @@ async function benchmark(n: number): Promise<Row> {
     for (let b = 0; b <= INCREMENTAL_BATCHES; b++) {
       const batch = items(data.take(1000), 1000, 'new', b * 1000);
       const t = performance.now();
-      await ingestEmbeddings(layer.ctx, 'bench', batch);
+      await ingestItems(layer.ctx, 'bench', batch);
       if (b > 0) latencies.push(performance.now() - t); // batch 0 warms the prototype cache
     }
     latencies.sort((a, b) => a - b);

@@ -19,7 +19,6 @@ import os from 'node:os';
 import pg from 'pg';
 import { pino } from 'pino';
 import { createDataset, getDataset } from '../src/service/datasets.js';
-import { ingestEmbeddings, type IngestItem } from '../src/service/ingest.js';
 import { watchJob, type JobView } from '../src/service/jobs.js';
 import { requestRefit } from '../src/service/refit.js';
 import { lacksScore } from '../src/store/items.js';
@@ -27,6 +26,8 @@ import { startServiceLayer, type ServiceLayer } from '../src/service/runtime.js'
 import { openDatabase } from '../src/store/open.js';
 import { Flags } from './lib/args.js';
 import { SyntheticSphere } from './synthetic.js';
+import { ingestItems } from '../src/service/ingest.js';
+import type { IngestItem } from '../src/service/ingest-items.js';
 
 const flags = new Flags(process.argv.slice(2), ['ballast', 'n', 'dim', 'k', 'late', 'runs']);
 const nativeUrl = process.env.BENCH_DATABASE_URL ?? process.env.TEST_DATABASE_URL;
@@ -50,7 +51,7 @@ function items(data: SyntheticSphere, dim: number, count: number, prefix: string
 
 async function ingestAll(layer: ServiceLayer, dataset: string, data: SyntheticSphere, dim: number, count: number, prefix: string): Promise<void> {
   for (let from = 0; from < count; from += BATCH) {
-    const result = await ingestEmbeddings(layer.ctx, dataset, items(data, dim, Math.min(BATCH, count - from), prefix, from));
+    const result = await ingestItems(layer.ctx, dataset, items(data, dim, Math.min(BATCH, count - from), prefix, from));
     if (result.items.some((r) => r.status === 'error')) throw new Error(`ingest into ${dataset} reported errors`);
   }
 }
@@ -66,7 +67,7 @@ async function timedRefit(layer: ServiceLayer, lateItems: number, data: Syntheti
     if (view.state === 'running' && lateItems > 0 && !feeding) {
       feeding = (async () => {
         for (let from = 0; from < lateItems; from += LATE_BATCH) {
-          await ingestEmbeddings(layer.ctx, 'target', items(data, DIM, LATE_BATCH, `late${round}`, from));
+          await ingestItems(layer.ctx, 'target', items(data, DIM, LATE_BATCH, `late${round}`, from));
           fed += LATE_BATCH;
         }
       })();

@@ -47,7 +47,6 @@ import { OrtDistanceKernel } from '../src/kernels/ort.js';
 import { createDataset, getDataset, type Dataset } from '../src/service/datasets.js';
 import { indexPendingVectors, nearestStored, PENDING_PROBES, pendingProbes } from '../src/service/duplicates.js';
 import { nearestStoredSql, PENDING_PER_CLUSTER } from '../src/store/ann-index.js';
-import { ingestEmbeddings } from '../src/service/ingest.js';
 import { watchJob } from '../src/service/jobs.js';
 import { requestRefit } from '../src/service/refit.js';
 import { vectorLiteral } from '../src/store/database.js';
@@ -57,6 +56,7 @@ import { nearCopy } from '../test/helpers/halfvec.js';
 import { Flags } from './lib/args.js';
 import { adminQuery, schemaOf, startHarnessService, withSchema, type HarnessService } from './lib/service.js';
 import { SyntheticSphere } from './synthetic.js';
+import { ingestItems } from '../src/service/ingest.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..');
@@ -168,7 +168,7 @@ async function build(svc: HarnessService): Promise<{ dataset: Dataset; setupNote
     for (let from = 0; from < N; from += 5000) {
       const count = Math.min(5000, N - from);
       const points = sphere.take(count);
-      const result = await ingestEmbeddings(
+      const result = await ingestItems(
         ctx,
         DATASET,
         Array.from({ length: count }, (_, i) => ({ externalId: `item-${String(from + i).padStart(8, '0')}`, embedding: points.subarray(i * DIM, (i + 1) * DIM) })),

@@ -11,7 +11,6 @@ import type { Dataset, CreateDatasetInput } from '../service/datasets.js';
 import type { DuplicateReport } from '../service/duplicates.js';
 import { ServiceError } from '../service/errors.js';
 import { textProblem } from '../service/text.js';
-import type { ItemOutcome } from '../service/ingest.js';
 import type { ItemView } from '../service/items.js';
 import type { JobView } from '../service/jobs.js';
 import type { PrototypeStatus } from '../service/prototypes.js';
@@ -19,6 +18,7 @@ import type { ScoreResult, CandidateScore, ScorePolicy } from '../service/score.
 import type { SelectionRequest } from '../service/selection.js';
 import { DatasetSettingsSchema, type DatasetSettings, type DatasetSettingsInput } from '../service/settings.js';
 import type { DatasetStats } from '../service/stats.js';
+import type { ItemOutcome } from '../service/ingest-items.js';
 
 /**
  * A message as the server sends it: proto3 lets any field be left out (it reads as its default),

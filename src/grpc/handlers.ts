@@ -3,11 +3,9 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
 import { authorize, authorizeJob, listApiKeys, mayAccessDataset, mintApiKey, revokeApiKey, type Principal } from '../service/auth.js';
 import type { ServiceContext } from '../service/context.js';
-import { createDataset, deleteDataset, getDataset, listDatasets } from '../service/datasets.js';
+import { createDataset, createImageDataset, deleteDataset, getDataset, listDatasets } from '../service/datasets.js';
 import { findDuplicates } from '../service/duplicates.js';
 import { checkItemCount, refuseIfNoItemUsable, ServiceError } from '../service/errors.js';
-import { createImageDataset, ingestItems } from '../service/images.js';
-import { countOutcomes, type ItemOutcome } from '../service/ingest.js';
 import { deleteItem, getItem } from '../service/items.js';
 import { getJobView, watchJob } from '../service/jobs.js';
 import { prototypeStatus } from '../service/prototypes.js';
@@ -37,6 +35,8 @@ import { ERROR_CODE_KEY, ERROR_DETAILS_KEY, toGrpcError } from './errors.js';
 import { admit, type RateLimiter } from './guard.js';
 import { MALFORMED_MESSAGE } from './proto.js';
 import { assertValidText, printable } from '../service/text.js';
+import { ingestItems } from '../service/ingest.js';
+import { countOutcomes, type ItemOutcome } from '../service/ingest-items.js';
 
 export interface HandlerDeps {
   ctx: ServiceContext;

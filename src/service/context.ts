@@ -8,7 +8,8 @@ import type { JobView } from './jobs.js';
 import { PrototypeCache } from './prototype-cache.js';
 import { RequestBudgets } from './rate-budget.js';
 import { ScoreDistributions } from './score-distributions.js';
-import type { AnyItem, Embedder } from './service-types.js';
+import type { AnyItem } from './ingest-items.js';
+import type { Embedder } from '../embedding/embedder.js';
 
 /** Large ingests with progress: a job of kind `ingest` whose items stay in this process (see ingest-jobs.ts). */
 export interface BackgroundIngest {

@@ -7,6 +7,7 @@ import {
   listDatasets as listDatasetRows,
   type DatasetRow,
 } from '../store/datasets.js';
+import type { Embedder } from '../embedding/embedder.js';
 import type { ServiceContext } from './context.js';
 import { ServiceError } from './errors.js';
 import { DATASET_NAME_MAX_LENGTH, DATASET_NAME_PATTERN } from './limits.js';
@@ -109,4 +110,16 @@ export async function deleteDataset(ctx: ServiceContext, name: string): Promise<
   const dataset = await getDataset(ctx, name);
   await ctx.db.transaction((tx) => deleteDatasetRow(tx, dataset.id));
   ctx.prototypes.forget(dataset.id);
+}
+
+/** The server's image encoder; NO_ENCODER (503) for a process that loaded none. */
+export function requireEmbedder(ctx: ServiceContext): Embedder {
+  if (!ctx.embedder) throw new ServiceError('unavailable', 'NO_ENCODER', 'this server has no image encoder loaded');
+  return ctx.embedder;
+}
+
+/** Creates a dataset for images embedded by this server's encoder (dimension and model identity recorded). */
+export async function createImageDataset(ctx: ServiceContext, input: Omit<CreateDatasetInput, 'dimension' | 'model'>): Promise<Dataset> {
+  const embedder = requireEmbedder(ctx);
+  return createDataset(ctx, { ...input, dimension: embedder.dim, model: embedder.identity });
 }

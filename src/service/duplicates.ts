@@ -1,5 +1,4 @@
 import { findNearDuplicates } from '../core/dedup.js';
-import { normalizeRows } from '../core/normalize.js';
 import type { DistanceKernel, NearestResult } from '../kernels/types.js';
 import { movePendingToIndex, nearestStoredCandidates, type PendingProbes } from '../store/ann-index.js';
 import type { PrototypeSet } from '../store/prototypes.js';
@@ -170,23 +169,6 @@ export async function nearestStored(
     }
   }
   return best;
-}
-
-/** Checks new (not stored) embeddings for near-duplicates among a dataset's stored items. */
-export async function checkNearDuplicates(ctx: ServiceContext, datasetName: string, embeddings: ArrayLike<number>[], epsilon?: number): Promise<NearestStored[]> {
-  const dataset = await getDataset(ctx, datasetName);
-  const dim = dataset.dimension;
-  const vectors = new Float32Array(embeddings.length * dim);
-  embeddings.forEach((e, i) => {
-    if (e.length !== dim) throw new ServiceError('invalid', 'DIMENSION_MISMATCH', `embedding ${i} has ${e.length} values, expected ${dim}`, { field: `embeddings/${i}` });
-    vectors.set(Array.from(e, Number), i * dim);
-  });
-  const { invalidRows } = normalizeRows(vectors, embeddings.length, dim, vectors);
-  if (invalidRows.length > 0) {
-    const i = invalidRows[0];
-    throw new ServiceError('invalid', 'INVALID_EMBEDDING', `embedding ${i} is zero or not finite`, { field: `embeddings/${i}` });
-  }
-  return nearestStored(ctx, dataset, vectors, embeddings.length, epsilon);
 }
 
 /**

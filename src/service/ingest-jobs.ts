@@ -2,11 +2,10 @@ import { LeaseLostError, mergeJobResult, reportProgress } from '../store/jobs.js
 import type { ServiceContext } from './context.js';
 import { getDataset } from './datasets.js';
 import { ServiceError } from './errors.js';
-import { ingestItems } from './images.js';
-import type { ItemOutcome } from './ingest.js';
-import type { AnyItem } from './service-types.js';
 import type { IngestJobResult, IngestPayload, Job } from './job-kinds.js';
 import { isTransientDbError, JobAbortedError, JobFailure, jobView, retryDelayMs, type JobHandler, type JobRun, type JobView, type JobWorker, type RetryPolicy } from './jobs.js';
+import { ingestItems } from './ingest.js';
+import { countOutcomes, type AnyItem } from './ingest-items.js';
 
 /** Items stored per step of a background ingest (one `ingestItems` call, one progress report). */
 const INGEST_CHUNK = 64;
@@ -70,16 +69,12 @@ async function storeInChunks(ctx: ServiceContext, options: { retry: RetryPolicy;
       if (run.signal.aborted) throw new JobAbortedError(run.abortReason()!);
       const at = pending.slice(from, from + chunk);
       const outcomes = await ingestChunk(ctx, options.retry, payload.dataset, at.map((i) => items[i]), run);
-      const counts = { stored: 0, updated: 0, failed: 0 };
-      outcomes.items.forEach((outcome: ItemOutcome, j) => {
-        if (outcome.status === 'error') {
-          counts.failed++;
-          fail(at[j], outcome.code, outcome.message);
-        } else {
-          counts[outcome.status]++;
-          result.counts[outcome.status]++;
-        }
+      const counts = countOutcomes(outcomes.items);
+      outcomes.items.forEach((outcome, j) => {
+        if (outcome.status === 'error') fail(at[j], outcome.code, outcome.message);
       });
+      result.counts.stored += counts.stored;
+      result.counts.updated += counts.updated;
       ctx.metrics?.ingestItems(transport, counts);
       result.prototypeVersion = outcomes.prototypeVersion;
       if (outcomes.scheduledJobId && !result.scheduledJobIds.includes(outcomes.scheduledJobId)) result.scheduledJobIds.push(outcomes.scheduledJobId);

@@ -1,249 +1,99 @@
-import { centroidDrift, miniBatchUpdate, shouldRefit } from '../core/incremental.js';
-import { scoresFromSimilarity } from '../core/scores.js';
-import { lockDataset } from '../store/datasets.js';
-import { markChanged } from '../store/ann-index.js';
+import { OverloadedError } from '../embedding/errors.js';
+import { makeThumbnail } from '../embedding/thumbnail.js';
+import type { EncoderIdentity } from '../embedding/model.js';
+import { decodeBase64Strict, decodeVector } from '../embedding/vectors.js';
 import type { Sql } from '../store/database.js';
-import { countItems, saveThumbnails, upsertItems, type UpsertedItem } from '../store/items.js';
-import { saveMiniBatch, type PrototypeSet } from '../store/prototypes.js';
-import { copyScores, upsertScores } from '../store/scores.js';
 import type { ServiceContext } from './context.js';
-import { getDataset, type Dataset } from './datasets.js';
+import { getDataset, requireEmbedder, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
-import { queueJob } from './jobs.js';
-import { codePointLength, EXTERNAL_ID_MAX_LENGTH, METADATA_MAX_BYTES } from './limits.js';
+import type { AnyItem, IngestResult, ItemOutcome } from './ingest-items.js';
+import { storeBatch } from './store-batch.js';
 
-
-export interface IngestItem {
-  externalId: string;
-  embedding: ArrayLike<number>;
-  metadata?: unknown;
-  /** A small JPEG of the image the embedding came from; null or absent for precomputed embeddings. */
-  thumbnail?: Uint8Array | null;
-}
-
-export type ItemOutcome =
-  | { externalId: string; status: 'stored' | 'updated'; score: number | null; cluster: number | null }
-  | { externalId: string; status: 'error'; code: string; message: string };
-
-export interface IngestResult {
-  items: ItemOutcome[];
-  /** Prototype version the batch was scored with (null before the first fit). */
-  prototypeVersion: number | null;
-  /** A refit or first fit this batch scheduled, if any. */
-  scheduledJobId: string | null;
-}
-
-export interface IngestCounts {
-  stored: number;
-  updated: number;
-  failed: number;
-}
-
-/** How many outcomes stored a new item, replaced one, or failed: the counts every transport reports and records. */
-export function countOutcomes(outcomes: readonly ItemOutcome[]): IngestCounts {
-  const counts: IngestCounts = { stored: 0, updated: 0, failed: 0 };
-  for (const o of outcomes) counts[o.status === 'error' ? 'failed' : o.status]++;
-  return counts;
-}
-
-interface ValidItem {
-  index: number;
-  externalId: string;
-  metadata: string;
-  thumbnail: Uint8Array | null;
+/** Refuses images for a dataset whose vectors came from another encoder: they would not be comparable. */
+function checkModel(dataset: Dataset, identity: EncoderIdentity): void {
+  if (dataset.modelSha256 === identity.sha256) return;
+  const recorded = dataset.modelName ? `${dataset.modelName} (sha256 ${dataset.modelSha256})` : 'no image model (an embedding-only dataset)';
+  throw new ServiceError(
+    'conflict',
+    'MODEL_MISMATCH',
+    `dataset ${dataset.name} was created with ${recorded}; this server embeds images with ${identity.name} (sha256 ${identity.sha256})`,
+    { dataset: dataset.name, datasetModel: dataset.modelName, datasetModelSha256: dataset.modelSha256, serverModel: identity.name, serverModelSha256: identity.sha256 },
+  );
 }
 
 /**
- * Checks one embedding and writes it L2-normalised into `out` at `at`; returns the problem instead
- * when it has the wrong length, a value that is not a finite float32 (NaN, ±Inf, or beyond
- * ±3.4028235e38, which float32 would turn into ±Inf), or no direction (all zeros).
+ * Embeds the images of a batch (if any) and stores everything in one ingest. An item with both or
+ * neither of `image` and `embedding`, or an image that fails to decode, fails alone.
  */
-export function normalizeInto(
-  embedding: ArrayLike<number> | undefined,
-  dim: number,
-  datasetName: string,
-  out: Float32Array,
-  at: number,
-): { code: 'DIMENSION_MISMATCH' | 'NON_FINITE_VALUE' | 'ZERO_VECTOR'; message: string } | null {
-  if (!embedding || embedding.length !== dim) {
-    return { code: 'DIMENSION_MISMATCH', message: `embedding has ${embedding?.length ?? 0} values, dataset ${datasetName} expects ${dim}` };
-  }
-  let squared = 0;
-  for (let j = 0; j < dim; j++) {
-    const x = embedding[j];
-    if (typeof x !== 'number' || !Number.isFinite(Math.fround(x))) {
-      return { code: 'NON_FINITE_VALUE', message: `embedding value ${j} is not a finite float32 number (NaN, ±Infinity or beyond ±3.4e38)` };
-    }
-    out[at + j] = x;
-    squared += x * x;
-  }
-  if (!(squared > 0)) return { code: 'ZERO_VECTOR', message: 'embedding is all zeros and has no direction' };
-  const scale = 1 / Math.sqrt(squared);
-  for (let j = 0; j < dim; j++) out[at + j] *= scale;
-  return null;
-}
-
-/** Checks every item on its own; returns the valid ones (normalised into `vectors`) and the errors. */
-function validate(dataset: Dataset, items: readonly IngestItem[]): { valid: ValidItem[]; vectors: Float32Array; outcomes: ItemOutcome[] } {
-  const dim = dataset.dimension;
-  const outcomes = new Array<ItemOutcome>(items.length);
-  const lastIndex = new Map<string, number>();
-  items.forEach((item, i) => lastIndex.set(item.externalId, i));
-  const valid: ValidItem[] = [];
-  const scratch = new Float32Array(items.length * dim);
-  const fail = (i: number, code: string, message: string) => {
-    outcomes[i] = { externalId: String(items[i].externalId ?? ''), status: 'error', code, message };
-  };
+export async function embedItems(ctx: ServiceContext, dataset: Dataset, items: readonly Pick<AnyItem, 'embedding' | 'image'>[], withThumbnails = false) {
+  const results = new Array<{ embedding: ArrayLike<number>; thumbnail?: Uint8Array | null } | { error: { code: string; message: string } }>(items.length);
+  const imageAt: number[] = [];
+  const images: Uint8Array[] = [];
   items.forEach((item, i) => {
-    const { externalId, embedding } = item;
-    if (typeof externalId !== 'string' || externalId.length === 0 || codePointLength(externalId) > EXTERNAL_ID_MAX_LENGTH) {
-      return fail(i, 'INVALID_EXTERNAL_ID', `externalId must be a string of 1-${EXTERNAL_ID_MAX_LENGTH} characters`);
+    const { image, embedding } = item;
+    if ((image === undefined) === (embedding === undefined)) {
+      results[i] = { error: { code: 'INVALID_ITEM', message: 'give exactly one of image and embedding' } };
+    } else if (image !== undefined) {
+      const bytes = typeof image === 'string' ? decodeBase64Strict(image) : image;
+      if (bytes === undefined) results[i] = { error: { code: 'INVALID_BASE64', message: 'image is not valid base64' } };
+      else {
+        imageAt.push(i);
+        images.push(bytes);
+      }
+    } else if (typeof embedding === 'string' || embedding instanceof Uint8Array) {
+      const decoded = decodeVector(embedding, dataset.dimension);
+      results[i] = 'error' in decoded ? decoded : { embedding: decoded.vector };
+    } else {
+      results[i] = { embedding: embedding! };
     }
-    if (lastIndex.get(externalId) !== i) return fail(i, 'DUPLICATE_EXTERNAL_ID', 'the same externalId appears later in this batch; the last one is stored');
-    const problem = normalizeInto(embedding, dim, dataset.name, scratch, valid.length * dim);
-    if (problem) return fail(i, problem.code, problem.message);
-    const metadata = item.metadata === undefined ? '{}' : JSON.stringify(item.metadata);
-    if (item.metadata !== undefined && (typeof item.metadata !== 'object' || item.metadata === null || Array.isArray(item.metadata))) {
-      return fail(i, 'INVALID_METADATA', 'metadata must be a JSON object');
-    }
-    if (Buffer.byteLength(metadata) > METADATA_MAX_BYTES) return fail(i, 'INVALID_METADATA', `metadata exceeds ${METADATA_MAX_BYTES} bytes`);
-    valid.push({ index: i, externalId, metadata, thumbnail: item.thumbnail ?? null });
   });
-  return { valid, vectors: scratch.subarray(0, valid.length * dim), outcomes };
+  if (imageAt.length > 0) {
+    const embedder = requireEmbedder(ctx);
+    checkModel(dataset, embedder.identity);
+    // Thumbnails decode on sharp's thread pool while the encoder runs.
+    const thumbnails = withThumbnails ? Promise.all(images.map((bytes) => makeThumbnail(bytes, embedder.maxPixels))) : null;
+    let embedded;
+    try {
+      embedded = await embedder.batcher.embed(images);
+    } catch (error) {
+      await thumbnails;
+      if (error instanceof OverloadedError) throw new ServiceError('overloaded', 'OVERLOADED', error.message, { retryAfterMs: error.retryAfterMs });
+      throw error;
+    }
+    const small = await thumbnails;
+    embedded.forEach((result, j) => (results[imageAt[j]] = 'error' in result ? result : { embedding: result.embedding, thumbnail: small?.[j] ?? null }));
+  }
+  return results;
 }
 
 /**
- * Stores a batch of embeddings: each item is validated alone (a bad one fails alone), normalised,
- * assigned to the active prototypes and scored, then all valid items are written set-based (new
- * ones with one COPY), and the batch is folded into the centroids (mini-batch k-means) — all in one
- * transaction that holds the dataset's row lock. Past the drift thresholds a refit is scheduled.
- * `fence` (a background ingest job's lease check) runs in that transaction before its first write.
+ * Ingests a batch of any items (the path of both transports and of background ingest chunks):
+ * each is decoded or embedded on its own, then the good ones are stored in one transaction
+ * (`storeBatch`); every item keeps its own outcome, in request order.
  */
-export async function ingestEmbeddings(
+export async function ingestItems(
   ctx: ServiceContext,
   datasetName: string,
-  items: readonly IngestItem[],
+  items: readonly AnyItem[],
   fence?: (tx: Sql) => Promise<void>,
 ): Promise<IngestResult> {
-  return storeEmbeddings(ctx, await getDataset(ctx, datasetName), items, fence);
-}
-
-/** `ingestEmbeddings` into a dataset already looked up. */
-export async function storeEmbeddings(ctx: ServiceContext, dataset: Dataset, items: readonly IngestItem[], fence?: (tx: Sql) => Promise<void>): Promise<IngestResult> {
-  const phases: Record<string, number> = {};
-  let mark = performance.now();
-  const lap = (name: string) => {
-    const now = performance.now();
-    phases[name] = Math.round((now - mark) * 10) / 10;
-    mark = now;
-  };
-  const dim = dataset.dimension;
-  const { valid, vectors, outcomes } = validate(dataset, items);
-  lap('validate');
-  if (valid.length === 0) return { items: outcomes, prototypeVersion: dataset.activeVersion, scheduledJobId: null };
-
-  const committed = await ctx.db.transaction(async (tx) => {
-    const locked = await lockDataset(tx, dataset.id);
-    lap('lock');
-    if (!locked) throw new ServiceError('not_found', 'DATASET_NOT_FOUND', `dataset ${dataset.name} does not exist`, { name: dataset.name });
-    await fence?.(tx);
-    const version = locked.activeVersion;
-    let scores: Float32Array | null = null;
-    let clusters: Int32Array | null = null;
-    let updated: PrototypeSet | null = null;
-    if (version !== null) {
-      const set = await ctx.prototypes.get(tx, dataset.id, version, dim);
-      lap('prototypes');
-      const nearest = await ctx.kernel.nearest(vectors, valid.length, set.centroids, set.k, dim);
-      scores = scoresFromSimilarity(nearest.similarity);
-      clusters = nearest.cluster;
-      lap('assign');
-      const next = miniBatchUpdate(set.centroids, set.counts, set.k, dim, vectors, valid.length, nearest.cluster);
-      lap('fold');
-      const revision = await saveMiniBatch(tx, set.setId, next.centroids, next.counts, valid.length);
-      lap('saveCentroids');
-      updated = { ...set, centroids: next.centroids, counts: next.counts, revision, itemsSinceFit: set.itemsSinceFit + valid.length };
-    }
-    const upserted = await upsertItems(
-      tx,
-      dataset.id,
-      dim,
-      valid.map((v) => v.externalId),
-      vectors,
-      valid.map((v) => v.metadata),
-    );
-    lap('upsertItems');
-    const itemIds = upserted.map((u) => u.itemId);
-    if (version !== null) await saveBatchScores(tx, dataset.id, version, upserted, scores!, clusters!);
-    lap('upsertScores');
-    await markChanged(tx, dataset.id, itemIds, upserted.filter((u) => !u.inserted).map((u) => u.itemId), version, clusters);
-    lap('markChanged');
-    await saveThumbnails(tx, upserted, valid.map((v) => v.thumbnail));
-    return { version, upserted, scores, clusters, updated };
+  const dataset = await getDataset(ctx, datasetName);
+  const embedded = await embedItems(ctx, dataset, items, true);
+  const outcomes = new Array<ItemOutcome>(items.length);
+  const good: number[] = [];
+  embedded.forEach((result, i) => {
+    if ('error' in result) outcomes[i] = { externalId: items[i].externalId, status: 'error', code: result.error.code, message: result.error.message };
+    else good.push(i);
   });
-  lap('commit');
-  if (committed.updated) ctx.prototypes.put(dataset.id, committed.updated);
-
-  valid.forEach((v, j) => {
-    outcomes[v.index] = {
-      externalId: v.externalId,
-      status: committed.upserted[j].inserted ? 'stored' : 'updated',
-      score: committed.scores ? committed.scores[j] : null,
-      cluster: committed.clusters ? committed.clusters[j] : null,
-    };
-  });
-  const scheduledJobId = await maybeScheduleFit(ctx, dataset, committed.updated);
-  lap('schedule');
-  ctx.logger.debug({ dataset: dataset.name, items: valid.length, phasesMs: phases }, 'ingest batch');
-  return { items: outcomes, prototypeVersion: committed.version, scheduledJobId };
-}
-
-/**
- * Scores of an ingested batch under the active version: new items' rows cannot exist yet, so they
- * go in with one binary COPY; replaced items' rows are upserted.
- */
-async function saveBatchScores(tx: Sql, datasetId: string, version: number, upserted: readonly UpsertedItem[], scores: Float32Array, clusters: Int32Array) {
-  const fresh: number[] = [];
-  const replaced: number[] = [];
-  upserted.forEach((u, j) => (u.inserted ? fresh : replaced).push(j));
-  if (fresh.length > 0) {
-    await copyScores(
-      tx,
-      datasetId,
-      version,
-      BigInt64Array.from(fresh, (j) => upserted[j].itemId),
-      Float32Array.from(fresh, (j) => scores[j]),
-      Int32Array.from(fresh, (j) => clusters[j]),
-    );
-  }
-  if (replaced.length > 0) {
-    await upsertScores(
-      tx,
-      datasetId,
-      version,
-      replaced.map((j) => upserted[j].itemId),
-      Float32Array.from(replaced, (j) => scores[j]),
-      Int32Array.from(replaced, (j) => clusters[j]),
-    );
-  }
-}
-
-/** Schedules the first fit once enough items arrived, or a refit once the prototypes drifted. */
-async function maybeScheduleFit(ctx: ServiceContext, dataset: Dataset, set: PrototypeSet | null): Promise<string | null> {
-  let reason: string | null = null;
-  if (set === null) {
-    if ((await countItems(ctx.db, dataset.id)) >= dataset.settings.minItemsForFit) reason = 'first-fit';
-  } else if (dataset.settings.autoRefit) {
-    const drift = centroidDrift(set.fitCentroids, set.centroids, set.k, set.dim);
-    const arrived = set.itemsSinceFit / (set.fitItems + set.itemsSinceFit);
-    const decision = shouldRefit(drift, arrived, dataset.settings.refit);
-    if (decision.refit) reason = decision.reasons.join(',');
-  }
-  if (reason === null) return null;
-  const { job, created } = await ctx.db.transaction((tx) => queueJob(tx, dataset.id, 'refit', { reason }));
-  if (created) {
-    ctx.logger.info({ dataset: dataset.name, jobId: job.id, reason }, 'refit scheduled');
-    ctx.wakeJobs();
-  }
-  return created ? job.id : null;
+  const stored = await storeBatch(
+    ctx,
+    dataset,
+    good.map((i) => {
+      const { embedding, thumbnail } = embedded[i] as { embedding: ArrayLike<number>; thumbnail?: Uint8Array | null };
+      return { externalId: items[i].externalId, embedding, metadata: items[i].metadata, thumbnail: thumbnail ?? null };
+    }),
+    fence,
+  );
+  good.forEach((i, j) => (outcomes[i] = stored.items[j]));
+  return { ...stored, items: outcomes };
 }

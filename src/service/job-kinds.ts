@@ -1,5 +1,5 @@
 import type { JobRow } from '../store/jobs.js';
-import type { AnyItem } from './service-types.js';
+import type { AnyItem } from './ingest-items.js';
 
 /**
  * A refit's record on its job row. `version` and `snapshotAt` are its checkpoint (written with the

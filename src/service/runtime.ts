@@ -9,7 +9,7 @@ import { JobWorker, type RetryPolicy } from './jobs.js';
 import { ingestHandler, startIngest } from './ingest-jobs.js';
 import type { Metrics } from '../metrics.js';
 import { runRefit } from './refit.js';
-import { startEmbedder, type EmbedderOptions } from './images.js';
+import { startEmbedder, type EmbedderOptions } from '../embedding/embedder.js';
 
 export interface ServiceLayerOptions {
   kernelThreads: number;

@@ -1,15 +1,15 @@
 import { fnv1a32 } from '../core/random.js';
 import { percentileOf, scoresFromSimilarity } from '../core/scores.js';
-import { decideKeep, selectWithRule, type KeepRule, type SelectionOrder } from '../core/selection.js';
+import { decideKeep, DEFAULT_SELECTION_ORDER, selectWithRule, type KeepRule, type SelectionOrder } from '../core/selection.js';
 import type { ServiceContext } from './context.js';
 import { getDataset } from './datasets.js';
 import { nearestOfProbes, nearestStored, pendingProbes } from './duplicates.js';
 import { ServiceError } from './errors.js';
-import { embedAny } from './images.js';
-import { normalizeInto } from './ingest.js';
 import type { Distribution } from './score-distributions.js';
-import type { AnyItem } from './service-types.js';
 import { checkSelectionRequest, selectionOptions, type SelectionRequest } from './selection.js';
+import { embedItems } from './ingest.js';
+import { normalizeInto } from '../core/normalize.js';
+import type { AnyItem } from './ingest-items.js';
 
 /** A new item to score: an embedding or an image, encoded as for ingest (see `AnyItem`). */
 export type ScoreCandidate = Omit<AnyItem, 'metadata'>;
@@ -17,7 +17,7 @@ export type ScoreCandidate = Omit<AnyItem, 'metadata'>;
 /** The policy a candidate's keep/skip decision follows, as for a selection (default: hardest 30%). */
 export type ScorePolicy = Omit<SelectionRequest, 'count'> & { epsilon?: number };
 
-export const DEFAULT_SCORE_POLICY = { order: 'hardest' as SelectionOrder, fraction: 0.3 };
+export const DEFAULT_SCORE_POLICY = { order: DEFAULT_SELECTION_ORDER, fraction: 0.3 };
 
 export type CandidateScore =
   | {
@@ -77,7 +77,7 @@ export async function scoreBatch(ctx: ServiceContext, datasetName: string, candi
   }
 
   const dim = dataset.dimension;
-  const embedded = await embedAny(ctx, dataset, candidates);
+  const embedded = await embedItems(ctx, dataset, candidates);
   const results = new Array<CandidateScore>(candidates.length);
   const good: number[] = [];
   const vectors = new Float32Array(candidates.length * dim);

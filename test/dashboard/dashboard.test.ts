@@ -10,10 +10,10 @@ import { DASHBOARD_DIR } from '../../src/http/routes/dashboard.js';
 import { PROJECT_ROOT } from '../../src/paths.js';
 import { mintApiKey, OPERATOR } from '../../src/service/auth.js';
 import { DEFAULT_SETTINGS } from '../../src/service/settings.js';
-import { ingestEmbeddings } from '../../src/service/ingest.js';
 import { BACKENDS } from '../helpers/backends.js';
 import { plantedClusters } from '../helpers/planted.js';
 import { bearer, startApi, type ApiHarness } from '../http/api-harness.js';
+import { ingestItems } from '../../src/service/ingest.js';
 
 /**
  * The dashboard in a real headless Chromium (Debian's package, driven by playwright-core): the
@@ -187,11 +187,11 @@ describe(`dashboard in headless Chromium (${backend.name} backend)`, { timeout: 
       for (let i = from; i < Math.min(N, from + 500); i++) {
         items.push({ externalId: `p-${String(i).padStart(5, '0')}`, embedding: data.points.subarray(i * DIM, (i + 1) * DIM) });
       }
-      const result = await ingestEmbeddings(api.service.services.ctx, DATASET, items);
+      const result = await ingestItems(api.service.services.ctx, DATASET, items);
       expect(result.items.every((item) => item.status === 'stored')).toBe(true);
     }
     const few = plantedClusters({ seed: 8, clusters: 3, perCluster: 10, dim: DIM, noise: 0.5 });
-    await ingestEmbeddings(
+    await ingestItems(
       api.service.services.ctx,
       OTHER,
       Array.from({ length: few.n }, (_, i) => ({ externalId: `o-${i}`, embedding: few.points.subarray(i * DIM, (i + 1) * DIM) })),

@@ -627,7 +627,6 @@ const identity = (b: Buffer) => b;
 
 export class GrpcSender {
   private client: grpc.Client;
-  private typed: Record<string, (...args: unknown[]) => unknown>;
 
   constructor(
     private readonly proto: Proto,
@@ -635,7 +634,6 @@ export class GrpcSender {
     private readonly timeoutMs = 12_000,
   ) {
     this.client = this.connect();
-    this.typed = this.client as unknown as Record<string, (...args: unknown[]) => unknown>;
   }
 
   private connect(): grpc.Client {
@@ -647,7 +645,6 @@ export class GrpcSender {
   reconnect(): void {
     this.client.close();
     this.client = this.connect();
-    this.typed = this.client as unknown as Record<string, (...args: unknown[]) => unknown>;
   }
 
   close(): void {

@@ -8,7 +8,6 @@ import { fnv1a32, Rng } from '../../src/core/random.js';
 import { startService, type RunningService } from '../../src/server.js';
 import type { ServiceContext } from '../../src/service/context.js';
 import { createDataset, deleteDataset, getDataset } from '../../src/service/datasets.js';
-import { ingestEmbeddings } from '../../src/service/ingest.js';
 import { PrototypeCache } from '../../src/service/prototype-cache.js';
 import { requestRefit } from '../../src/service/refit.js';
 import { selectItems, STORED_SELECTIONS_PER_DATASET, type SelectionRequest } from '../../src/service/selection.js';
@@ -18,6 +17,7 @@ import { silentLogger } from '../helpers/logger.js';
 import { plantedClusters, randomUnitRows } from '../helpers/planted.js';
 import { waitForJob } from '../service/harness.js';
 import { bearer, startApi, type ApiHarness } from './api-harness.js';
+import { ingestItems } from '../../src/service/ingest.js';
 
 const DIM = 8;
 const N = 300;
@@ -47,13 +47,13 @@ async function seedDataset(ctx: ServiceContext, name: string, n: number, prefix:
 async function ingestMore(ctx: ServiceContext, name: string, n: number, prefix: string, seed: number): Promise<void> {
   const data = plantedClusters({ seed, clusters: 4, perCluster: Math.ceil(n / 4), dim: DIM, noise: 0.4 });
   const items = Array.from({ length: n }, (_, i) => ({ externalId: `${prefix}-${String(i).padStart(4, '0')}`, embedding: data.points.subarray(i * DIM, (i + 1) * DIM) }));
-  await ingestEmbeddings(ctx, name, items);
+  await ingestItems(ctx, name, items);
 }
 
 /** Items far from every prototype (uniformly random directions): they rank among the hardest. */
 async function ingestOutliers(ctx: ServiceContext, name: string, n: number, prefix: string, seed: number): Promise<void> {
   const points = randomUnitRows(new Rng(seed), n, DIM);
-  await ingestEmbeddings(ctx, name, Array.from({ length: n }, (_, i) => ({ externalId: `${prefix}-${i}`, embedding: points.subarray(i * DIM, (i + 1) * DIM) })));
+  await ingestItems(ctx, name, Array.from({ length: n }, (_, i) => ({ externalId: `${prefix}-${i}`, embedding: points.subarray(i * DIM, (i + 1) * DIM) })));
 }
 
 interface PageBody {

@@ -2,13 +2,13 @@ import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fnv1a32, Rng } from '../../src/core/random.js';
 import { createDataset } from '../../src/service/datasets.js';
-import { ingestEmbeddings } from '../../src/service/ingest.js';
 import { requestRefit } from '../../src/service/refit.js';
 import { selectItems } from '../../src/service/selection.js';
 import { waitForJob } from '../service/harness.js';
 import { BACKENDS } from '../helpers/backends.js';
 import { randomUnitRows } from '../helpers/planted.js';
 import { bearer, startApi, type ApiHarness } from './api-harness.js';
+import { ingestItems } from '../../src/service/ingest.js';
 
 const N = 200_000;
 const DIM = 4;
@@ -34,7 +34,7 @@ describe(`streaming a 200k-id selection (${backend.name} backend)`, () => {
     const vectors = randomUnitRows(new Rng(9), N, DIM);
     for (let from = 0; from < N; from += 20_000) {
       const items = Array.from({ length: 20_000 }, (_, j) => ({ externalId: idOf(from + j), embedding: vectors.subarray((from + j) * DIM, (from + j + 1) * DIM) }));
-      await ingestEmbeddings(ctx, 'big', items);
+      await ingestItems(ctx, 'big', items);
     }
     const job = await requestRefit(ctx, 'big');
     expect((await waitForJob(h.service.db, job.id)).state).toBe('succeeded');

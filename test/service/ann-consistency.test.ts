@@ -9,9 +9,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MIGRATIONS_DIR } from '../../src/paths.js';
 import { Rng } from '../../src/core/random.js';
 import { createDataset, deleteDataset, getDataset, type Dataset } from '../../src/service/datasets.js';
-import { checkNearDuplicates, indexPendingVectors, PENDING_PROBES, pendingProbes } from '../../src/service/duplicates.js';
+import { indexPendingVectors, PENDING_PROBES, pendingProbes } from '../../src/service/duplicates.js';
+import { checkNearDuplicates } from '../helpers/near-duplicates.js';
 import { nearestStoredSql, PENDING_PER_CLUSTER } from '../../src/store/ann-index.js';
-import { ingestEmbeddings, type IngestItem } from '../../src/service/ingest.js';
 import { deleteItem } from '../../src/service/items.js';
 import { requestRefit } from '../../src/service/refit.js';
 import { startServiceLayer, type ServiceLayer } from '../../src/service/runtime.js';
@@ -21,6 +21,8 @@ import { adminQuery, BACKENDS, type TestBackend } from '../helpers/backends.js';
 import { silentLogger } from '../helpers/logger.js';
 import { plantedClusters, randomUnitRows } from '../helpers/planted.js';
 import { row, startHarness, waitForJob, type Harness } from './harness.js';
+import { ingestItems } from '../../src/service/ingest.js';
+import type { IngestItem } from '../../src/service/ingest-items.js';
 
 const DIM = 32;
 
@@ -59,7 +61,7 @@ describe.each(BACKENDS)('near-duplicate index maintenance on the $name backend',
     h = await startHarness(backend, { annIndexBatch: 0 }); // the tests move pending items themselves
     // k above PENDING_PROBES, so a lookup probes some clusters and not others.
     await createDataset(h.layer.ctx, { name: 'ann', dimension: DIM, k: 2 * PENDING_PROBES, settings: { minItemsForFit: planted.n, autoRefit: false, seed: 1 } });
-    const result = await ingestEmbeddings(h.layer.ctx, 'ann', items);
+    const result = await ingestItems(h.layer.ctx, 'ann', items);
     expect((await waitForJob(h.db, result.scheduledJobId!)).state).toBe('succeeded');
     dataset = await getDataset(h.layer.ctx, 'ann');
   }, 120_000);
@@ -82,7 +84,7 @@ describe.each(BACKENDS)('near-duplicate index maintenance on the $name backend',
     await drain(h);
     expect(await staleIndexEntries(h.db)).toBe(0);
     const moved = row(randomUnitRows(new Rng(8), 1, DIM), 0, DIM);
-    const result = await ingestEmbeddings(h.layer.ctx, 'ann', [{ externalId: 'x-7', embedding: moved }, { externalId: 'new-1', embedding: row(planted.points, 9, DIM) }]);
+    const result = await ingestItems(h.layer.ctx, 'ann', [{ externalId: 'x-7', embedding: moved }, { externalId: 'new-1', embedding: row(planted.points, 9, DIM) }]);
     expect(result.items.map((r) => r.status)).toEqual(['updated', 'stored']);
     const pending = await h.db.query<{ external_id: string; version: number; cluster: number }>(
       'SELECT i.external_id, p.version, p.cluster FROM ann_pending p JOIN items i ON i.id = p.item_id ORDER BY 1',
@@ -105,8 +107,8 @@ describe.each(BACKENDS)('near-duplicate index maintenance on the $name backend',
   it('re-ingesting a pending item relabels its pending row (upsert), and the indexer indexes its newest vector', async () => {
     const first = row(randomUnitRows(new Rng(21), 1, DIM), 0, DIM);
     const second = row(planted.points, 11, DIM); // lands in x-11's cluster
-    await ingestEmbeddings(h.layer.ctx, 'ann', [{ externalId: 'twice', embedding: first }]);
-    const again = await ingestEmbeddings(h.layer.ctx, 'ann', [{ externalId: 'twice', embedding: second }]);
+    await ingestItems(h.layer.ctx, 'ann', [{ externalId: 'twice', embedding: first }]);
+    const again = await ingestItems(h.layer.ctx, 'ann', [{ externalId: 'twice', embedding: second }]);
     const [p] = await h.db.query<{ cluster: number }>(`SELECT p.cluster FROM ann_pending p JOIN items i ON i.id = p.item_id WHERE i.external_id = 'twice'`);
     expect(p.cluster).toBe(again.items[0].status === 'updated' ? again.items[0].cluster : -1);
     await drain(h);
@@ -116,7 +118,7 @@ describe.each(BACKENDS)('near-duplicate index maintenance on the $name backend',
   it('the pending scan covers only the query’s nearest clusters of the active version, plus every item labelled otherwise', async () => {
     await drain(h);
     const probe = row(planted.points, 20, DIM);
-    await ingestEmbeddings(h.layer.ctx, 'ann', [{ externalId: 'pending-twin', embedding: probe }]);
+    await ingestItems(h.layer.ctx, 'ann', [{ externalId: 'pending-twin', embedding: probe }]);
     const [before] = await checkNearDuplicates(h.layer.ctx, 'ann', [probe], 0.001);
     expect(before.similarity).toBeCloseTo(1, 5);
     expect(['x-20', 'pending-twin']).toContain(before.externalId);
@@ -194,9 +196,9 @@ describe.each(BACKENDS)('near-duplicate index maintenance on the $name backend',
     // Hide x-30 (the indexed copy) so only a pending twin can answer.
     await h.db.query(`DELETE FROM item_ann WHERE item_id = (SELECT id FROM items WHERE dataset_id = $1 AND external_id = 'x-30')`, [dataset.id]);
     const rng = new Rng(31);
-    await ingestEmbeddings(h.layer.ctx, 'ann', [{ externalId: 'old-twin', embedding: probe }]);
+    await ingestItems(h.layer.ctx, 'ann', [{ externalId: 'old-twin', embedding: probe }]);
     const newer = randomUnitRows(rng, PENDING_PER_CLUSTER, DIM);
-    await ingestEmbeddings(h.layer.ctx, 'ann', Array.from({ length: PENDING_PER_CLUSTER }, (_, i) => ({ externalId: `newer-${i}`, embedding: row(newer, i, DIM) })));
+    await ingestItems(h.layer.ctx, 'ann', Array.from({ length: PENDING_PER_CLUSTER }, (_, i) => ({ externalId: `newer-${i}`, embedding: row(newer, i, DIM) })));
     // All of them in the probe's nearest cluster: the old twin is the 65th newest there.
     const set = await h.layer.ctx.prototypes.get(h.db, dataset.id, dataset.activeVersion!, DIM);
     const probes = await pendingProbes(h.layer.ctx.kernel, Float32Array.from(probe), 1, set);
@@ -213,13 +215,13 @@ describe.each(BACKENDS)('near-duplicate index maintenance on the $name backend',
   });
 
   it('deleteItem and deleteDataset remove pending and indexed entries; nothing is left behind', async () => {
-    await ingestEmbeddings(h.layer.ctx, 'ann', [{ externalId: 'x-1', embedding: row(randomUnitRows(new Rng(2), 1, DIM), 0, DIM) }]); // pending
+    await ingestItems(h.layer.ctx, 'ann', [{ externalId: 'x-1', embedding: row(randomUnitRows(new Rng(2), 1, DIM), 0, DIM) }]); // pending
     await deleteItem(h.layer.ctx, 'ann', 'x-1');
     await deleteItem(h.layer.ctx, 'ann', 'x-2'); // indexed
     const ids = await h.db.query<{ external_id: string }>(`SELECT i.external_id FROM items i WHERE i.external_id IN ('x-1', 'x-2')`);
     expect(ids).toEqual([]);
     expect(await count(h.db, 'SELECT count(*) FROM ann_pending p WHERE NOT EXISTS (SELECT 1 FROM items i WHERE i.id = p.item_id)')).toBe(0);
-    await ingestEmbeddings(h.layer.ctx, 'ann', [{ externalId: 'x-3', embedding: row(randomUnitRows(new Rng(6), 1, DIM), 0, DIM) }]); // pending again
+    await ingestItems(h.layer.ctx, 'ann', [{ externalId: 'x-3', embedding: row(randomUnitRows(new Rng(6), 1, DIM), 0, DIM) }]); // pending again
     expect(await count(h.db, 'SELECT count(*) FROM ann_pending')).toBe(1);
     await deleteDataset(h.layer.ctx, 'ann');
     expect(await count(h.db, 'SELECT count(*) FROM ann_pending')).toBe(0);
@@ -260,7 +262,7 @@ for (const backend of BACKENDS.filter((b): b is TestBackend => b.name === 'nativ
       const vector = () => row(randomUnitRows(rng, 1, DIM), 0, DIM);
       for (const name of ['churn-a', 'churn-b']) {
         await createDataset(ctx, { name, dimension: DIM, k: 4, settings: { minItemsForFit: IDS, autoRefit: false } });
-        const first = await ingestEmbeddings(ctx, name, Array.from({ length: IDS }, (_, i) => ({ externalId: `id-${i}`, embedding: vector() })));
+        const first = await ingestItems(ctx, name, Array.from({ length: IDS }, (_, i) => ({ externalId: `id-${i}`, embedding: vector() })));
         expect((await waitForJob(db, first.scheduledJobId!)).state).toBe('succeeded');
       }
       const deadlocksBefore = await serverDeadlocks();
@@ -278,7 +280,7 @@ for (const backend of BACKENDS.filter((b): b is TestBackend => b.name === 'nativ
           const batch = [...ids].map((i) => ({ externalId: `id-${i}`, embedding: vector() }));
           batch.push({ externalId: `new-${w}-${round}`, embedding: vector() });
           try {
-            const result = await ingestEmbeddings(ctx, name, batch);
+            const result = await ingestItems(ctx, name, batch);
             tally.ingests++;
             tally.replaced += result.items.filter((r) => r.status === 'updated').length;
             if (round % 7 === 3) {
@@ -321,7 +323,7 @@ for (const backend of BACKENDS.filter((b): b is TestBackend => b.name === 'nativ
         while (Date.now() < until) {
           try {
             await createDataset(ctx, { name: 'churn-c', dimension: DIM, settings: { minItemsForFit: 1_000_000 } });
-            for (let b = 0; b < 3; b++) await ingestEmbeddings(ctx, 'churn-c', Array.from({ length: 30 }, (_, i) => ({ externalId: `c-${i}`, embedding: vector() })));
+            for (let b = 0; b < 3; b++) await ingestItems(ctx, 'churn-c', Array.from({ length: 30 }, (_, i) => ({ externalId: `c-${i}`, embedding: vector() })));
             await new Promise((r) => setTimeout(r, 30));
             await deleteDataset(ctx, 'churn-c');
             tally.datasetCycles++;

@@ -1,14 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../../src/core/random.js';
 import { createDataset } from '../../src/service/datasets.js';
-import { checkNearDuplicates, findDuplicates, indexPendingVectors } from '../../src/service/duplicates.js';
-import { ingestEmbeddings, type IngestItem } from '../../src/service/ingest.js';
+import { findDuplicates, indexPendingVectors } from '../../src/service/duplicates.js';
+import { checkNearDuplicates } from '../helpers/near-duplicates.js';
 import { prototypeStatus } from '../../src/service/prototypes.js';
 import { requestRefit } from '../../src/service/refit.js';
 import { selectItems } from '../../src/service/selection.js';
 import { BACKENDS } from '../helpers/backends.js';
 import { plantedClusters, randomUnitRows } from '../helpers/planted.js';
 import { row, startHarness, waitForJob, type Harness } from './harness.js';
+import { ingestItems } from '../../src/service/ingest.js';
+import type { IngestItem } from '../../src/service/ingest-items.js';
 
 const DIM = 32;
 const CLUSTERS = 6;
@@ -41,7 +43,7 @@ describe.each(BACKENDS)('pruning engine on the $name backend', (backend) => {
 
   it('validates every item alone: bad ones fail with a code, the rest are stored', async () => {
     await createDataset(h.layer.ctx, { name: 'validation', dimension: 3 });
-    const result = await ingestEmbeddings(h.layer.ctx, 'validation', [
+    const result = await ingestItems(h.layer.ctx, 'validation', [
       { externalId: 'ok', embedding: [1, 2, 3] },
       { externalId: 'short', embedding: [1, 2] },
       { externalId: 'nan', embedding: [1, Number.NaN, 3] },
@@ -66,18 +68,18 @@ describe.each(BACKENDS)('pruning engine on the $name backend', (backend) => {
     const [ok, twice] = rows;
     expect(Math.hypot(...ok.embedding)).toBeCloseTo(1, 6);
     expect(twice.embedding).toEqual([0, 1, 0]);
-    const again = await ingestEmbeddings(h.layer.ctx, 'validation', [{ externalId: 'ok', embedding: [3, 2, 1] }]);
+    const again = await ingestItems(h.layer.ctx, 'validation', [{ externalId: 'ok', embedding: [3, 2, 1] }]);
     expect(again.items[0].status).toBe('updated');
   });
 
   it('schedules the first fit once enough items arrived, and scores every item with version 1', async () => {
     await createDataset(h.layer.ctx, { name: 'planted', dimension: DIM, k: CLUSTERS, settings: { minItemsForFit: total, seed: 3 } });
-    const first = await ingestEmbeddings(h.layer.ctx, 'planted', planted.items.slice(0, 100));
+    const first = await ingestItems(h.layer.ctx, 'planted', planted.items.slice(0, 100));
     expect(first.prototypeVersion).toBeNull();
     expect(first.scheduledJobId).toBeNull();
     expect(first.items.every((r) => r.status === 'stored' && r.score === null)).toBe(true);
 
-    const rest = await ingestEmbeddings(h.layer.ctx, 'planted', planted.items.slice(100));
+    const rest = await ingestItems(h.layer.ctx, 'planted', planted.items.slice(100));
     expect(rest.scheduledJobId).not.toBeNull();
     const job = await waitForJob(h.db, rest.scheduledJobId!);
     expect(job.state).toBe('succeeded');
@@ -120,7 +122,7 @@ describe.each(BACKENDS)('pruning engine on the $name backend', (backend) => {
     // Same seed, more points per group: the first 300 repeat the stored ones, the next 18 are new draws around the same centres.
     const data = plantedClusters({ seed: 11, clusters: CLUSTERS, perCluster: PER_CLUSTER + 3, dim: DIM, noise: 0.35 });
     const batch = Array.from({ length: CLUSTERS * 3 }, (_, i) => ({ externalId: `late-${i}`, embedding: row(data.points, CLUSTERS * PER_CLUSTER + i, DIM) }));
-    const result = await ingestEmbeddings(h.layer.ctx, 'planted', batch);
+    const result = await ingestItems(h.layer.ctx, 'planted', batch);
     expect(result.prototypeVersion).toBe(1);
     for (const r of result.items) {
       expect(r.status).toBe('stored');
@@ -138,7 +140,7 @@ describe.each(BACKENDS)('pruning engine on the $name backend', (backend) => {
 
   it('finds planted exact duplicates with SemDeDup at ε = 0, and nothing else', async () => {
     const copies = [3, 77, 150].map((i) => ({ externalId: `copy-of-${i}`, embedding: planted.items[i].embedding }));
-    await ingestEmbeddings(h.layer.ctx, 'planted', copies);
+    await ingestItems(h.layer.ctx, 'planted', copies);
     const report = await findDuplicates(h.layer.ctx, 'planted', 0);
     const pairs = report.groups.map((g) => [g.kept, ...g.duplicates].sort());
     expect(pairs.sort()).toEqual([3, 77, 150].map((i) => [`copy-of-${i}`, planted.items[i].externalId].sort()).sort());

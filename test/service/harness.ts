@@ -1,10 +1,10 @@
 import type { Database } from '../../src/store/database.js';
 import { openDatabase } from '../../src/store/open.js';
 import { watchJob, type JobView } from '../../src/service/jobs.js';
-import type { EmbedderOptions } from '../../src/service/images.js';
 import { startServiceLayer, type ServiceLayer } from '../../src/service/runtime.js';
 import type { TestBackend } from '../helpers/backends.js';
 import { silentLogger } from '../helpers/logger.js';
+import type { EmbedderOptions } from '../../src/embedding/embedder.js';
 
 export interface Harness {
   db: Database;

@@ -2,13 +2,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDataset } from '../../src/service/datasets.js';
-import { createImageDataset, ingestImages } from '../../src/service/images.js';
-import { ingestEmbeddings } from '../../src/service/ingest.js';
+import { createDataset, createImageDataset } from '../../src/service/datasets.js';
 import { vectorFromBase64, vectorFromJson } from '../../src/embedding/vectors.js';
 import { BACKENDS } from '../helpers/backends.js';
 import { jpeg, sceneRaw } from '../embedding/images.js';
 import { startHarness, type Harness } from './harness.js';
+import { ingestItems } from '../../src/service/ingest.js';
 
 describe('image ingest through the default encoder', () => {
   let h: Harness;
@@ -40,7 +39,7 @@ describe('image ingest through the default encoder', () => {
     const truncated = valid[0].subarray(0, Math.floor(valid[0].length / 2));
     const corrupt = Buffer.from('this is not an image at all, just bytes');
     const huge = await jpeg(2400, 2000, sceneRaw(2400, 2000, 9), 30); // 4.8 Mpx > the 4 Mpx limit
-    const result = await ingestImages(h.layer.ctx, 'photos', [
+    const result = await ingestItems(h.layer.ctx, 'photos', [
       { externalId: 'a', image: valid[0] },
       { externalId: 'truncated', image: truncated },
       { externalId: 'b', image: valid[1] },
@@ -70,11 +69,11 @@ describe('image ingest through the default encoder', () => {
     await createDataset(h.layer.ctx, { name: 'other-model', dimension: 1792, model: { name: 'resnet50-swav', sha256: 'f'.repeat(64) } });
     await createDataset(h.layer.ctx, { name: 'vectors-only', dimension: 1792 });
     const image = await jpeg(64, 64, sceneRaw(64, 64, 4));
-    await expect(ingestImages(h.layer.ctx, 'other-model', [{ externalId: 'x', image }])).rejects.toMatchObject({
+    await expect(ingestItems(h.layer.ctx, 'other-model', [{ externalId: 'x', image }])).rejects.toMatchObject({
       code: 'MODEL_MISMATCH',
       details: { datasetModel: 'resnet50-swav' },
     });
-    await expect(ingestImages(h.layer.ctx, 'vectors-only', [{ externalId: 'x', image }])).rejects.toMatchObject({ code: 'MODEL_MISMATCH' });
+    await expect(ingestItems(h.layer.ctx, 'vectors-only', [{ externalId: 'x', image }])).rejects.toMatchObject({ code: 'MODEL_MISMATCH' });
   });
 
   it('stores identical vectors for the same embedding sent as JSON and as base64 float32', async () => {
@@ -83,7 +82,7 @@ describe('image ingest through the default encoder', () => {
     const json = vectorFromJson(values, 4);
     const binary = vectorFromBase64(Buffer.from(Float32Array.from(values).buffer).toString('base64'), 4);
     if (!('vector' in json) || !('vector' in binary)) throw new Error('decoding failed');
-    await ingestEmbeddings(h.layer.ctx, 'wire', [
+    await ingestItems(h.layer.ctx, 'wire', [
       { externalId: 'json', embedding: json.vector },
       { externalId: 'binary', embedding: binary.vector },
     ]);

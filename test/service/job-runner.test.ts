@@ -1,7 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDataset, getDataset } from '../../src/service/datasets.js';
-import { ingestEmbeddings } from '../../src/service/ingest.js';
 import { jobOf, type RefitResult } from '../../src/service/job-kinds.js';
 import { isTransientDbError, JobAbortedError, JobWorker, leaseJob, type JobHandlers, type JobWorkerOptions, type RunEnd } from '../../src/service/jobs.js';
 import { requestRefit } from '../../src/service/refit.js';
@@ -12,6 +11,7 @@ import { BACKENDS, NATIVE_URL } from '../helpers/backends.js';
 import { silentLogger } from '../helpers/logger.js';
 import { plantedClusters } from '../helpers/planted.js';
 import { row, startHarness, waitForJob, type Harness } from './harness.js';
+import { ingestItems } from '../../src/service/ingest.js';
 
 /** A real error with the given SQLSTATE, raised by the database itself. */
 const raise = (sqlstate: string, message: string) => `DO $$ BEGIN RAISE EXCEPTION '${message}' USING ERRCODE = '${sqlstate}'; END $$`;
@@ -252,7 +252,7 @@ describe.each(BACKENDS)('refit cleanup on the $name backend', (backend) => {
   it("a late cleanup (a refit resumed after its switch) never deletes the active version's scores, nor newer ones", async () => {
     await createDataset(h.layer.ctx, { name: 'late-cleanup', dimension: DIM, k: 6, settings: { minItemsForFit: 1_000_000, autoRefit: false } });
     const data = plantedClusters({ seed: 5, clusters: 6, perCluster: 100, dim: DIM, noise: 0.4 });
-    const result = await ingestEmbeddings(
+    const result = await ingestItems(
       h.layer.ctx,
       'late-cleanup',
       Array.from({ length: data.n }, (_, i) => ({ externalId: `p${i}`, embedding: row(data.points, i, DIM) })),

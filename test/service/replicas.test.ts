@@ -1,7 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDataset, getDataset } from '../../src/service/datasets.js';
-import { ingestEmbeddings } from '../../src/service/ingest.js';
 import { ingestHandler, startIngest } from '../../src/service/ingest-jobs.js';
 import { JobWorker, type JobHandler, type RunEnd } from '../../src/service/jobs.js';
 import { requestRefit, runRefit } from '../../src/service/refit.js';
@@ -15,6 +14,7 @@ import { BACKENDS, NATIVE_URL } from '../helpers/backends.js';
 import { silentLogger } from '../helpers/logger.js';
 import { plantedClusters } from '../helpers/planted.js';
 import { row, waitForJob } from './harness.js';
+import { ingestItems } from '../../src/service/ingest.js';
 
 const DIM = 16;
 const LEASE = { leaseMs: 1500, heartbeatMs: 500 };
@@ -108,7 +108,7 @@ async function planted(layer: ServiceLayer, name: string, n: number, seed: numbe
   for (let from = 0; from < n; from += 1000) {
     const batch = [];
     for (let i = from; i < Math.min(n, from + 1000); i++) batch.push({ externalId: `${name}-${i}`, embedding: row(data.points, i, DIM) });
-    const result = await ingestEmbeddings(layer.ctx, name, batch);
+    const result = await ingestItems(layer.ctx, name, batch);
     expect(result.items.every((r) => r.status === 'stored')).toBe(true);
   }
   return getDataset(layer.ctx, name);

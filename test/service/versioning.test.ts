@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDataset, getDataset } from '../../src/service/datasets.js';
-import { ingestEmbeddings } from '../../src/service/ingest.js';
 import { jobOf } from '../../src/service/job-kinds.js';
 import { jobView, leaseJob, queueJob, type JobRun } from '../../src/service/jobs.js';
 import { requestRefit, runRefit } from '../../src/service/refit.js';
@@ -11,6 +10,7 @@ import { BACKENDS } from '../helpers/backends.js';
 import { silentLogger } from '../helpers/logger.js';
 import { plantedClusters } from '../helpers/planted.js';
 import { row, startHarness, waitForJob, type Harness } from './harness.js';
+import { ingestItems } from '../../src/service/ingest.js';
 
 const DIM = 48;
 
@@ -31,7 +31,7 @@ async function ingestPlanted(h: Harness, name: string, n: number, seed: number):
   for (let from = 0; from < n; from += 1000) {
     const batch = [];
     for (let i = from; i < Math.min(n, from + 1000); i++) batch.push({ externalId: `${name}-${i}`, embedding: row(data.points, i, DIM) });
-    const result = await ingestEmbeddings(h.layer.ctx, name, batch);
+    const result = await ingestItems(h.layer.ctx, name, batch);
     expect(result.items.every((r) => r.status !== 'error')).toBe(true);
   }
 }

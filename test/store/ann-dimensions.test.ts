@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../../src/core/random.js';
 import { createDataset, getDataset, listDatasets, MAX_DIMENSION, type Dataset } from '../../src/service/datasets.js';
-import { checkNearDuplicates, findDuplicates, indexPendingVectors } from '../../src/service/duplicates.js';
+import { findDuplicates, indexPendingVectors } from '../../src/service/duplicates.js';
+import { checkNearDuplicates } from '../helpers/near-duplicates.js';
 import { nearestStoredSql } from '../../src/store/ann-index.js';
-import { ingestEmbeddings, type IngestItem } from '../../src/service/ingest.js';
 import { scoreBatch } from '../../src/service/score.js';
 import { vectorLiteral, type Database } from '../../src/store/database.js';
 import { annExpression, annIndexKind, annIndexName, annOperatorClass, annQueryOperand } from '../../src/store/datasets.js';
@@ -11,6 +11,8 @@ import { BACKENDS } from '../helpers/backends.js';
 import { cosine64, halfvecMisorderedPair, nearCopy, storedForm } from '../helpers/halfvec.js';
 import { plantedClusters, randomUnitRows } from '../helpers/planted.js';
 import { startHarness, waitForJob, type Harness } from '../service/harness.js';
+import { ingestItems } from '../../src/service/ingest.js';
+import type { IngestItem } from '../../src/service/ingest-items.js';
 
 describe('the near-duplicate index kind follows the dimension (one rule)', () => {
   it('vector up to 2,000 dimensions (as before), halfvec from 2,001 to 4,000, nothing above', () => {
@@ -150,7 +152,7 @@ describe.each(BACKENDS)('datasets up to 4,000 dimensions on the $name backend', 
 
     beforeAll(async () => {
       await createDataset(h.layer.ctx, { name, dimension: dim, k: 4, settings: { minItemsForFit: items.length, seed: 1, duplicateEpsilon: EPSILON } });
-      const result = await ingestEmbeddings(h.layer.ctx, name, items);
+      const result = await ingestItems(h.layer.ctx, name, items);
       expect(result.items.every((r) => r.status === 'stored')).toBe(true);
       expect(result.scheduledJobId).not.toBeNull();
       expect((await waitForJob(h.db, result.scheduledJobId!)).state).toBe('succeeded');
@@ -248,7 +250,7 @@ describe.each(BACKENDS)('pending and indexed items at 4,000 dimensions on the $n
   beforeAll(async () => {
     h = await startHarness(backend, { annIndexBatch: 0 }); // no background indexing: the test moves items itself
     await createDataset(h.layer.ctx, { name: 'pending', dimension: dim });
-    await ingestEmbeddings(h.layer.ctx, 'pending', [
+    await ingestItems(h.layer.ctx, 'pending', [
       ...Array.from({ length: 30 }, (_, i) => ({ externalId: `o-${i}`, embedding: others.subarray(i * dim, (i + 1) * dim) })),
       { externalId: 'halfvec-nearest', embedding: pair.halfvecNearest },
       { externalId: 'exact-nearest', embedding: pair.exactNearest },
@@ -289,7 +291,7 @@ for (const backend of BACKENDS.filter((b) => b.name === 'native')) {
       await createDataset(h.layer.ctx, { name: 'large', dimension: dim, settings: { minItemsForFit: n + 1 } });
       for (let start = 0; start < n; start += 500) {
         const batch = Array.from({ length: Math.min(500, n - start) }, (_, j) => ({ externalId: `x-${start + j}`, embedding: row(start + j) }));
-        await ingestEmbeddings(h.layer.ctx, 'large', batch);
+        await ingestItems(h.layer.ctx, 'large', batch);
       }
       dataset = await getDataset(h.layer.ctx, 'large');
       const deadline = Date.now() + 240_000;

@@ -2,8 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { authorize, mayAccessDataset } from '../../../service/auth.js';
 import type { ServiceContext } from '../../../service/context.js';
-import { createDataset, deleteDataset, getDataset, listDatasets, type Dataset as DatasetModel } from '../../../service/datasets.js';
-import { createImageDataset } from '../../../service/images.js';
+import { createDataset, createImageDataset, deleteDataset, getDataset, listDatasets, type Dataset as DatasetModel } from '../../../service/datasets.js';
 import { ErrorBody } from '../../schemas.js';
 import { CreateDatasetBody, DatasetList, DatasetParams } from './schemas.js';
 

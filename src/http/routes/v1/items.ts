@@ -6,13 +6,13 @@ import type { Config } from '../../../config/index.js';
 import type { ServiceContext } from '../../../service/context.js';
 import { checkItemCount, refuseIfNoItemUsable, ServiceError } from '../../../service/errors.js';
 import { assertValidText, printable } from '../../../service/text.js';
-import { ingestItems, type AnyItem } from '../../../service/images.js';
-import { countOutcomes, type IngestResult } from '../../../service/ingest.js';
 import { deleteItem, getItem } from '../../../service/items.js';
 import { payloadBytes } from '../../../metrics.js';
 import { jobBody } from './analysis.js';
 import { ErrorBody } from '../../schemas.js';
 import { DatasetParams, IngestBody, IngestResponse, Item, ItemParams } from './schemas.js';
+import { ingestItems } from '../../../service/ingest.js';
+import { type AnyItem, countOutcomes, type IngestResult } from '../../../service/ingest-items.js';
 
 /** Multipart field names that carry no id of their own: the file name is the external id. */
 const GENERIC_FIELDS = new Set(['file', 'files', 'image', 'images']);
