@@ -56,6 +56,10 @@ export function budgetSize(budget: SelectionBudget, n: number): number {
  *   bins left⌋), a seeded random sample within each bin. If the budget exceeds the items left after
  *   setting aside β, all of them are kept and the set-aside items fill the rest, least hard first,
  *   so the size is always exact. Output order is the `random` order.
+ * - `moderate`: Moderate Coreset (Xia et al., ICLR 2023), label-free: the items whose score is
+ *   closest to the median score of their group (the dataset, or their cluster under
+ *   `balance: 'cluster'`), dropping both the most prototypical and the hardest. Output order is
+ *   |score − median| ascending.
  *
  * With `balance: 'cluster'` each cluster's quota is ⌊B·n_c/N⌋ plus one for the clusters with the
  * largest remainders (ties by lower cluster id) until the quotas sum to the budget B; the order is
@@ -77,6 +81,7 @@ export type GroupRule =
   | { kind: 'scoreAtLeast'; score: number }
   | { kind: 'scoreAtMost'; score: number }
   | { kind: 'keyAtMost'; key: number }
+  | { kind: 'scoreNear'; center: number; radius: number }
   | { kind: 'bins'; outlierFrom: number; low: number; width: number; bins: number; maxKey: Float64Array };
 
 type StratifiedTrace = Extract<GroupRule, { kind: 'none' | 'scoreAtMost' | 'bins' }>;
@@ -111,6 +116,9 @@ export function decideKeep(rule: KeepRule, score: number, cluster: number, idHas
       return score <= group.score;
     case 'keyAtMost':
       return key() <= group.key;
+    case 'scoreNear':
+      // Rounded as the selection ranked it (float32 distances).
+      return Math.fround(Math.abs(score - group.center)) <= group.radius;
     case 'bins': {
       if (score >= group.outlierFrom) return false;
       const bin = group.width > 0 ? Math.max(0, Math.min(group.bins - 1, Math.floor((score - group.low) / group.width))) : 0;
@@ -141,6 +149,39 @@ function rankedOrder(order: RankedOrder): OrderImplementation {
     const chosen = balance === 'none' ? ranked.slice(0, size) : takeByQuota(ranked, clusters, clusterQuotas(clusters, size));
     return { chosen, rule: { balance, seed, groups: boundaryRules(order, input, keys, chosen, balance) } };
   };
+}
+
+/** Moderate Coreset (see `select`): nearest to the group's median score first. */
+function moderateOrder(input: SelectionInput, { size, balance, seed }: OrderParameters): { chosen: Int32Array; rule: KeepRule } {
+  const { scores, clusters } = input;
+  const n = scores.length;
+  const count = balance === 'cluster' ? clusterCount(clusters) : 1;
+  const groupOf = (i: number) => (balance === 'cluster' ? clusters[i] : 0);
+  const members: number[][] = Array.from({ length: count }, () => []);
+  for (let i = 0; i < n; i++) members[groupOf(i)].push(scores[i]);
+  const medians = members.map((list) => {
+    if (list.length === 0) return 0;
+    const sorted = Float64Array.from(list).sort();
+    const mid = sorted.length >> 1;
+    return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  });
+  const distance = Float32Array.from(scores, (score, i) => Math.abs(score - medians[groupOf(i)]));
+  const ranked = sortByKey(identity(n), floatSortKeys(distance, false));
+  const chosen = balance === 'none' ? ranked.slice(0, size) : takeByQuota(ranked, clusters, clusterQuotas(clusters, size));
+  const sizes = members.map((list) => list.length);
+  const kept = new Int32Array(count);
+  const radius = new Float64Array(count).fill(-Infinity);
+  for (const i of chosen) {
+    const g = groupOf(i);
+    kept[g]++;
+    radius[g] = Math.max(radius[g], distance[i]);
+  }
+  const groups = Array.from({ length: count }, (_, g): GroupRule => {
+    if (sizes[g] === 0 || kept[g] === sizes[g]) return { kind: 'all' };
+    if (kept[g] === 0) return { kind: 'none' };
+    return { kind: 'scoreNear', center: medians[g], radius: radius[g] };
+  });
+  return { chosen, rule: { balance, seed, groups } };
 }
 
 /** Coverage-centric Coreset Selection (see `select`). */
@@ -191,6 +232,7 @@ export const SELECTION_ORDERS = {
   easiest: rankedOrder('easiest'),
   random: rankedOrder('random'),
   stratified: stratifiedOrder,
+  moderate: moderateOrder,
 } satisfies Record<string, OrderImplementation>;
 
 export type SelectionOrder = keyof typeof SELECTION_ORDERS;

@@ -271,6 +271,38 @@ describe('select: stratified (CCS)', () => {
   });
 });
 
+describe('select: moderate', () => {
+  const data = dataset(2001, 4, 11);
+  const median = (values: number[]) => {
+    const sorted = [...values].sort((a, b) => a - b);
+    const mid = sorted.length >> 1;
+    return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  };
+  const byDistance = (indices: number[], center: (i: number) => number) =>
+    [...indices].sort((a, b) => Math.fround(Math.abs(data.scores[a] - center(a))) - Math.fround(Math.abs(data.scores[b] - center(b))) || a - b);
+
+  it('keeps the scores closest to the median, both extremes dropped, ties by index', () => {
+    const all = Array.from(data.scores.keys());
+    const m = median(Array.from(data.scores));
+    const kept = select(data, { order: 'moderate', budget: { fraction: 0.4 } });
+    expect(Array.from(kept)).toEqual(byDistance(all, () => m).slice(0, kept.length));
+    const keptScores = Array.from(kept, (i) => data.scores[i]);
+    expect(Math.min(...keptScores)).toBeGreaterThan(Math.min(...data.scores));
+    expect(Math.max(...keptScores)).toBeLessThan(Math.max(...data.scores));
+  });
+
+  it('with balance=cluster measures each item against its own cluster’s median', () => {
+    const members = (c: number) => Array.from(data.scores.keys()).filter((i) => data.clusters[i] === c);
+    const medians = [0, 1, 2, 3].map((c) => median(members(c).map((i) => data.scores[i])));
+    const kept = new Set(select(data, { order: 'moderate', budget: { fraction: 0.3 }, balance: 'cluster' }));
+    for (let c = 0; c < 4; c++) {
+      const inCluster = members(c);
+      const quota = inCluster.filter((i) => kept.has(i)).length;
+      expect(new Set(byDistance(inCluster, () => medians[c]).slice(0, quota))).toEqual(new Set(inCluster.filter((i) => kept.has(i))));
+    }
+  });
+});
+
 describe('select: validation', () => {
   it('rejects mismatched lengths, NaN scores and non-integer seeds', () => {
     const ok = { scores: new Float32Array(3), clusters: new Int32Array(3), idHashes: new Uint32Array(3) };

@@ -62,6 +62,8 @@ export const SelectionOrder = {
   SELECTION_ORDER_RANDOM: "SELECTION_ORDER_RANDOM",
   /** SELECTION_ORDER_STRATIFIED - Coverage-centric: equal-width score bins, the hardest outlier_fraction set aside. */
   SELECTION_ORDER_STRATIFIED: "SELECTION_ORDER_STRATIFIED",
+  /** SELECTION_ORDER_MODERATE - Moderate coreset: the scores closest to the median (per cluster when balanced). */
+  SELECTION_ORDER_MODERATE: "SELECTION_ORDER_MODERATE",
 } as const;
 
 export type SelectionOrder = typeof SelectionOrder[keyof typeof SelectionOrder];
@@ -72,6 +74,7 @@ export namespace SelectionOrder {
   export type SELECTION_ORDER_EASIEST = typeof SelectionOrder.SELECTION_ORDER_EASIEST;
   export type SELECTION_ORDER_RANDOM = typeof SelectionOrder.SELECTION_ORDER_RANDOM;
   export type SELECTION_ORDER_STRATIFIED = typeof SelectionOrder.SELECTION_ORDER_STRATIFIED;
+  export type SELECTION_ORDER_MODERATE = typeof SelectionOrder.SELECTION_ORDER_MODERATE;
 }
 
 export const Balance = {
