@@ -120,7 +120,7 @@ export async function runRefit(ctx: ServiceContext, job: Job<'refit'>, run: JobR
     const matrix = await run.read((tx) => readDatasetEmbeddings(tx, dataset.id, dim));
     timings.readMs = Date.now() - started;
     if (matrix.n === 0) throw new ServiceError('conflict', 'NO_ITEMS', `dataset ${dataset.name} has no items to fit`);
-    const k = Math.min(matrix.n, dataset.k ?? defaultK(matrix.n));
+    const k = Math.min(matrix.n, dataset.k ?? Math.min(settings.maxK, defaultK(matrix.n)));
     const fitStarted = Date.now();
     const fit = await fitKMeans(matrix.vectors, matrix.n, dim, {
       k,

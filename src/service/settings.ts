@@ -31,11 +31,37 @@ export const DatasetSettingsSchema = Type.Object(
     duplicateEpsilon: Type.Number({ minimum: 0, maximum: 2, default: 0.05, description: 'Near-duplicate threshold ε: cosine similarity ≥ 1 − ε counts as a duplicate' }),
     maxIterations: Type.Integer({ minimum: 0, default: 30, description: 'Lloyd iteration cap of full fits' }),
     tolerance: Type.Number({ minimum: 0, default: 1e-4, description: 'Convergence tolerance of full fits' }),
+    maxK: Type.Integer({
+      minimum: 1,
+      maximum: 1000,
+      default: 1000,
+      description: 'Largest number of prototypes a full fit chooses by itself (√(n/2), at most 1000); a dataset created with k keeps its k',
+    }),
   },
   { additionalProperties: false },
 );
 
 export type DatasetSettings = Static<typeof DatasetSettingsSchema>;
+
+type ProtoScalar = 'int64' | 'uint32' | 'bool' | 'double';
+
+/**
+ * Each setting's field number and scalar type in the proto's DatasetSettings and RefitThresholds
+ * messages, which `npm run proto` writes from this schema (a setting without an entry does not
+ * compile; a number once used is never reused).
+ */
+export const SETTINGS_PROTO_FIELDS: {
+  [K in keyof DatasetSettings]: K extends 'refit' ? { field: number; refit: { [R in keyof DatasetSettings['refit']]: { field: number; type: ProtoScalar } } } : { field: number; type: ProtoScalar };
+} = {
+  seed: { field: 1, type: 'int64' },
+  minItemsForFit: { field: 2, type: 'uint32' },
+  autoRefit: { field: 3, type: 'bool' },
+  refit: { field: 4, refit: { meanDrift: { field: 1, type: 'double' }, maxDrift: { field: 2, type: 'double' }, arrivedFraction: { field: 3, type: 'double' } } },
+  duplicateEpsilon: { field: 5, type: 'double' },
+  maxIterations: { field: 6, type: 'uint32' },
+  tolerance: { field: 7, type: 'double' },
+  maxK: { field: 8, type: 'uint32' },
+};
 
 /** The settings a create request may give: any of them, refit thresholds too (unset: the default). */
 export const DatasetSettingsInputSchema = Type.Partial(

@@ -2,7 +2,7 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { GENERATED_PROTO_DIR, generateProto } from '../../scripts/generate-proto.js';
+import { API_PROTO, GENERATED_PROTO_DIR, generateProto, protoWithSettings } from '../../scripts/generate-proto.js';
 
 async function filesUnder(dir: string): Promise<Map<string, string>> {
   const entries = await readdir(dir, { recursive: true, withFileTypes: true });
@@ -17,6 +17,10 @@ async function filesUnder(dir: string): Promise<Map<string, string>> {
 describe('generated gRPC types', () => {
   const scratch = mkdtemp(path.join(tmpdir(), 'protoprune-proto-'));
   afterAll(async () => rm(await scratch, { recursive: true, force: true }));
+
+  it('the proto’s settings messages are what the settings schema declares (run `npm run proto` after changing src/service/settings.ts)', async () => {
+    expect(await readFile(API_PROTO, 'utf8')).toBe(await protoWithSettings());
+  });
 
   // Needs protoc: without it this fails (with the install instructions), it does not skip.
   it('src/generated/proto is what protoc + ts-proto generate from proto/ (run `npm run proto` after changing a .proto)', async () => {
