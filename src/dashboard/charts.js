@@ -46,6 +46,27 @@ function chartFrame(container, options) {
 }
 
 /**
+ * Bar `index` of a bar chart: `value` of `top` tall from the plot's baseline, `gap` px between bars.
+ * @param {SVGElement} parent @param {{ x: number, y: number, w: number, h: number }} plot
+ * @param {{ index: number, width: number, gap: number, value: number, top: number }} bar
+ * @param {Record<string, string | number>} attributes class and data attributes
+ */
+function barRect(parent, plot, bar, attributes) {
+  const height = (bar.value / bar.top) * plot.h;
+  return s(
+    'rect',
+    {
+      x: (plot.x + bar.index * bar.width + bar.gap / 2).toFixed(2),
+      y: (plot.y + plot.h - height).toFixed(2),
+      width: Math.max(0.5, bar.width - bar.gap).toFixed(2),
+      height: height.toFixed(2),
+      ...attributes,
+    },
+    parent,
+  );
+}
+
+/**
  * Score thresholds that keep `fraction` of the items: the easiest cut (keep scores ≤ it) and the
  * hardest cut (keep scores ≥ it), interpolated linearly inside a histogram bin.
  * @param {number[]} counts @param {number} width @param {number} fraction
@@ -105,24 +126,15 @@ export function renderHistogram(stats, fraction) {
   const barWidth = plot.w / counts.length;
   const bars = s('g', {}, svg);
   counts.forEach((count, i) => {
-    const height = (count / axis.top) * plot.h;
     const from = i * binWidth;
     const last = i === counts.length - 1;
-    const bar = s(
-      'rect',
-      {
-        class: 'hist-bar',
-        x: (plot.x + i * barWidth + 0.75).toFixed(2),
-        y: (plot.y + plot.h - height).toFixed(2),
-        width: Math.max(0.5, barWidth - 1.5).toFixed(2),
-        height: height.toFixed(2),
-        'data-bin': i,
-        'data-count': count,
-        'data-from': from.toFixed(3),
-        'data-to': last ? 'inf' : (from + binWidth).toFixed(3),
-      },
-      bars,
-    );
+    const bar = barRect(bars, plot, { index: i, width: barWidth, gap: 1.5, value: count, top: axis.top }, {
+      class: 'hist-bar',
+      'data-bin': i,
+      'data-count': count,
+      'data-from': from.toFixed(3),
+      'data-to': last ? 'inf' : (from + binWidth).toFixed(3),
+    });
     tooltip(bar, `scores ${from.toFixed(3)}–${last ? '' : (from + binWidth).toFixed(3)}${last ? ' and above' : ''}: ${fmt(count)} items`);
   });
   scoreAxis(svg, plot, maxScore);
@@ -288,20 +300,11 @@ export function renderIngest(stats) {
   const bars = s('g', {}, svg);
   const labels = s('g', { 'aria-hidden': 'true' }, svg);
   hours.forEach((at, i) => {
-    const height = (values[i] / axis.top) * plot.h;
-    const bar = s(
-      'rect',
-      {
-        class: 'ingest-bar',
-        x: (plot.x + i * barWidth + 1).toFixed(2),
-        y: (plot.y + plot.h - height).toFixed(2),
-        width: Math.max(0.5, barWidth - 2).toFixed(2),
-        height: height.toFixed(2),
-        'data-hour': new Date(at).toISOString(),
-        'data-items': values[i],
-      },
-      bars,
-    );
+    const bar = barRect(bars, plot, { index: i, width: barWidth, gap: 2, value: values[i], top: axis.top }, {
+      class: 'ingest-bar',
+      'data-hour': new Date(at).toISOString(),
+      'data-items': values[i],
+    });
     const label = new Date(at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
     tooltip(bar, `${label}: ${fmt(values[i])} items`);
     if ((hours.length - 1 - i) % 6 === 0) {
