@@ -68,8 +68,31 @@ interface AppliedRow {
  * are not safe concurrently (a duplicate-key error on pg_type or pg_extension).
  */
 export async function applyMigrations(db: { transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T> }, migrations: Migration[]): Promise<string[]> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await applyOnce(db, migrations);
+    } catch (error) {
+      if (!(error instanceof SchemaNotVisibleError) || attempt >= 3) throw error;
+    }
+  }
+}
+
+/**
+ * The first schema of the session's search_path is not the one its objects would be created in:
+ * it was created by another session moments ago and this one resolved its path before seeing it.
+ * Migrating then would silently build every table in the next schema of the path (public).
+ */
+class SchemaNotVisibleError extends Error {}
+
+async function applyOnce(db: { transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T> }, migrations: Migration[]): Promise<string[]> {
   return db.transaction(async (tx) => {
     await tx.query('SELECT pg_advisory_xact_lock($1)', [PRISMA_ADVISORY_LOCK]);
+    const [where] = await tx.query<{ current: string | null; path: string }>("SELECT current_schema() AS current, current_setting('search_path') AS path");
+    const wanted = /^\s*(?:"((?:[^"]|"")+)"|([^,\s]+))/.exec(where.path);
+    const first = wanted?.[1]?.replaceAll('""', '"') ?? wanted?.[2];
+    if (first && first !== '$user' && first !== where.current) {
+      throw new SchemaNotVisibleError(`search_path starts with ${first} but objects would be created in ${String(where.current)}`);
+    }
     await tx.exec(CREATE_MIGRATIONS_TABLE);
     const rows = await tx.query<AppliedRow>(
       'SELECT migration_name, checksum, finished_at, rolled_back_at FROM "_prisma_migrations" ORDER BY started_at',

@@ -5,7 +5,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MIGRATIONS_DIR } from '../../src/paths.js';
-import { readMigrations } from '../../src/store/migrations.js';
+import pg from 'pg';
+import type { Sql } from '../../src/store/database.js';
+import { applyMigrations, readMigrations } from '../../src/store/migrations.js';
 import { openDatabase } from '../../src/store/open.js';
 import { adminQuery, NATIVE_URL, urlWithSchema } from '../helpers/backends.js';
 import { freePort, killGroup, launchService, waitUntilReady, type Running } from '../helpers/process.js';
@@ -103,4 +105,40 @@ describe.each(NATIVE_URL ? [NATIVE_URL] : [])('simultaneous first boots on nativ
     const exits = await Promise.all(running.map((r) => r.exited));
     expect(exits.map((e) => e.code)).toEqual(Array(BOOTS).fill(0));
   }, 300_000);
+});
+
+describe.each(NATIVE_URL ? [NATIVE_URL] : [])('a session whose search_path does not resolve to its first schema', (url) => {
+  it('is refused instead of migrating the next schema of the path', async () => {
+    const schema = `boot_${randomBytes(5).toString('hex')}`;
+    const fallback = `${schema}_fallback`;
+    await adminQuery(`CREATE SCHEMA "${fallback}"`);
+    const client = new pg.Client({ connectionString: url, options: `-c search_path="${schema}","${fallback}",public` });
+    await client.connect();
+    try {
+      // As a session that resolved its path before another one created `schema`.
+      const db = {
+        async transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T> {
+          await client.query('BEGIN');
+          try {
+            const sql: Sql = {
+              query: async <Row>(text: string, params?: unknown[]) => (await client.query(text, params)).rows as Row[],
+              exec: async (script: string) => void (await client.query(script)),
+            } as Sql;
+            const result = await fn(sql);
+            await client.query('COMMIT');
+            return result;
+          } catch (error) {
+            await client.query('ROLLBACK');
+            throw error;
+          }
+        },
+      };
+      await expect(applyMigrations(db, await readMigrations(MIGRATIONS_DIR))).rejects.toThrow(`search_path starts with ${schema}`);
+      const created = await adminQuery(`SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = $1`, [fallback]);
+      expect(created.rows[0].n).toBe(0);
+    } finally {
+      await client.end();
+      await adminQuery(`DROP SCHEMA "${fallback}" CASCADE`);
+    }
+  });
 });
