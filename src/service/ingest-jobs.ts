@@ -1,10 +1,10 @@
 import { LeaseLostError, mergeJobResult, reportProgress } from '../store/jobs.js';
 import type { ServiceContext } from './context.js';
-import { getDataset } from './datasets.js';
+import { getDataset, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
 import type { IngestJobResult, IngestPayload, Job } from './job-kinds.js';
 import { isTransientDbError, JobAbortedError, JobFailure, jobView, retryDelayMs, type JobHandler, type JobRun, type JobView, type JobWorker, type RetryPolicy } from './jobs.js';
-import { ingestItems } from './ingest.js';
+import { ingestInto } from './ingest.js';
 import { countOutcomes, type AnyItem } from './ingest-items.js';
 
 /** Items stored per step of a background ingest (one `ingestItems` call, one progress report). */
@@ -43,10 +43,10 @@ export async function startIngest(ctx: ServiceContext, worker: JobWorker, datase
 
 /** The `ingest` kind's handler: stores a submitted payload, or fails a row whose payload died with its process. */
 export function ingestHandler(ctx: ServiceContext, options: { retry: RetryPolicy; chunk?: number }): JobHandler<'ingest'> {
-  return (job, run, payload) => (payload ? storeInChunks(ctx, options, run, payload) : failOrphanedIngest(job));
+  return (job, run, payload) => (payload ? storeInChunks(ctx, options, run, job.datasetId, payload) : failOrphanedIngest(job));
 }
 
-async function storeInChunks(ctx: ServiceContext, options: { retry: RetryPolicy; chunk?: number }, run: JobRun, payload: IngestPayload): Promise<IngestJobResult> {
+async function storeInChunks(ctx: ServiceContext, options: { retry: RetryPolicy; chunk?: number }, run: JobRun, datasetId: string | null, payload: IngestPayload): Promise<IngestJobResult> {
   const { items, transport } = payload;
   const chunk = options.chunk ?? INGEST_CHUNK;
   const result: IngestJobResult = { counts: { stored: 0, updated: 0, failed: 0 }, errors: [], prototypeVersion: null, scheduledJobIds: [] };
@@ -65,10 +65,13 @@ async function storeInChunks(ctx: ServiceContext, options: { retry: RetryPolicy;
   let done = items.length - pending.length;
   try {
     await run.progress('ingest', done, items.length);
+    // Resolved once for every chunk: the dataset the job was submitted for, not a later one of its name.
+    const dataset = await getDataset(ctx, payload.dataset);
+    if (dataset.id !== datasetId) throw new ServiceError('not_found', 'DATASET_NOT_FOUND', `dataset ${payload.dataset} was deleted during the ingest`, { name: payload.dataset });
     for (let from = 0; from < pending.length; from += chunk) {
       if (run.signal.aborted) throw new JobAbortedError(run.abortReason()!);
       const at = pending.slice(from, from + chunk);
-      const outcomes = await ingestChunk(ctx, options.retry, payload.dataset, at.map((i) => items[i]), run);
+      const outcomes = await ingestChunk(ctx, options.retry, dataset, at.map((i) => items[i]), run);
       const counts = countOutcomes(outcomes.items);
       outcomes.items.forEach((outcome, j) => {
         if (outcome.status === 'error') fail(at[j], outcome.code, outcome.message);
@@ -106,10 +109,10 @@ async function storeInChunks(ctx: ServiceContext, options: { retry: RetryPolicy;
  * queue is waited out (with its retry hint) and a transient database error retried with backoff,
  * instead of failing the job.
  */
-async function ingestChunk(ctx: ServiceContext, retry: RetryPolicy, dataset: string, items: readonly AnyItem[], run: JobRun) {
+async function ingestChunk(ctx: ServiceContext, retry: RetryPolicy, dataset: Dataset, items: readonly AnyItem[], run: JobRun) {
   for (let overloaded = 0, transient = 0; ; ) {
     try {
-      return await ingestItems(ctx, dataset, items, run.fence);
+      return await ingestInto(ctx, dataset, items, run.fence);
     } catch (error) {
       if (run.signal.aborted) throw error;
       let wait: number;

@@ -22,8 +22,9 @@ function checkModel(dataset: Dataset, identity: EncoderIdentity): void {
 }
 
 /**
- * Embeds the images of a batch (if any) and stores everything in one ingest. An item with both or
- * neither of `image` and `embedding`, or an image that fails to decode, fails alone.
+ * The embedding of each item: decoded when it came as bytes or base64, computed by the encoder when
+ * it is an image (with a thumbnail, if asked). An item with both or neither of `image` and
+ * `embedding`, or an image that fails to decode, gets its error instead; the others are unaffected.
  */
 export async function embedItems(ctx: ServiceContext, dataset: Dataset, items: readonly Pick<AnyItem, 'embedding' | 'image'>[], withThumbnails = false) {
   const results = new Array<{ embedding: ArrayLike<number>; thumbnail?: Uint8Array | null } | { error: { code: string; message: string } }>(items.length);
@@ -71,13 +72,12 @@ export async function embedItems(ctx: ServiceContext, dataset: Dataset, items: r
  * each is decoded or embedded on its own, then the good ones are stored in one transaction
  * (`storeBatch`); every item keeps its own outcome, in request order.
  */
-export async function ingestItems(
-  ctx: ServiceContext,
-  datasetName: string,
-  items: readonly AnyItem[],
-  fence?: (tx: Sql) => Promise<void>,
-): Promise<IngestResult> {
-  const dataset = await getDataset(ctx, datasetName);
+export async function ingestItems(ctx: ServiceContext, datasetName: string, items: readonly AnyItem[]): Promise<IngestResult> {
+  return ingestInto(ctx, await getDataset(ctx, datasetName), items);
+}
+
+/** `ingestItems` into a dataset already resolved; `fence` (a background ingest's lease check) runs in the write's transaction. */
+export async function ingestInto(ctx: ServiceContext, dataset: Dataset, items: readonly AnyItem[], fence?: (tx: Sql) => Promise<void>): Promise<IngestResult> {
   const embedded = await embedItems(ctx, dataset, items, true);
   const outcomes = new Array<ItemOutcome>(items.length);
   const good: number[] = [];

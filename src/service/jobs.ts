@@ -278,6 +278,8 @@ export class JobWorker {
   private wakeRequested = false;
   private current: LeasedRun | undefined;
   private readonly submitted = new Map<string, { run: LeasedRun; done: Promise<void> }>();
+  /** Submissions whose row is still being created: stop() waits for them, then for their runs. */
+  private readonly submitting = new Set<Promise<unknown>>();
 
   constructor(
     private readonly db: Database,
@@ -310,19 +312,28 @@ export class JobWorker {
     this.current?.abort('shutdown');
     for (const { run } of this.submitted.values()) run.abort('shutdown');
     this.wake();
+    await Promise.allSettled([...this.submitting]);
     await Promise.all([this.loop, ...[...this.submitted.values()].map((s) => s.done)]);
   }
 
   /** Creates the job's row (running, leased to this process) and starts its run with `payload`; resolves with the row. */
   async submit<K extends JobKind>(job: Submission<K>, payload: JobPayload<K>): Promise<JobRow> {
     if (!this.running) throw new ServiceError('unavailable', 'SHUTTING_DOWN', 'the server is shutting down');
-    const row = await insertRunningJob(this.db, job, this.options.leaseMs);
-    const log = this.logger.child({ jobId: row.id, kind: row.kind, attempt: row.attempts });
-    const run = leaseJob(this.db, log, row, this.options);
-    if (!this.running) run.abort('shutdown'); // stop() came while the row was being created
-    const done = this.execute(row, run, log, payload).finally(() => this.submitted.delete(row.id));
-    this.submitted.set(row.id, { run, done });
-    return row;
+    const registered = (async () => {
+      const row = await insertRunningJob(this.db, job, this.options.leaseMs);
+      const log = this.logger.child({ jobId: row.id, kind: row.kind, attempt: row.attempts });
+      const run = leaseJob(this.db, log, row, this.options);
+      if (!this.running) run.abort('shutdown'); // stop() came while the row was being created
+      const done = this.execute(row, run, log, payload).finally(() => this.submitted.delete(row.id));
+      this.submitted.set(row.id, { run, done });
+      return row;
+    })();
+    this.submitting.add(registered);
+    try {
+      return await registered;
+    } finally {
+      this.submitting.delete(registered);
+    }
   }
 
   private async run(): Promise<void> {

@@ -32,7 +32,7 @@ export const DatasetSettingsSchema = Type.Object(
     maxIterations: Type.Integer({ minimum: 0, default: 30, description: 'Lloyd iteration cap of full fits' }),
     tolerance: Type.Number({ minimum: 0, default: 1e-4, description: 'Convergence tolerance of full fits' }),
     maxK: Type.Integer({
-      minimum: 1,
+      minimum: 2,
       maximum: 1000,
       default: 1000,
       description: 'Largest number of prototypes a full fit chooses by itself (√(n/2), at most 1000); a dataset created with k keeps its k',

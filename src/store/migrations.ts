@@ -73,6 +73,7 @@ export async function applyMigrations(db: { transaction<T>(fn: (tx: Sql) => Prom
       return await applyOnce(db, migrations);
     } catch (error) {
       if (!(error instanceof SchemaNotVisibleError) || attempt >= 3) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
     }
   }
 }
@@ -87,9 +88,14 @@ class SchemaNotVisibleError extends Error {}
 async function applyOnce(db: { transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T> }, migrations: Migration[]): Promise<string[]> {
   return db.transaction(async (tx) => {
     await tx.query('SELECT pg_advisory_xact_lock($1)', [PRISMA_ADVISORY_LOCK]);
+    // Assigning the path (to itself, for this transaction) makes the session resolve it again
+    // against the catalog as it is now: a session that resolved it before another boot's CREATE
+    // SCHEMA was seen to keep creating objects in the next schema of the path.
+    await tx.query("SELECT set_config('search_path', current_setting('search_path'), true)");
     const [where] = await tx.query<{ current: string | null; path: string }>("SELECT current_schema() AS current, current_setting('search_path') AS path");
     const wanted = /^\s*(?:"((?:[^"]|"")+)"|([^,\s]+))/.exec(where.path);
-    const first = wanted?.[1]?.replaceAll('""', '"') ?? wanted?.[2];
+    // Quoted names are exact; unquoted ones are folded to lower case, as PostgreSQL does.
+    const first = wanted?.[1]?.replaceAll('""', '"') ?? wanted?.[2]?.toLowerCase();
     if (first && first !== '$user' && first !== where.current) {
       throw new SchemaNotVisibleError(`search_path starts with ${first} but objects would be created in ${String(where.current)}`);
     }

@@ -63,4 +63,24 @@ describe.each(BACKENDS)("the service layer's container on the $name backend", (b
     await h.layer.worker.stop();
     await expect(ctx.ingestJobs.start('bg', items)).rejects.toMatchObject({ code: 'SHUTTING_DOWN' });
   });
+
+  it('a stop while a submission is creating its row waits for that run to end', async () => {
+    const other = await startHarness(backend);
+    try {
+      const { ctx, worker } = other.layer;
+      const dataset = await createDataset(ctx, { name: 'late', dimension: 2, settings: { minItemsForFit: 1_000_000, autoRefit: false } });
+      const items = [{ externalId: 'a', embedding: [1, 2] }];
+      const submitted = worker.submit(
+        { datasetId: dataset.id, kind: 'ingest', params: { items: 1, transport: 'test' }, phase: 'ingest', total: 1 },
+        { dataset: 'late', items, transport: 'test' },
+      );
+      await worker.stop();
+      const row = await submitted;
+      // Ended (failed by the shutdown) before stop() returned, not left running for its lease.
+      const [stored] = await other.db.query<{ state: string }>('SELECT state FROM jobs WHERE id = $1', [row.id]);
+      expect(stored.state).toBe('failed');
+    } finally {
+      await other.close();
+    }
+  });
 });

@@ -37,7 +37,7 @@ describe.each(BACKENDS)('the maxK setting on the $name backend', (backend) => {
   }, 60_000);
 
   it('is validated like every setting', async () => {
-    await expect(createDataset(h.layer.ctx, { name: 'bad', dimension: 8, settings: { maxK: 0 } })).rejects.toMatchObject({ code: 'INVALID_SETTINGS' });
+    await expect(createDataset(h.layer.ctx, { name: 'bad', dimension: 8, settings: { maxK: 1 } })).rejects.toMatchObject({ code: 'INVALID_SETTINGS' });
     await expect(createDataset(h.layer.ctx, { name: 'bad', dimension: 8, settings: { maxK: 1001 } })).rejects.toMatchObject({ code: 'INVALID_SETTINGS' });
   });
 });

@@ -13,7 +13,7 @@ export function datasetView(d: DatasetModel) {
     k: d.k,
     model: d.modelName && d.modelSha256 ? { name: d.modelName, sha256: d.modelSha256 } : null,
     activeVersion: d.activeVersion,
-    settings: d.settings as unknown as Record<string, unknown>,
+    settings: d.settings,
     createdAt: d.createdAt.toISOString(),
     updatedAt: d.updatedAt.toISOString(),
   };

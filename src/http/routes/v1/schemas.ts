@@ -17,7 +17,8 @@ export const ItemParams = Type.Object({
   externalId: Type.String({ description: 'The item’s external id (percent-encoded)', minLength: 1, maxLength: EXTERNAL_ID_MAX_LENGTH }),
 });
 
-const OrderDescription = 'hardest/easiest: by score; random: seeded baseline; stratified: CCS (drop the β hardest, fill equal-width score bins evenly)';
+const OrderDescription =
+  'hardest/easiest: by score; random: seeded baseline; stratified: CCS (drop the β hardest, fill equal-width score bins evenly); moderate: closest to the median score';
 /**
  * The orders of the selection registry, as a union of their literals. Typed as one literal of the
  * union SelectionOrder: TypeBox (and fastify's type provider) infer unions only from tuples, and the
@@ -38,7 +39,7 @@ export const CreateDatasetBody = Type.Object(
         description: 'Embedding-only dataset of this dimension (at most 4,000: the near-duplicate index is pgvector HNSW, on halfvec above 2,000). Omit for an image dataset embedded by the server’s model.',
       }),
     ),
-    k: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: MAX_K, description: 'Prototypes; omitted: ⌈√N⌉ clamped to [2, 1000] at each full fit' }))),
+    k: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: MAX_K, description: 'Prototypes; omitted: round(√(N/2)) clamped to [2, settings.maxK] at each full fit' }))),
     settings: Type.Optional(DatasetSettingsInputSchema),
   },
   { $id: 'CreateDataset', additionalProperties: false },
