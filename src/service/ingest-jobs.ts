@@ -4,7 +4,7 @@ import { getDataset, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
 import type { IngestJobResult, IngestPayload, Job } from './job-kinds.js';
 import { isTransientDbError, JobAbortedError, JobFailure, jobView, retryDelayMs, type JobHandler, type JobRun, type JobView, type JobWorker, type RetryPolicy } from './jobs.js';
-import { ingestInto } from './ingest.js';
+import { assertImagesAccepted, ingestInto } from './ingest.js';
 import { countOutcomes, type AnyItem } from './ingest-items.js';
 
 /** Items stored per step of a background ingest (one `ingestItems` call, one progress report). */
@@ -34,6 +34,8 @@ const INTERRUPTED_MESSAGE =
 export async function startIngest(ctx: ServiceContext, worker: JobWorker, datasetName: string, items: readonly AnyItem[], transport = 'rest'): Promise<JobView> {
   const dataset = await getDataset(ctx, datasetName);
   if (items.length === 0) throw new ServiceError('invalid', 'NO_ITEMS', 'the request holds no items', { field: 'body' });
+  // What would fail every image item is refused before a job is accepted, as a synchronous ingest refuses it.
+  if (items.some((item) => item.image !== undefined)) assertImagesAccepted(ctx, dataset);
   const job = await worker.submit(
     { datasetId: dataset.id, kind: 'ingest', params: { items: items.length, transport }, phase: 'ingest', total: items.length },
     { dataset: dataset.name, items, transport },

@@ -9,7 +9,14 @@ import { ServiceError } from './errors.js';
 import type { AnyItem, IngestResult, ItemOutcome } from './ingest-items.js';
 import { storeBatch } from './store-batch.js';
 
-/** Refuses images for a dataset whose vectors came from another encoder: they would not be comparable. */
+/**
+ * Refuses images for `dataset` when this server cannot embed them comparably: it has no encoder
+ * (NO_ENCODER), or the dataset's vectors came from another one (MODEL_MISMATCH).
+ */
+export function assertImagesAccepted(ctx: ServiceContext, dataset: Dataset): void {
+  checkModel(dataset, requireEmbedder(ctx).identity);
+}
+
 function checkModel(dataset: Dataset, identity: EncoderIdentity): void {
   if (dataset.modelSha256 === identity.sha256) return;
   const recorded = dataset.modelName ? `${dataset.modelName} (sha256 ${dataset.modelSha256})` : 'no image model (an embedding-only dataset)';

@@ -83,10 +83,16 @@ describe.each(BACKENDS)('background ingest (?async=true) on the $name backend', 
     expect(job.result.errors[0]).toMatchObject({ externalId: 'broken', code: 'UNSUPPORTED_FORMAT' });
   });
 
-  it('refuses an unknown dataset and a key without write scope before creating a job', async () => {
+  it('refuses an unknown dataset, a key without write scope and images for an embedding dataset before creating a job', async () => {
     const items = [{ externalId: 'a', embedding: new Array(DIM).fill(1) }];
     await http.post('/v1/datasets/nope/items?async=true').set('authorization', bearer(h.keys.writer)).send({ items }).expect(404);
     await http.post('/v1/datasets/big/items?async=true').set('authorization', bearer(h.keys.reader)).send({ items }).expect(403);
+    const image = await jpeg(32, 32, sceneRaw(32, 32, 3));
+    const jobCount = async () => (await h.service.db.query<{ n: number }>('SELECT count(*)::int AS n FROM jobs'))[0].n;
+    const jobsBefore = await jobCount();
+    const refused = await http.post('/v1/datasets/big/items?async=true').set('authorization', bearer(h.keys.writer)).attach('p1', image, 'p1.jpg').expect(409);
+    expect(refused.body.error.code).toBe('MODEL_MISMATCH');
+    expect(await jobCount()).toBe(jobsBefore);
   });
 
   it('fails an ingest job whose process died (the expired-lease requeue hands it to the runner) with a clear error', async () => {
