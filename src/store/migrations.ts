@@ -79,19 +79,16 @@ export async function applyMigrations(db: { transaction<T>(fn: (tx: Sql) => Prom
 }
 
 /**
- * The first schema of the session's search_path is not the one its objects would be created in:
- * it was created by another session moments ago and this one resolved its path before seeing it.
- * Migrating then would silently build every table in the next schema of the path (public).
+ * The first schema of the session's search_path is not the one its objects would be created in
+ * (it is missing, or the session does not see it yet). Migrating then would silently build every
+ * table in the next schema of the path (public); the native backend creates a named schema before
+ * it opens any pooled session (native.ts ensureSchema), so this is a last check, not the mechanism.
  */
 class SchemaNotVisibleError extends Error {}
 
 async function applyOnce(db: { transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T> }, migrations: Migration[]): Promise<string[]> {
   return db.transaction(async (tx) => {
     await tx.query('SELECT pg_advisory_xact_lock($1)', [PRISMA_ADVISORY_LOCK]);
-    // Assigning the path (to itself, for this transaction) makes the session resolve it again
-    // against the catalog as it is now: a session that resolved it before another boot's CREATE
-    // SCHEMA was seen to keep creating objects in the next schema of the path.
-    await tx.query("SELECT set_config('search_path', current_setting('search_path'), true)");
     const [where] = await tx.query<{ current: string | null; path: string }>("SELECT current_schema() AS current, current_setting('search_path') AS path");
     const wanted = /^\s*(?:"((?:[^"]|"")+)"|([^,\s]+))/.exec(where.path);
     // Quoted names are exact; unquoted ones are folded to lower case, as PostgreSQL does.

@@ -117,14 +117,36 @@ function splitSchema(url: string): { connectionString: string; schema?: string }
  * would silently fall through to public. Checked first (CREATE SCHEMA needs the CREATE privilege
  * even when the schema exists), then created under the migrations' advisory lock: concurrent
  * CREATE SCHEMA IF NOT EXISTS is not safe (a duplicate key on pg_namespace when processes boot together).
+ *
+ * On a connection of its own, closed before the pools open any: a pooled session that resolved
+ * its search_path while the schema did not exist yet was seen to keep resolving it without the
+ * schema, so its statements (the migrations among them) went to public.
  */
-async function ensureSchema(pool: pg.Pool, schema: string): Promise<void> {
-  const exists = async (client: pg.Pool | pg.PoolClient) => ((await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema])).rowCount ?? 0) > 0;
-  if (await exists(pool)) return;
-  await inTransaction(pool, async (client) => {
-    await client.query('SELECT pg_advisory_xact_lock($1)', [PRISMA_ADVISORY_LOCK]);
-    if (!(await exists(client))) await client.query(`CREATE SCHEMA ${quoteIdentifier(schema)}`);
-  });
+async function ensureSchema(connectionString: string, schema: string, observer: ConnectionObserver): Promise<void> {
+  const client = new pg.Client({ connectionString, application_name: 'protoprune-setup', connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+  client.on('error', (error) => observer.failed(error)); // a lost connection fails the query in flight, not the process
+  try {
+    await client.connect();
+  } catch (error) {
+    observer.failed(error);
+    throw error;
+  }
+  observer.connected();
+  try {
+    const exists = async () => ((await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema])).rowCount ?? 0) > 0;
+    if (await exists()) return;
+    await client.query('BEGIN');
+    try {
+      await client.query('SELECT pg_advisory_xact_lock($1)', [PRISMA_ADVISORY_LOCK]);
+      if (!(await exists())) await client.query(`CREATE SCHEMA ${quoteIdentifier(schema)}`);
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    }
+  } finally {
+    await client.end().catch(() => undefined);
+  }
 }
 
 /** Runs `fn` in one transaction on a pooled connection; a connection whose ROLLBACK failed is discarded. */
@@ -179,7 +201,7 @@ export async function openNative(url: string, poolMax: number, observer: Connect
   observe(pool, observer);
   observe(controlPool, observer);
   try {
-    if (schema) await ensureSchema(pool, schema);
+    if (schema) await ensureSchema(connectionString, schema, observer);
   } catch (error) {
     await Promise.all([pool.end(), controlPool.end()]).catch(() => undefined);
     throw error;
