@@ -21,7 +21,6 @@ import { pino } from 'pino';
 import { createDataset, getDataset } from '../src/service/datasets.js';
 import { watchJob, type JobView } from '../src/service/jobs.js';
 import { requestRefit } from '../src/service/refit.js';
-import { lacksScore } from '../src/store/items.js';
 import { startServiceLayer, type ServiceLayer } from '../src/service/runtime.js';
 import { openDatabase } from '../src/store/open.js';
 import { Flags } from './lib/args.js';
@@ -111,11 +110,6 @@ async function main(): Promise<void> {
       busy.push(await timedRefit(layer, LATE, data, r));
       log(`refit with ${LATE} items arriving ${r + 1}: ${busy[r].seconds.toFixed(2)} s (${busy[r].arrivedWhileRunning} arrived while it ran)`);
     }
-    const dataset = await getDataset(layer.ctx, 'target');
-    const plan = await db.query<{ 'QUERY PLAN': string }>(
-      `EXPLAIN SELECT id FROM items WHERE dataset_id = $1 AND ${lacksScore(dataset.activeVersion! + 1)}`,
-      [dataset.id],
-    );
     const q = median(quiet);
     const b = median(busy.map((x) => x.seconds));
     console.log(`\nrefit with late items — ${os.availableParallelism()} cores (shared by PostgreSQL, the service and the ingesting client), item_scores ${scoreRows.toLocaleString('en')} rows of another dataset`);
@@ -124,7 +118,6 @@ async function main(): Promise<void> {
     console.log(`| quiet | ${quiet.map((x) => x.toFixed(2)).join(', ')} | ${q.toFixed(2)} |`);
     console.log(`| ${LATE.toLocaleString('en')} items ingested during it | ${busy.map((x) => `${x.seconds.toFixed(2)} (${x.arrivedWhileRunning} arrived)`).join(', ')} | ${b.toFixed(2)} |`);
     console.log(`\nratio ${(b / q).toFixed(2)}× (target ≤ 2×)`);
-    console.log(`late-item query plan:\n${plan.map((p) => `  ${p['QUERY PLAN']}`).join('\n')}`);
   } finally {
     await layer.stop();
     await db.close();

@@ -23,6 +23,8 @@ export interface Config {
     /** Lease of a running job (JOB_STALE_MS). */
     staleMs: number;
     annIndexBatch: number;
+    /** Bytes the sample a refit fits on may take (REFIT_SAMPLE_MB). */
+    refitSampleBytes: number;
     /** Transient database errors: retries, first and longest backoff. */
     retry: { limit: number; baseMs: number; maxMs: number };
   };
@@ -225,6 +227,7 @@ export function loadConfig(env: Env = process.env): Config {
       pollMs: v.JOB_POLL_MS as number,
       staleMs: v.JOB_STALE_MS as number,
       annIndexBatch: v.ANN_INDEX_BATCH as number,
+      refitSampleBytes: (v.REFIT_SAMPLE_MB as number) * 1024 * 1024,
       retry: { limit: v.JOB_RETRY_LIMIT as number, baseMs: v.JOB_RETRY_BASE_MS as number, maxMs: v.JOB_RETRY_MAX_MS as number },
     },
     api: {

@@ -98,6 +98,13 @@ export const VARIABLES = {
   },
   JOB_RETRY_BASE_MS: { kind: 'int', default: 1000, min: 0, max: 3600000, doc: 'Wait before the first such retry; doubled for each further one.' },
   JOB_RETRY_MAX_MS: { kind: 'int', default: 60000, min: 0, max: 3600000, doc: 'Longest wait between such retries.' },
+  REFIT_SAMPLE_MB: {
+    kind: 'int',
+    default: 512,
+    min: 1,
+    max: 65536,
+    doc: 'Most memory the sample a refit fits on may take: a refit reads about 256 items per centroid (faiss\'s rule), fewer when their vectors would exceed this; assignment and rescoring then stream over every item in bounded pages, so a refit\'s memory does not grow with the dataset.',
+  },
   ANN_INDEX_BATCH: {
     kind: 'int',
     default: 200,

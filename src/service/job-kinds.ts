@@ -12,7 +12,11 @@ export interface RefitResult {
   previousVersion: number | null;
   /** Absent only when a resumed cleanup found its set already gone. */
   k?: number;
+  /** Items the set was scored over (all of the dataset's at the switch). */
   fitItems?: number;
+  /** Items the fit itself read (a sample of a large dataset). */
+  sampleItems?: number;
+  /** Mean cosine distance of every item to its nearest centroid. */
   objective?: number | null;
   /** Phase durations in milliseconds (readMs, fitMs, rescoreWriteMs, switchMs, totalMs). */
   timings: Record<string, number>;
@@ -37,30 +41,69 @@ export interface IngestPayload {
   transport: string;
 }
 
+/** One part of a refit's rescore: the dataset's items with ids in [from, to), scored under `version`. */
+export interface RescorePart {
+  version: number;
+  /** Item ids as decimal strings (bigserial values). */
+  from: string;
+  to: string;
+}
+
+/** What a rescore part reports back: items scored, per cluster, and their summed distance. */
+export interface RescorePartResult {
+  n: number;
+  counts: number[];
+  distanceSum: number;
+}
+
 /**
  * Every kind of job, each with its params (stored on the row), its result (merged into the row
- * as the job goes) and its payload: what only the submitting process holds (`undefined` for a
- * kind whose row is all it needs, so it can be queued and resumed by any worker).
+ * as the job goes), its payload: what only the submitting process holds (`undefined` for a kind
+ * whose row is all it needs, so it can be queued and resumed by any worker), and its parts: the
+ * pieces any replica's worker can claim while the job runs (`never` for a kind that has none).
  */
 export interface JobKinds {
-  refit: { params: { reason: string }; result: RefitResult; payload: undefined };
-  ingest: { params: { items: number; transport: string }; result: IngestJobResult; payload: IngestPayload };
+  refit: { params: { reason: string }; result: RefitResult; payload: undefined; part: RescorePart; partResult: RescorePartResult };
+  ingest: { params: { items: number; transport: string }; result: IngestJobResult; payload: IngestPayload; part: never; partResult: never };
 }
 
 export type JobKind = keyof JobKinds;
 export type JobParams<K extends JobKind> = JobKinds[K]['params'];
 export type JobResult<K extends JobKind> = JobKinds[K]['result'];
 export type JobPayload<K extends JobKind> = JobKinds[K]['payload'];
+export type JobPart<K extends JobKind> = JobKinds[K]['part'];
+export type JobPartResult<K extends JobKind> = JobKinds[K]['partResult'];
+/** The kinds whose jobs have parts. */
+export type PartedJobKind = { [K in JobKind]: [JobPart<K>] extends [never] ? never : K }[JobKind];
 
 type FieldType = 'number' | 'string' | 'object' | 'number-or-null';
 
 /** The type of each result field, for reading a stored result back (listing a field twice or missing one does not compile). */
 const RESULT_FIELDS: { [K in JobKind]: Record<keyof JobResult<K>, FieldType> } = {
-  refit: { version: 'number', snapshotAt: 'string', previousVersion: 'number-or-null', k: 'number', fitItems: 'number', objective: 'number-or-null', timings: 'object' },
+  refit: { version: 'number', snapshotAt: 'string', previousVersion: 'number-or-null', k: 'number', fitItems: 'number', sampleItems: 'number', objective: 'number-or-null', timings: 'object' },
   ingest: { counts: 'object', errors: 'object', prototypeVersion: 'number-or-null', scheduledJobIds: 'object' },
 };
 
 export const JOB_KINDS = Object.keys(RESULT_FIELDS) as JobKind[];
+
+/** The type of each part field (as RESULT_FIELDS; a part row missing one is refused). */
+const PART_FIELDS: { [K in PartedJobKind]: Record<keyof JobPart<K>, FieldType> } = {
+  refit: { version: 'number', from: 'string', to: 'string' },
+};
+
+export const PARTED_JOB_KINDS = Object.keys(PART_FIELDS) as PartedJobKind[];
+
+export function hasParts(kind: string): kind is PartedJobKind {
+  return Object.hasOwn(PART_FIELDS, kind);
+}
+
+/** Reads a stored part's params as a part of `kind`; throws when a field is missing or of another type. */
+export function partOf<K extends PartedJobKind>(kind: K, params: Record<string, unknown>): JobPart<K> {
+  for (const [field, type] of Object.entries(PART_FIELDS[kind] as Record<string, FieldType>)) {
+    if (!hasType(params[field], type)) throw new Error(`a ${kind} part has no valid ${field}`);
+  }
+  return params as unknown as JobPart<K>;
+}
 
 export function isJobKind(kind: string): kind is JobKind {
   return Object.hasOwn(RESULT_FIELDS, kind);

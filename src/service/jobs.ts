@@ -2,22 +2,46 @@ import type { Logger } from 'pino';
 import { cancelTransaction, transactionIdentity, type Database, type Sql, type TransactionIdentity } from '../store/database.js';
 import { findDatasetById, isUuid, lockDataset, type DatasetRow } from '../store/datasets.js';
 import {
+  claimJobPart,
   claimNextJob,
+  countJobParts,
   enqueueJob,
+  failJobPart,
+  finishJobPart,
+  holdPart,
   finishJob,
   getJob,
   holdLease,
   insertRunningJob,
   LeaseLostError,
+  PartLostError,
+  releaseJobPart,
   renewLease,
   reportProgress,
   requeueExpiredJobs,
   type JobLease,
   type JobOutcome,
+  type JobPartRow,
   type JobRow,
+  type PartLease,
 } from '../store/jobs.js';
 import { classifyDatabaseError, ServiceError } from './errors.js';
-import { isJobKind, JOB_KINDS, jobOf, type Job, type JobKind, type JobParams, type JobPayload, type JobResult } from './job-kinds.js';
+import {
+  hasParts,
+  isJobKind,
+  JOB_KINDS,
+  jobOf,
+  PARTED_JOB_KINDS,
+  partOf,
+  type Job,
+  type JobKind,
+  type JobParams,
+  type JobPart,
+  type JobPartResult,
+  type JobPayload,
+  type JobResult,
+  type PartedJobKind,
+} from './job-kinds.js';
 
 /** Why a run was told to stop: the process shuts down, or another worker took its job over. */
 export type AbortReason = 'shutdown' | 'lease-lost';
@@ -48,10 +72,35 @@ export interface JobRun {
   read<T>(fn: (tx: Sql) => Promise<T>): Promise<T>;
   /** The lease check for a transaction opened elsewhere; call it before the transaction's first write. */
   fence(tx: Sql): Promise<void>;
+  /**
+   * Works on the job's parts (created with createJobParts) until every one is done: claims them
+   * one by one like any replica's worker does (the others' workers share the work meanwhile),
+   * telling `onProgress` the parts done so far after each. Throws when a part failed, or on abort.
+   */
+  runParts(onProgress: (done: number, total: number) => Promise<void>): Promise<void>;
 }
 
-/** A run as its worker holds it: the handler's view plus the lease's lifecycle. */
-export interface LeasedRun extends JobRun {
+/** What a part's handler gets: the part's claim, and the one transaction that writes its work. */
+export interface PartRun {
+  lease: PartLease;
+  /** Aborted on shutdown. */
+  signal: AbortSignal;
+  /**
+   * Runs `fn` in a transaction that first checks and locks the part's claim, and marks the part
+   * done with `result` in the same transaction: a part's work is written once, by the claim that
+   * holds it (PartLostError otherwise).
+   */
+  finish(fn: (tx: Sql) => Promise<void>, result: object): Promise<void>;
+}
+
+/** A parted kind's part handler: does the part's work and ends with `run.finish`. */
+export type JobPartHandler<K extends PartedJobKind> = (job: { id: string; datasetId: string | null; kind: K }, part: JobPart<K>, run: PartRun) => Promise<JobPartResult<K>>;
+
+/** One part handler per kind with parts. */
+export type JobPartHandlers = { [K in PartedJobKind]: JobPartHandler<K> };
+
+/** A run as its worker holds it: the handler's view (without parts, which the worker adds) plus the lease's lifecycle. */
+export interface LeasedRun extends Omit<JobRun, 'runParts'> {
   abort(reason: AbortReason): void;
   /** Ends the run (fenced like every write; works after an abort). */
   finish(outcome: JobOutcome): Promise<void>;
@@ -235,6 +284,8 @@ export type RunEnd = 'succeeded' | 'failed' | 'interrupted' | 'retried' | 'lost'
 export interface JobWorkerOptions extends LeaseTiming {
   /** How often an idle worker looks for queued jobs (a wake() is immediate). */
   pollMs: number;
+  /** How often a job waiting on parts other workers hold looks again (default 100 ms). */
+  partPollMs?: number;
   retry: RetryPolicy;
   /** Work to do when no job is queued (e.g. catching the ANN index up); returns whether it did any. */
   idleWork?: () => Promise<boolean>;
@@ -281,19 +332,25 @@ export class JobWorker {
   /** Submissions whose row is still being created: stop() waits for them, then for their runs. */
   private readonly submitting = new Set<Promise<unknown>>();
 
+  /** Aborted by stop(): a part in progress stops (and is given back) with the worker. */
+  private partsAbort = new AbortController();
+
   constructor(
     private readonly db: Database,
     private readonly logger: Logger,
     private readonly handlers: JobHandlers,
+    private readonly partHandlers: JobPartHandlers,
     private readonly options: JobWorkerOptions,
   ) {
-    const missing = JOB_KINDS.filter((kind) => typeof handlers[kind] !== 'function');
+    const missing: string[] = JOB_KINDS.filter((kind) => typeof handlers[kind] !== 'function');
+    missing.push(...PARTED_JOB_KINDS.filter((kind) => typeof partHandlers[kind] !== 'function').map((kind) => `${kind} (parts)`));
     if (missing.length > 0) throw new Error(`the job worker has no handler for job kind ${missing.join(', ')}`);
   }
 
   start(): void {
     if (this.running) return;
     this.running = true;
+    this.partsAbort = new AbortController();
     this.loop = this.run();
   }
 
@@ -309,6 +366,7 @@ export class JobWorker {
   async stop(): Promise<void> {
     if (!this.running) return;
     this.running = false;
+    this.partsAbort.abort();
     this.current?.abort('shutdown');
     for (const { run } of this.submitted.values()) run.abort('shutdown');
     this.wake();
@@ -345,6 +403,12 @@ export class JobWorker {
         if (this.db.backend === 'native') {
           const requeued = await requeueExpiredJobs(this.db, this.options.leaseMs);
           if (requeued > 0) this.logger.warn({ requeued }, 're-queued jobs whose lease expired');
+        }
+        // Parts first: they belong to jobs already running, which wait for them.
+        const part = await claimJobPart(this.db, this.options.leaseMs);
+        if (part) {
+          await this.executePart(part, this.partsAbort.signal);
+          continue;
         }
         const job = await claimNextJob(this.db, this.options.leaseMs);
         if (job) {
@@ -397,7 +461,7 @@ export class JobWorker {
       try {
         // The handler of the row's own kind, with the payload submitted for that kind.
         const handler = this.handlers[kind] as JobHandler<JobKind>;
-        result = await handler(jobOf(kind, job), run, payload);
+        result = await handler(jobOf(kind, job), this.jobRun(job, run), payload);
       } catch (error) {
         await this.settle(job, run, log, started, error, durable);
         return;
@@ -410,6 +474,73 @@ export class JobWorker {
       await this.end(job, run, log, started, { state: 'succeeded', result }, 'succeeded', result);
     } finally {
       run.close();
+    }
+  }
+
+  /** The handler's view of a run of `job`: the lease's, plus its parts run through this worker. */
+  jobRun(job: JobRow, run: LeasedRun): JobRun {
+    return { ...run, runParts: (onProgress) => this.runParts(job, run, onProgress) };
+  }
+
+  /** JobRun.runParts of `run`: this job's parts, claimed one by one, until all are done. */
+  private async runParts(job: JobRow, run: LeasedRun, onProgress: (done: number, total: number) => Promise<void>): Promise<void> {
+    const pollMs = this.options.partPollMs ?? 100;
+    for (;;) {
+      if (run.signal.aborted) throw new JobAbortedError(run.abortReason()!);
+      const part = await claimJobPart(this.db, this.options.leaseMs, job.id);
+      if (part) await this.executePart(part, run.signal);
+      if (run.signal.aborted) throw new JobAbortedError(run.abortReason()!);
+      const { total, done, failed } = await countJobParts(this.db, job.id);
+      await onProgress(done, total);
+      if (failed) throw new Error(`part ${failed.part} of the job failed: ${failed.error}`);
+      if (done === total) return;
+      if (!part) await new Promise((resolve) => setTimeout(resolve, pollMs)); // the open parts are other workers'
+    }
+  }
+
+  /**
+   * Runs one claimed part. A part whose claim was lost wrote nothing and is someone else's; one
+   * stopped by an abort or a transient database error goes back to the queue; any other error
+   * fails the part, and its job with it.
+   */
+  private async executePart(row: JobPartRow, signal: AbortSignal): Promise<void> {
+    const lease: PartLease = { jobId: row.jobId, part: row.part, token: row.token };
+    const log = this.logger.child({ jobId: row.jobId, kind: row.kind, part: row.part, claim: row.token });
+    const run: PartRun = {
+      lease,
+      signal,
+      finish: (fn, result) =>
+        this.db.transaction(async (tx) => {
+          // An abort cancels the write in flight (it may wait behind a lock for long), as a job run's.
+          const self = this.db.backend === 'native' ? await transactionIdentity(tx) : undefined;
+          const cancel = () => void (self && cancelTransaction(this.db.control, self).catch(() => undefined));
+          signal.addEventListener('abort', cancel);
+          try {
+            if (signal.aborted) throw new JobAbortedError('shutdown');
+            await holdPart(tx, lease);
+            await fn(tx);
+            await finishJobPart(tx, lease, result);
+          } finally {
+            signal.removeEventListener('abort', cancel);
+          }
+        }),
+    };
+    try {
+      if (!hasParts(row.kind)) throw new Error(`job kind ${row.kind} has no parts`);
+      const kind = row.kind;
+      const handler = this.partHandlers[kind] as JobPartHandler<PartedJobKind>;
+      await handler({ id: row.jobId, datasetId: row.datasetId, kind }, partOf(kind, row.params), run);
+    } catch (error) {
+      if (error instanceof PartLostError) {
+        log.warn('job part taken over by another worker; this run wrote nothing');
+      } else if (signal.aborted || error instanceof JobAbortedError || isTransientDbError(error)) {
+        await releaseJobPart(this.db, lease).catch(() => undefined); // else it waits for its lease to expire
+        // The caller sees its own abort (and its reason) when it looks at its signal next.
+        if (!signal.aborted) log.warn({ err: error }, 'job part hit a transient error; given back to the queue');
+      } else {
+        log.error({ err: error }, 'job part failed');
+        await failJobPart(this.db, lease, messageOf(error)).catch(() => undefined);
+      }
     }
   }
 

@@ -2,25 +2,44 @@ import { defaultK, fitKMeans } from '../core/kmeans.js';
 import { scoresFromSimilarity } from '../core/scores.js';
 import { relabelPending } from '../store/ann-index.js';
 import { clockAfterDatasetLock, findDatasetById, switchActiveVersion } from '../store/datasets.js';
-import { readDatasetEmbeddings, type EmbeddingFilter } from '../store/items.js';
-import { mergeJobResult } from '../store/jobs.js';
+import type { Sql } from '../store/database.js';
+import { itemIdRange, readDatasetEmbeddings, sampleDatasetEmbeddings } from '../store/items.js';
+import { createJobParts, deleteJobParts, mergeJobResult, readJobPartResults } from '../store/jobs.js';
 import {
   dropSupersededPrototypeSets,
   findPrototypeSetRow,
   insertPrototypeSet,
   loadPrototypeSet,
   nextPrototypeVersion,
+  recordFullFit,
   type PrototypeSet,
 } from '../store/prototypes.js';
 import { copyScores, dropSupersededScores, upsertScores } from '../store/scores.js';
 import type { ServiceContext } from './context.js';
 import { getDataset, toDataset, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
-import type { Job, RefitResult } from './job-kinds.js';
-import { jobView, JobAbortedError, queueJob, type JobRun, type JobView } from './jobs.js';
+import type { Job, RefitResult, RescorePart, RescorePartResult } from './job-kinds.js';
+import { jobView, JobAbortedError, queueJob, type JobRun, type JobView, type PartRun } from './jobs.js';
 
-/** Rows per COPY of new-version scores; each chunk is one progress step. */
-const RESCORE_CHUNK = 50_000;
+/** How a refit bounds its memory and splits its rescore (RefitOptions' defaults). */
+export const REFIT_DEFAULTS = {
+  /** Sample points per centroid the fit reads at most (faiss's max_points_per_centroid). */
+  samplePerCentroid: 256,
+  /** Bytes of sampled vectors the fit holds at most (REFIT_SAMPLE_MB). */
+  sampleBytes: 512 * 1024 * 1024,
+  /** Items per rescore part: a part is one claim, one fenced write. */
+  partItems: 100_000,
+  /** Items per read within a part (vectors held at once). */
+  pageItems: 20_000,
+};
+
+export type RefitOptions = typeof REFIT_DEFAULTS;
+
+/** Points the fit reads: all when few, else ~samplePerCentroid per centroid within the byte budget, never fewer than k. */
+export function fitSampleSize(n: number, k: number, dim: number, options: RefitOptions = REFIT_DEFAULTS): number {
+  const byBudget = Math.floor(options.sampleBytes / (dim * 4));
+  return Math.min(n, Math.max(k, Math.min(options.samplePerCentroid * k, byBudget)));
+}
 
 /** Queues a full refit of the dataset's prototypes (or returns the one already queued or running). */
 export async function requestRefit(ctx: ServiceContext, datasetName: string): Promise<JobView> {
@@ -52,42 +71,106 @@ async function dropSuperseded(run: JobRun, datasetId: string, mine: number, prev
   });
 }
 
-/** Writes scores of `version` in chunks of RESCORE_CHUNK, each its own fenced COPY and progress step. */
-async function writeScoresInChunks(run: JobRun, datasetId: string, version: number, ids: BigInt64Array, scores: Float32Array, clusters: Int32Array, phase: string) {
-  for (let from = 0; from < ids.length; from += RESCORE_CHUNK) {
-    const to = Math.min(ids.length, from + RESCORE_CHUNK);
-    await run.write((tx) => copyScores(tx, datasetId, version, ids, scores, clusters, from, to));
-    await run.progress(phase, to, ids.length);
+/**
+ * The rescore's parts: ranges of item ids of about `partItems` items each (equal widths over the
+ * dataset's id range; ids of other datasets in between only make a range hold fewer).
+ */
+export function rescoreParts(version: number, range: { n: number; minId: bigint; maxId: bigint }, partItems: number): RescorePart[] {
+  const parts = Math.max(1, Math.ceil(range.n / partItems));
+  const span = range.maxId - range.minId + 1n;
+  const out: RescorePart[] = [];
+  for (let p = 0; p < parts; p++) {
+    const from = range.minId + (span * BigInt(p)) / BigInt(parts);
+    const to = range.minId + (span * BigInt(p + 1)) / BigInt(parts);
+    if (to > from) out.push({ version, from: String(from), to: String(to) });
   }
-}
-
-/** Scores the dataset's items of `filter` against `set` and writes them as the set's version (binary COPY). */
-async function scoreAndCopy(ctx: ServiceContext, dataset: Dataset, set: PrototypeSet, filter: EmbeddingFilter, run: JobRun, phase: string) {
-  const dim = dataset.dimension;
-  const matrix = await run.read((tx) => readDatasetEmbeddings(tx, dataset.id, dim, filter));
-  for (let from = 0; from < matrix.n; from += RESCORE_CHUNK) {
-    const to = Math.min(matrix.n, from + RESCORE_CHUNK);
-    const nearest = await ctx.kernel.nearest(matrix.vectors.subarray(from * dim, to * dim), to - from, set.centroids, set.k, dim);
-    const ids = matrix.ids.subarray(from, to);
-    await run.write((tx) => copyScores(tx, dataset.id, set.version, ids, scoresFromSimilarity(nearest.similarity), nearest.cluster));
-    await run.progress(phase, to, matrix.n);
-  }
-  return matrix.n;
+  return out;
 }
 
 /**
- * The refit job: full spherical k-means over every stored embedding, stored as a new prototype
- * version; every item rescored for that version beside the active one; then one short transaction
- * (holding the dataset lock, so no ingest interleaves) scores the items that arrived meanwhile and
- * switches the active version. Readers see all-old or all-new scores, never a mix.
- *
- * Crash safety: the new set is stored together with a checkpoint in the job, and scores are only
- * ever added for a version that is not active yet. A restarted job finds the checkpoint, keeps the
- * fitted set and scores only the items still missing — no manual cleanup, and the previous version
- * serves meanwhile. Every write is fenced by the run's lease (JobRun.write): a run whose job was
- * taken over writes nothing more, so two runs of one refit never both switch or clean up.
+ * Scores the dataset's items written after `since` under `set` (upserting: one rescored by a part
+ * before it was replaced holds its old embedding's score), a page at a time.
  */
-export async function runRefit(ctx: ServiceContext, job: Job<'refit'>, run: JobRun): Promise<RefitResult> {
+async function rescoreChanged(ctx: ServiceContext, tx: Sql | null, run: JobRun, dataset: Dataset, set: PrototypeSet, since: string, pageItems: number): Promise<number> {
+  let afterId: bigint | undefined;
+  let scored = 0;
+  for (;;) {
+    const filter = { changedAfter: since, afterId, limit: pageItems };
+    const page = tx ? await readDatasetEmbeddings(tx, dataset.id, dataset.dimension, filter) : await run.read((t) => readDatasetEmbeddings(t, dataset.id, dataset.dimension, filter));
+    if (page.n === 0) return scored;
+    const nearest = await ctx.kernel.nearest(page.vectors, page.n, set.centroids, set.k, dataset.dimension);
+    const write = (t: Sql) => upsertScores(t, dataset.id, set.version, Array.from(page.ids), scoresFromSimilarity(nearest.similarity), nearest.cluster);
+    await (tx ? write(tx) : run.write(write));
+    scored += page.n;
+    afterId = page.ids[page.n - 1];
+    if (page.n < pageItems) return scored;
+  }
+}
+
+/** Full-data counts and objective (mean distance to the nearest centroid) from the parts' reports. */
+function foldPartResults(results: readonly Record<string, unknown>[], k: number): { n: number; counts: Int32Array; objective: number | null } {
+  const counts = new Int32Array(k);
+  let n = 0;
+  let distanceSum = 0;
+  for (const r of results as unknown as RescorePartResult[]) {
+    n += r.n;
+    distanceSum += r.distanceSum;
+    r.counts.forEach((c, cluster) => (counts[cluster] += c));
+  }
+  return { n, counts, objective: n > 0 ? distanceSum / n : null };
+}
+
+/**
+ * Reads the fit's sample (every item when few) and fits k-means on it. The sample is dropped when
+ * this returns: only the centroids go on.
+ */
+async function fitOnSample(ctx: ServiceContext, run: JobRun, dataset: Dataset, n: number, k: number, options: RefitOptions, timings: Record<string, number>) {
+  const { settings } = dataset;
+  const dim = dataset.dimension;
+  const started = Date.now();
+  const wanted = fitSampleSize(n, k, dim, options);
+  let sample =
+    wanted >= n
+      ? await run.read((tx) => readDatasetEmbeddings(tx, dataset.id, dim))
+      : await run.read((tx) => sampleDatasetEmbeddings(tx, dataset.id, dim, wanted / n, settings.seed));
+  // A Bernoulli sample can come out a little short of k: the first items make up for it then.
+  if (sample.n < k && wanted < n) sample = await run.read((tx) => readDatasetEmbeddings(tx, dataset.id, dim, { limit: Math.max(k, wanted) }));
+  if (sample.n === 0) throw new ServiceError('conflict', 'NO_ITEMS', `dataset ${dataset.name} has no items to fit`);
+  timings.readMs = Date.now() - started;
+  const fitStarted = Date.now();
+  const fit = await fitKMeans(sample.vectors, sample.n, dim, {
+    k: Math.min(k, sample.n),
+    seed: settings.seed,
+    kernel: ctx.kernel,
+    maxIterations: settings.maxIterations,
+    tolerance: settings.tolerance,
+    onProgress: (p) => {
+      if (run.signal.aborted) throw new JobAbortedError(run.abortReason()!);
+      // Large samples first converge on a smaller one ("warm-up"), then iterate over the whole sample.
+      void run.progress(p.phase === 'warmup' ? 'fit-warmup' : 'fit', p.iteration, settings.maxIterations).catch(() => undefined);
+    },
+  });
+  timings.fitMs = Date.now() - fitStarted;
+  return { fit, sampleSize: sample.n };
+}
+
+/**
+ * The refit job: spherical k-means on a sample of the stored embeddings (all of them when few;
+ * else about REFIT_DEFAULTS.samplePerCentroid per centroid within a byte budget: memory does not
+ * grow with the dataset), stored as a new prototype version; every item rescored for that version
+ * beside the active one, in parts any replica's worker claims (rescorePart: read a range of items
+ * a page at a time → nearest centroid → COPY); then one short transaction (holding the dataset
+ * lock, so no ingest interleaves) scores the items that arrived meanwhile and switches the active
+ * version. Readers see all-old or all-new scores, never a mix.
+ *
+ * Crash safety: the new set is stored together with a checkpoint in the job and the rescore's
+ * parts, and scores are only ever added for a version that is not active yet. A restarted job
+ * finds the checkpoint, keeps the fitted set and works on the parts still open — no manual
+ * cleanup, and the previous version serves meanwhile. Every write is fenced by the run's lease
+ * (JobRun.write) or the part's claim: a run whose job was taken over writes nothing more, so two
+ * runs of one refit never both switch or clean up, and each part is written once.
+ */
+export async function runRefit(ctx: ServiceContext, job: Job<'refit'>, run: JobRun, options: RefitOptions = REFIT_DEFAULTS): Promise<RefitResult> {
   const { db } = ctx;
   const row = await findDatasetById(db, job.datasetId!);
   if (!row) throw new ServiceError('not_found', 'DATASET_NOT_FOUND', `dataset ${job.datasetId} was deleted`);
@@ -97,77 +180,64 @@ export async function runRefit(ctx: ServiceContext, job: Job<'refit'>, run: JobR
   const started = Date.now();
   const timings: Record<string, number> = {};
   const checkpointVersion = job.result.version ?? null;
-  // Items written after this instant were not seen by the fit and are scored before the switch.
+  // Items written after this instant may have been missed by the parts and are rescored before the switch.
   let snapshotAt = job.result.snapshotAt ?? null;
   let setRow = checkpointVersion !== null ? await findPrototypeSetRow(db, dataset.id, checkpointVersion) : undefined;
   let set: PrototypeSet;
-  let fitObjective: number | null = null;
+  let sampleItems = job.result.sampleItems;
 
   if (checkpointVersion !== null && job.result.previousVersion !== undefined) {
     // The switch committed (it records previousVersion) before the run ended: only the cleanup was left.
     const previous = job.result.previousVersion;
     await run.progress('cleanup', 0, 1);
     await dropSuperseded(run, dataset.id, checkpointVersion, previous);
-    return { version: checkpointVersion, previousVersion: previous, k: setRow?.k, fitItems: setRow?.fitItems, objective: setRow?.objective, timings };
+    await run.write((tx) => deleteJobParts(tx, job.id));
+    return { version: checkpointVersion, previousVersion: previous, k: setRow?.k, fitItems: setRow?.fitItems, sampleItems, objective: setRow?.objective, timings };
   }
-  const resumed = setRow !== undefined && snapshotAt !== null;
-  if (resumed) {
-    set = await loadPrototypeSet(db, setRow!, dim);
+  if (setRow !== undefined && snapshotAt !== null) {
+    set = await loadPrototypeSet(db, setRow, dim);
     ctx.logger.info({ jobId: job.id, version: set.version }, 'resuming refit from its checkpoint');
   } else {
     await run.progress('read', 0, 1);
     snapshotAt = await takeSnapshotTime(run, dataset.id);
-    const matrix = await run.read((tx) => readDatasetEmbeddings(tx, dataset.id, dim));
-    timings.readMs = Date.now() - started;
-    if (matrix.n === 0) throw new ServiceError('conflict', 'NO_ITEMS', `dataset ${dataset.name} has no items to fit`);
-    const k = Math.min(matrix.n, dataset.k ?? Math.min(settings.maxK, defaultK(matrix.n)));
-    const fitStarted = Date.now();
-    const fit = await fitKMeans(matrix.vectors, matrix.n, dim, {
-      k,
-      seed: settings.seed,
-      kernel: ctx.kernel,
-      maxIterations: settings.maxIterations,
-      tolerance: settings.tolerance,
-      onProgress: (p) => {
-        if (run.signal.aborted) throw new JobAbortedError(run.abortReason()!);
-        // Large datasets first converge on a sample ("warm-up"), then iterate over every item.
-        void run.progress(p.phase === 'warmup' ? 'fit-warmup' : 'fit', p.iteration, settings.maxIterations).catch(() => undefined);
-      },
-    });
-    timings.fitMs = Date.now() - fitStarted;
-    fitObjective = fit.objectiveHistory[fit.objectiveHistory.length - 1];
+    const range = await run.read((tx) => itemIdRange(tx, dataset.id));
+    if (!range) throw new ServiceError('conflict', 'NO_ITEMS', `dataset ${dataset.name} has no items to fit`);
+    const k = Math.min(range.n, dataset.k ?? Math.min(settings.maxK, defaultK(range.n)));
+    const { fit, sampleSize } = await fitOnSample(ctx, run, dataset, range.n, k, options, timings);
+    sampleItems = sampleSize;
+    const fitObjective = fit.objectiveHistory[fit.objectiveHistory.length - 1];
     // Under the dataset's lock: the insert's foreign key locks the dataset row, which must come
-    // before the job row (the order of a dataset deletion).
+    // before the job row (the order of a dataset deletion). The parts are created with the set.
     const version = await run.writeLocked(dataset.id, async (tx) => {
       const v = await nextPrototypeVersion(tx, dataset.id);
-      await insertPrototypeSet(tx, { datasetId: dataset.id, version: v, k, dim, centroids: fit.centroids, counts: fit.counts, objective: fitObjective!, fitItems: matrix.n });
-      await mergeJobResult(tx, run.lease, { version: v, snapshotAt });
+      await insertPrototypeSet(tx, { datasetId: dataset.id, version: v, k: fit.k, dim, centroids: fit.centroids, counts: fit.counts, objective: fitObjective, fitItems: sampleItems! });
+      await createJobParts(tx, job.id, rescoreParts(v, range, options.partItems));
+      await mergeJobResult(tx, run.lease, { version: v, snapshotAt, sampleItems });
       return v;
     });
     setRow = (await findPrototypeSetRow(db, dataset.id, version))!;
     set = { ...setRow, dim, centroids: fit.centroids, fitCentroids: fit.centroids, counts: fit.counts };
-    const writeStarted = Date.now();
-    await writeScoresInChunks(run, dataset.id, version, matrix.ids, scoresFromSimilarity(fit.similarity), fit.cluster, 'rescore');
-    timings.rescoreWriteMs = Date.now() - writeStarted;
   }
 
-  // Items the fit did not see are scored now, outside the lock, so the switch below stays short:
-  // those written since the snapshot (a replaced item lost its pending score), and for a resumed
-  // job everything its crashed predecessor never wrote. Whatever is written after `lateSince` is
-  // scored inside the switch.
+  // The rescore, in parts: this run works on them beside every other replica's worker.
+  const rescoreStarted = Date.now();
+  await run.runParts((done, total) => run.progress('rescore', done, total));
+  timings.rescoreWriteMs = Date.now() - rescoreStarted;
+  const full = foldPartResults(await readJobPartResults(db, job.id), set.k);
+
+  // Items written since the snapshot may have been read by their part before they were written
+  // (or replaced): they are scored again now, outside the lock, so the switch below stays short.
+  // Whatever is written after `lateSince` is scored inside the switch.
   const lateSince = await takeSnapshotTime(run, dataset.id);
-  const unseen: EmbeddingFilter = resumed ? { unscoredIn: set.version } : { changedAfter: snapshotAt!, unscoredIn: set.version };
-  await scoreAndCopy(ctx, dataset, set, unseen, run, 'rescore');
+  await rescoreChanged(ctx, null, run, dataset, set, snapshotAt!, options.pageItems);
   const switchStarted = Date.now();
   const previous = await run.writeLocked(dataset.id, async (tx, locked) => {
     if (locked.activeVersion !== null && locked.activeVersion >= set.version) {
       throw new ServiceError('conflict', 'VERSION_SUPERSEDED', `dataset ${dataset.name} already serves version ${locked.activeVersion}, newer than this refit's ${set.version}`);
     }
-    const late = await readDatasetEmbeddings(tx, dataset.id, dim, { changedAfter: lateSince });
-    if (late.n > 0) {
-      const nearest = await ctx.kernel.nearest(late.vectors, late.n, set.centroids, set.k, dim);
-      await upsertScores(tx, dataset.id, set.version, Array.from(late.ids), scoresFromSimilarity(nearest.similarity), nearest.cluster);
-    }
+    await rescoreChanged(ctx, tx, run, dataset, set, lateSince, options.pageItems);
+    // The set's counts and objective over every item, not just the sample it was fitted on.
+    await recordFullFit(tx, set.setId, full.counts, full.objective, full.n);
     // Never backwards, whatever else ran: a version only replaces an older one.
     await switchActiveVersion(tx, dataset.id, set.version);
     await relabelPending(tx, dataset.id, set.version); // pending items' clusters under the new version (near-duplicate lookups)
@@ -178,6 +248,58 @@ export async function runRefit(ctx: ServiceContext, job: Job<'refit'>, run: JobR
   ctx.prototypes.forget(dataset.id);
   await run.progress('cleanup', 0, 1);
   await dropSuperseded(run, dataset.id, set.version, previous);
+  await run.write((tx) => deleteJobParts(tx, job.id));
   timings.totalMs = Date.now() - started;
-  return { version: set.version, previousVersion: previous, k: set.k, fitItems: set.fitItems, objective: fitObjective ?? set.objective, timings };
+  return { version: set.version, previousVersion: previous, k: set.k, fitItems: full.n, sampleItems, objective: full.objective, timings };
+}
+
+/**
+ * A rescore part: the dataset's items with ids in the part's range, read a page at a time, each
+ * scored against the part's version; all of the part's scores are written in one fenced COPY with
+ * the mark done, and it reports per-cluster counts and the summed distance back to its job.
+ */
+export async function rescorePart(ctx: ServiceContext, job: { id: string; datasetId: string | null }, part: RescorePart, run: PartRun, options: RefitOptions = REFIT_DEFAULTS): Promise<RescorePartResult> {
+  const row = job.datasetId ? await findDatasetById(ctx.db, job.datasetId) : undefined;
+  if (!row) throw new ServiceError('not_found', 'DATASET_NOT_FOUND', `dataset ${job.datasetId} was deleted`);
+  const dim = row.dimension;
+  const setRow = await findPrototypeSetRow(ctx.db, row.id, part.version);
+  if (!setRow) throw new ServiceError('not_found', 'VERSION_NOT_FOUND', `prototype version ${part.version} of dataset ${row.name} is gone`);
+  const set = await loadPrototypeSet(ctx.db, setRow, dim);
+  const ids: bigint[] = [];
+  const scoreChunks: Float32Array[] = [];
+  const clusterChunks: Int32Array[] = [];
+  const counts = new Array<number>(set.k).fill(0);
+  let distanceSum = 0;
+  let afterId = BigInt(part.from) - 1n;
+  for (;;) {
+    if (run.signal.aborted) throw new JobAbortedError('shutdown');
+    const page = await readDatasetEmbeddings(ctx.db, row.id, dim, { afterId, beforeId: BigInt(part.to), limit: options.pageItems });
+    if (page.n === 0) break;
+    const nearest = await ctx.kernel.nearest(page.vectors, page.n, set.centroids, set.k, dim);
+    const scores = scoresFromSimilarity(nearest.similarity);
+    for (let i = 0; i < page.n; i++) {
+      ids.push(page.ids[i]);
+      counts[nearest.cluster[i]]++;
+      distanceSum += scores[i];
+    }
+    scoreChunks.push(scores);
+    clusterChunks.push(nearest.cluster);
+    afterId = page.ids[page.n - 1];
+    if (page.n < options.pageItems) break;
+  }
+  const result: RescorePartResult = { n: ids.length, counts, distanceSum };
+  const scores = concat(Float32Array, scoreChunks, ids.length);
+  const clusters = concat(Int32Array, clusterChunks, ids.length);
+  await run.finish((tx) => copyScores(tx, row.id, part.version, BigInt64Array.from(ids), scores, clusters).then(() => undefined), result);
+  return result;
+}
+
+function concat<T extends Float32Array | Int32Array>(make: new (n: number) => T, chunks: readonly T[], n: number): T {
+  const out = new make(n);
+  let at = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, at);
+    at += chunk.length;
+  }
+  return out;
 }

@@ -8,13 +8,13 @@ import { indexPendingVectors } from './duplicates.js';
 import { JobWorker, type RetryPolicy } from './jobs.js';
 import { ingestHandler, startIngest } from './ingest-jobs.js';
 import type { Metrics } from '../metrics.js';
-import { runRefit } from './refit.js';
+import { REFIT_DEFAULTS, rescorePart, runRefit } from './refit.js';
 import { startEmbedder, type EmbedderOptions } from '../embedding/embedder.js';
 
 export interface ServiceLayerOptions {
   kernelThreads: number;
   /** `staleMs`: the lease of a running job (JOB_STALE_MS); `retry`: transient database errors (default: JOB_RETRY_*'s defaults). */
-  jobs: { pollMs: number; staleMs: number; annIndexBatch: number; retry?: RetryPolicy };
+  jobs: { pollMs: number; staleMs: number; annIndexBatch: number; retry?: RetryPolicy; refitSampleBytes?: number };
   /** The image encoder to load; null for a process that only takes precomputed embeddings. */
   embedding: EmbedderOptions | null;
   /** API keys required (default true); only an explicit configuration turns them off. */
@@ -42,6 +42,7 @@ export async function startServiceLayer(db: Database, logger: Logger, options: S
     baseMs: VARIABLES.JOB_RETRY_BASE_MS.default,
     maxMs: VARIABLES.JOB_RETRY_MAX_MS.default,
   };
+  const refit = { ...REFIT_DEFAULTS, sampleBytes: options.jobs.refitSampleBytes ?? REFIT_DEFAULTS.sampleBytes };
   const metrics = options.metrics;
   if (metrics) {
     embedder?.batcher.observe(({ size, ms }) => metrics.embeddingBatch(size, ms / 1000));
@@ -59,7 +60,8 @@ export async function startServiceLayer(db: Database, logger: Logger, options: S
   const worker = new JobWorker(
     db,
     logger,
-    { refit: (job, run) => runRefit(ctx, job, run), ingest: ingestHandler(ctx, { retry }) },
+    { refit: (job, run) => runRefit(ctx, job, run, refit), ingest: ingestHandler(ctx, { retry }) },
+    { refit: (job, part, run) => rescorePart(ctx, job, part, run, refit) },
     {
       pollMs: options.jobs.pollMs,
       leaseMs,

@@ -16,14 +16,18 @@ const INGEST_SCRATCH = `CREATE TEMP TABLE IF NOT EXISTS ingest_batch (
 /** PostgreSQL's binary timestamps count microseconds from 2000-01-01 UTC. */
 const PG_EPOCH_MICROS = 946_684_800_000_000n;
 
+/** SQLSTATE unique_violation. */
+const UNIQUE_VIOLATION = '23505';
+
 /**
  * Inserts or replaces a batch of items (external ids must be distinct). Must run inside a
- * transaction that holds the dataset lock, so no other writer touches these external ids. New items
- * (the common case) are copied straight into `items` with ids drawn from its sequence in one round
- * trip; replacements go through a scratch table and one UPDATE. `updated_at` is the database clock
- * read after the lock was taken (not the transaction's start), so it is later than any refit
- * snapshot taken before this transaction acquired the lock. Returns, in input order, each item's id
- * and whether it was new.
+ * transaction that holds the dataset lock, so no other writer touches these external ids. A batch
+ * of new items only (the common case) is copied straight into `items`, the unique index doing the
+ * existence check: only when that COPY hits an existing id is it rolled back (to a savepoint) and
+ * the batch split by looking its ids up — new ones copied, replacements through a scratch table
+ * and one UPDATE. `updated_at` is the database clock read after the lock was taken (not the
+ * transaction's start), so it is later than any refit snapshot taken before this transaction
+ * acquired the lock. Returns, in input order, each item's id and whether it was new.
  */
 export async function upsertItems(
   tx: Sql,
@@ -34,6 +38,18 @@ export async function upsertItems(
   metadata: readonly string[],
 ): Promise<UpsertedItem[]> {
   const n = externalIds.length;
+  // The lookup costs one index probe per id (~5 ms per 1,000) and, on a dataset growing faster than
+  // autovacuum analyses it, a plan that reads the whole dataset per batch: skipped when all are new.
+  await tx.exec('SAVEPOINT upsert_items');
+  try {
+    const ids = await copyNewItems(tx, datasetId, dim, Array.from({ length: n }, (_, i) => i), externalIds, vectors, metadata);
+    await tx.exec('RELEASE SAVEPOINT upsert_items');
+    return ids.map((itemId) => ({ itemId, inserted: true }));
+  } catch (error) {
+    if ((error as { code?: unknown } | null)?.code !== UNIQUE_VIOLATION) throw error;
+    await tx.exec('ROLLBACK TO SAVEPOINT upsert_items');
+  }
+
   const out = new Array<UpsertedItem>(n);
   // A join on unnest probes the (dataset_id, external_id) unique index once per id; `= ANY($2)`
   // lets a stale row estimate pick the dataset's updated_at index and filter every item instead.
@@ -48,35 +64,13 @@ export async function upsertItems(
   for (let i = 0; i < n; i++) (existingIds.has(externalIds[i]) ? replaced : fresh).push(i);
 
   if (fresh.length > 0) {
-    const [alloc] = await tx.query<{ now_us: string; ids: string[] }>(
-      `SELECT ((extract(epoch FROM clock_timestamp()) * 1000000)::int8)::text AS now_us,
-              array(SELECT nextval(pg_get_serial_sequence('items', 'id')) FROM generate_series(1, $1::int))::text[] AS ids`,
-      [fresh.length],
-    );
-    const writtenAt = BigInt(alloc.now_us) - PG_EPOCH_MICROS;
-    const ids = alloc.ids.map(BigInt);
-    async function* tuples() {
-      yield copyHeader();
-      for (let f = 0; f < fresh.length; f++) {
-        const i = fresh[f];
-        yield encodeTuple([
-          { type: 'int8', value: ids[f] },
-          { type: 'uuid', value: datasetId },
-          { type: 'text', value: externalIds[i] },
-          { type: 'vector', value: vectors, offset: i * dim, dim },
-          { type: 'jsonb', value: metadata[i] },
-          { type: 'int8', value: writtenAt }, // timestamptz on the wire: microseconds since 2000-01-01
-        ]);
-      }
-      yield copyTrailer();
-    }
-    await tx.copyIn('items (id, dataset_id, external_id, embedding, metadata, updated_at)', 'binary', tuples());
+    const ids = await copyNewItems(tx, datasetId, dim, fresh, externalIds, vectors, metadata);
     fresh.forEach((i, f) => (out[i] = { itemId: ids[f], inserted: true }));
   }
 
   if (replaced.length > 0) {
     await tx.exec(INGEST_SCRATCH);
-    async function* tuples() {
+    function* tuples() {
       yield copyHeader();
       for (const i of replaced) {
         yield encodeTuple([
@@ -87,7 +81,7 @@ export async function upsertItems(
       }
       yield copyTrailer();
     }
-    await tx.copyIn('ingest_batch (external_id, embedding, metadata)', 'binary', tuples());
+    await tx.copyIn('ingest_batch (external_id, embedding, metadata)', 'binary', inChunks(tuples()));
     await tx.query(
       `UPDATE items i SET embedding = b.embedding, metadata = b.metadata, updated_at = clock_timestamp()
          FROM ingest_batch b WHERE i.dataset_id = $1 AND i.external_id = b.external_id`,
@@ -96,6 +90,65 @@ export async function upsertItems(
     for (const i of replaced) out[i] = { itemId: existingIds.get(externalIds[i])!, inserted: false };
   }
   return out;
+}
+
+/** Copies rows `rows` of the batch into `items` as new items, with ids drawn from its sequence in one round trip; returns their ids. */
+async function copyNewItems(
+  tx: Sql,
+  datasetId: string,
+  dim: number,
+  rows: readonly number[],
+  externalIds: readonly string[],
+  vectors: Float32Array,
+  metadata: readonly string[],
+): Promise<bigint[]> {
+  // Ids drawn in order; without concurrent draws they are one range, sent as its ends only
+  // (1,000 ids as text cost ~6 ms of formatting and parsing per batch).
+  const [alloc] = await tx.query<{ now_us: string; lo: string; ids: string[] | null }>(
+    `WITH drawn AS (SELECT nextval(pg_get_serial_sequence('items', 'id')) AS id FROM generate_series(1, $1::int))
+     SELECT ((extract(epoch FROM clock_timestamp()) * 1000000)::int8)::text AS now_us, min(id)::text AS lo,
+            CASE WHEN max(id) - min(id) + 1 = $1 THEN NULL ELSE array_agg(id ORDER BY id)::text[] END AS ids FROM drawn`,
+    [rows.length],
+  );
+  const writtenAt = BigInt(alloc.now_us) - PG_EPOCH_MICROS;
+  const lo = BigInt(alloc.lo);
+  const ids = alloc.ids ? alloc.ids.map(BigInt) : Array.from({ length: rows.length }, (_, f) => lo + BigInt(f));
+  function* tuples() {
+    yield copyHeader();
+    for (let f = 0; f < rows.length; f++) {
+      const i = rows[f];
+      yield encodeTuple([
+        { type: 'int8', value: ids[f] },
+        { type: 'uuid', value: datasetId },
+        { type: 'text', value: externalIds[i] },
+        { type: 'vector', value: vectors, offset: i * dim, dim },
+        { type: 'jsonb', value: metadata[i] },
+        { type: 'int8', value: writtenAt }, // timestamptz on the wire: microseconds since 2000-01-01
+      ]);
+    }
+    yield copyTrailer();
+  }
+  await tx.copyIn('items (id, dataset_id, external_id, embedding, metadata, updated_at)', 'binary', inChunks(tuples()));
+  return ids;
+}
+
+/** Bytes per COPY data message: one write per row cost as much Node time as the rows' encoding. */
+const COPY_CHUNK_BYTES = 256 * 1024;
+
+/** Joins encoded COPY rows into chunks of about COPY_CHUNK_BYTES. */
+async function* inChunks(rows: Iterable<Buffer>): AsyncGenerator<Buffer> {
+  let pending: Buffer[] = [];
+  let size = 0;
+  for (const row of rows) {
+    pending.push(row);
+    size += row.length;
+    if (size >= COPY_CHUNK_BYTES) {
+      yield Buffer.concat(pending, size);
+      pending = [];
+      size = 0;
+    }
+  }
+  if (size > 0) yield Buffer.concat(pending, size);
 }
 
 /** Embeddings of many items, row-major, with their ids. */
@@ -107,9 +160,15 @@ export interface EmbeddingMatrix {
 
 /**
  * Streams embeddings out with binary COPY into one growing Float32Array (no per-row objects, no
- * text parsing). `where` is a trusted SQL condition on `items`.
+ * text parsing). `where` is a trusted SQL condition on `items`; `limit` caps the rows (in id order).
  */
-export async function readEmbeddings(db: Sql, dim: number, where: string, expected = 1024): Promise<EmbeddingMatrix> {
+export async function readEmbeddings(db: Sql, dim: number, where: string, limit?: number): Promise<EmbeddingMatrix> {
+  const cap = limit !== undefined ? ` LIMIT ${Math.floor(limit)}` : '';
+  return readEmbeddingRows(db, dim, `(SELECT id, embedding FROM items WHERE ${where} ORDER BY id${cap})`, limit ?? 1024);
+}
+
+/** Decodes a COPY of (id, embedding) rows of `source`, a trusted query. */
+async function readEmbeddingRows(db: Sql, dim: number, source: string, expected: number): Promise<EmbeddingMatrix> {
   let capacity = Math.max(1, expected);
   let ids = new BigInt64Array(capacity);
   let vectors = new Float32Array(capacity * dim);
@@ -129,45 +188,65 @@ export async function readEmbeddings(db: Sql, dim: number, where: string, expect
     if (got !== dim) throw new Error(`stored vector has dimension ${got}, dataset has ${dim}`);
     n++;
   });
-  for await (const chunk of db.copyOut(`(SELECT id, embedding FROM items WHERE ${where} ORDER BY id)`, 'binary')) parser.push(chunk);
+  for await (const chunk of db.copyOut(source, 'binary')) parser.push(chunk);
   parser.end();
   return { ids: ids.subarray(0, n), vectors: vectors.subarray(0, n * dim), n };
-}
-
-/**
- * SQL condition on `items`: no score of `version` yet. It names the dataset as item_scores' key
- * (dataset_id, item_id, version) does, so Postgres reads only this dataset's scores through that
- * key; without it, it anti-joined against every score row of every dataset (minutes on a large
- * database). `version + 0` keeps the (dataset_id, version, score) index out of the probe: right
- * after a refit's bulk COPY the statistics still say the new version has no scores, and the
- * planner probed that index for every late item, reading the version's whole index range each
- * time (minutes for a few thousand late items next to a million scores). Through the key, each
- * probe reads one item's few score rows whatever the statistics say.
- */
-export function lacksScore(version: number): string {
-  return `NOT EXISTS (SELECT 1 FROM item_scores s WHERE s.dataset_id = items.dataset_id AND s.item_id = items.id AND s.version + 0 = ${Number(version)})`;
 }
 
 /** Which of a dataset's items `readDatasetEmbeddings` reads: all, or only those matching every given condition. */
 export interface EmbeddingFilter {
   /** Written (stored or replaced) after this instant (ISO 8601). */
   changedAfter?: string;
-  /** Without a score of this version yet. */
-  unscoredIn?: number;
+  /** Item ids above this one (a page's keyset). */
+  afterId?: bigint;
+  /** Item ids below this one (the end of a range). */
+  beforeId?: bigint;
+  /** At most this many rows, the lowest ids first. */
+  limit?: number;
 }
 
-/** The embeddings of a dataset's items (see `readEmbeddings`), optionally narrowed by `filter`. */
+/** The embeddings of a dataset's items in id order (see `readEmbeddings`), optionally narrowed by `filter`. */
 export async function readDatasetEmbeddings(db: Sql, datasetId: string, dim: number, filter: EmbeddingFilter = {}): Promise<EmbeddingMatrix> {
   const conditions = [`dataset_id = ${uuidLiteral(datasetId)}`];
   if (filter.changedAfter !== undefined) conditions.push(`updated_at > '${new Date(filter.changedAfter).toISOString()}'::timestamptz`);
-  if (filter.unscoredIn !== undefined) conditions.push(lacksScore(filter.unscoredIn));
-  return readEmbeddings(db, dim, conditions.map((c) => `(${c})`).join(' AND '));
+  if (filter.afterId !== undefined) conditions.push(`id > ${BigInt(filter.afterId)}`);
+  if (filter.beforeId !== undefined) conditions.push(`id < ${BigInt(filter.beforeId)}`);
+  return readEmbeddings(db, dim, conditions.map((c) => `(${c})`).join(' AND '), filter.limit);
+}
+
+/** A dataset's item count and the range of its item ids (null when it has no items). */
+export async function itemIdRange(db: Sql, datasetId: string): Promise<{ n: number; minId: bigint; maxId: bigint } | null> {
+  const [row] = await db.query<{ n: number; min: string | null; max: string | null }>(
+    'SELECT count(*)::int AS n, min(id)::text AS min, max(id)::text AS max FROM items WHERE dataset_id = $1',
+    [datasetId],
+  );
+  return row.min === null ? null : { n: row.n, minId: BigInt(row.min), maxId: BigInt(row.max!) };
+}
+
+/**
+ * A seeded Bernoulli sample of the dataset's embeddings: each item is in it with probability
+ * `fraction`, decided by a hash of its id and the seed (the same items for the same seed). The ids
+ * are picked from the (dataset_id, id) index first, so only the sampled rows' vectors are read.
+ */
+export async function sampleDatasetEmbeddings(db: Sql, datasetId: string, dim: number, fraction: number, seed: number): Promise<EmbeddingMatrix> {
+  const threshold = Math.floor(Math.min(1, Math.max(0, fraction)) * 2 ** 31);
+  const salt = BigInt.asIntN(64, BigInt(Math.trunc(seed)) * 0x9e3779b97f4a7c15n);
+  const source = `(WITH picked AS MATERIALIZED (
+      SELECT id FROM items WHERE dataset_id = ${uuidLiteral(datasetId)} AND (hashint8(id # (${salt})::int8) & 2147483647) < ${threshold})
+    SELECT i.id, i.embedding FROM picked p JOIN items i ON i.id = p.id ORDER BY i.id)`;
+  return readEmbeddingRows(db, dim, source, 1024);
 }
 
 /** How many items the dataset holds. */
 export async function countItems(db: Sql, datasetId: string): Promise<number> {
   const [row] = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM items WHERE dataset_id = $1', [datasetId]);
   return row.n;
+}
+
+/** Whether the dataset holds at least `n` items: reads at most `n` index entries, not the whole dataset. */
+export async function holdsAtLeast(db: Sql, datasetId: string, n: number): Promise<boolean> {
+  const [row] = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM (SELECT 1 FROM items WHERE dataset_id = $1 LIMIT $2) s', [datasetId, n]);
+  return row.n >= n;
 }
 
 /** External ids of item rows, in the order given; ids of rows deleted meanwhile come back as null. */

@@ -213,5 +213,124 @@ export async function requeueExpiredJobs(db: Sql, legacyStaleMs: number): Promis
  */
 export async function requeueRunningJobs(db: Sql): Promise<number> {
   const rows = await db.query(`UPDATE jobs SET state = 'queued', lease_expires_at = NULL, updated_at = now() WHERE state = 'running' RETURNING id`);
+  await db.query(`UPDATE job_parts SET state = 'queued', lease_expires_at = NULL WHERE state = 'running'`);
   return rows.length;
+}
+
+/** A part of a job (table job_parts) as a worker claimed it. */
+export interface JobPartRow {
+  jobId: string;
+  /** The job's kind (the part's handler is the kind's). */
+  kind: string;
+  datasetId: string | null;
+  part: number;
+  params: Record<string, unknown>;
+  /** Claims of this part so far: the claiming run's fencing token. */
+  token: number;
+}
+
+/** One run's hold on a part: its job, its number and the token of its claim. */
+export interface PartLease {
+  jobId: string;
+  part: number;
+  token: number;
+}
+
+/** The part was claimed again after its lease expired (or its job is gone): this run writes nothing. */
+export class PartLostError extends Error {
+  constructor(readonly lease: PartLease) {
+    super(`part ${lease.part} of job ${lease.jobId} is no longer held by claim ${lease.token}`);
+    this.name = 'PartLostError';
+  }
+}
+
+/** Splits a job into parts (idempotent: parts that exist are kept, with their state). Call under the job's lease. */
+export async function createJobParts(tx: Sql, jobId: string, params: readonly object[]): Promise<void> {
+  if (params.length === 0) return;
+  await tx.query(
+    `INSERT INTO job_parts (job_id, part, params)
+     SELECT $1, p.ordinality - 1, p.value FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS p
+     ON CONFLICT (job_id, part) DO NOTHING`,
+    [jobId, JSON.stringify(params)],
+  );
+}
+
+/**
+ * Claims a part that is queued, or running with an expired lease, of a running job (of `jobId`
+ * only, when given), with a lease of `leaseMs` and a new token. Parts another worker is claiming
+ * or writing are skipped, never waited for.
+ */
+export async function claimJobPart(db: Sql, leaseMs: number, jobId: string | null = null): Promise<JobPartRow | undefined> {
+  const rows = await db.query<JobPartRow>(
+    `WITH claimed AS (
+       UPDATE job_parts p SET state = 'running', token = p.token + 1, lease_expires_at = now() + make_interval(secs => $1::float8 / 1000)
+        WHERE (p.job_id, p.part) = (
+          SELECT q.job_id, q.part FROM job_parts q JOIN jobs j ON j.id = q.job_id
+           WHERE q.state <> 'done' AND (q.state = 'queued' OR q.lease_expires_at < now())
+             AND j.state = 'running' AND ($2::uuid IS NULL OR q.job_id = $2::uuid)
+           ORDER BY q.job_id, q.part LIMIT 1 FOR UPDATE OF q SKIP LOCKED)
+        RETURNING p.job_id, p.part, p.params, p.token)
+     SELECT c.job_id::text AS "jobId", j.kind, j.dataset_id::text AS "datasetId", c.part, c.params, c.token
+       FROM claimed c JOIN jobs j ON j.id = c.job_id`,
+    [leaseMs, jobId],
+  );
+  return rows[0];
+}
+
+const PART_HELD = `job_id = $1 AND part = $2 AND state = 'running' AND token = $3`;
+
+/** The fence of a part's write: checks the claim still holds and locks the part row until the transaction ends. */
+export async function holdPart(tx: Sql, lease: PartLease): Promise<void> {
+  const rows = await tx.query(`SELECT 1 FROM job_parts WHERE ${PART_HELD} FOR UPDATE`, [lease.jobId, lease.part, lease.token]);
+  if (rows.length === 0) throw new PartLostError(lease);
+}
+
+/** Marks a held part done with what it reports back; in the transaction of its writes, after holdPart. */
+export async function finishJobPart(tx: Sql, lease: PartLease, result: object): Promise<void> {
+  const rows = await tx.query(
+    `UPDATE job_parts SET state = 'done', result = $4::jsonb, finished_at = now(), lease_expires_at = NULL WHERE ${PART_HELD} RETURNING part`,
+    [lease.jobId, lease.part, lease.token, JSON.stringify(result)],
+  );
+  if (rows.length === 0) throw new PartLostError(lease);
+}
+
+/** Gives a held part back to the queue at once (a run that stops early); false when it was not held anymore. */
+export async function releaseJobPart(db: Sql, lease: PartLease): Promise<boolean> {
+  const rows = await db.query(`UPDATE job_parts SET state = 'queued', lease_expires_at = NULL WHERE ${PART_HELD} RETURNING part`, [
+    lease.jobId,
+    lease.part,
+    lease.token,
+  ]);
+  return rows.length > 0;
+}
+
+/** Marks a held part failed (its handler threw): its job fails when it sees it. */
+export async function failJobPart(db: Sql, lease: PartLease, error: string): Promise<void> {
+  await db.query(
+    `UPDATE job_parts SET state = 'failed', result = jsonb_build_object('error', $4::text), finished_at = now(), lease_expires_at = NULL WHERE ${PART_HELD}`,
+    [lease.jobId, lease.part, lease.token, error],
+  );
+}
+
+/** How many parts the job has, how many are done, and the first that failed (if one did). */
+export async function countJobParts(db: Sql, jobId: string): Promise<{ total: number; done: number; failed: { part: number; error: string } | null }> {
+  const [row] = await db.query<{ total: number; done: number; failedPart: number | null; failedError: string | null }>(
+    `SELECT count(*)::int AS total, (count(*) FILTER (WHERE state = 'done'))::int AS done,
+            min(part) FILTER (WHERE state = 'failed') AS "failedPart",
+            (array_agg(result->>'error' ORDER BY part) FILTER (WHERE state = 'failed'))[1] AS "failedError"
+       FROM job_parts WHERE job_id = $1`,
+    [jobId],
+  );
+  return { total: row.total, done: row.done, failed: row.failedPart === null ? null : { part: row.failedPart, error: row.failedError ?? 'unknown error' } };
+}
+
+/** The results of the job's done parts, in part order. */
+export async function readJobPartResults(db: Sql, jobId: string): Promise<Record<string, unknown>[]> {
+  const rows = await db.query<{ result: Record<string, unknown> }>(`SELECT result FROM job_parts WHERE job_id = $1 AND state = 'done' ORDER BY part`, [jobId]);
+  return rows.map((r) => r.result);
+}
+
+/** Deletes the job's parts (once their results are folded into the job's). Call under the job's lease. */
+export async function deleteJobParts(tx: Sql, jobId: string): Promise<void> {
+  await tx.query('DELETE FROM job_parts WHERE job_id = $1', [jobId]);
 }

@@ -89,6 +89,19 @@ export async function insertPrototypeSet(
   return setId;
 }
 
+/**
+ * Records what the rescore measured over every item for a set fitted on a sample: per-centroid
+ * counts (the weights of later mini-batch folds), the mean distance and the item count.
+ */
+export async function recordFullFit(tx: Sql, setId: bigint, counts: Int32Array, objective: number | null, fitItems: number): Promise<void> {
+  await tx.query('UPDATE prototype_sets SET counts = $2, objective = coalesce($3, objective), fit_items = $4, updated_at = now() WHERE id = $1', [
+    String(setId),
+    encodeCounts(counts),
+    objective,
+    fitItems,
+  ]);
+}
+
 /** Loads a whole prototype set: its current state (one row) and the fitted centroids (binary COPY). */
 export async function loadPrototypeSet(db: Sql, row: PrototypeSetRow, dim: number): Promise<PrototypeSet> {
   const centroids = new Float32Array(row.k * dim);

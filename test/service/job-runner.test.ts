@@ -2,7 +2,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDataset, getDataset } from '../../src/service/datasets.js';
 import { jobOf, type RefitResult } from '../../src/service/job-kinds.js';
-import { isTransientDbError, JobAbortedError, JobWorker, leaseJob, type JobHandlers, type JobWorkerOptions, type RunEnd } from '../../src/service/jobs.js';
+import { isTransientDbError, JobAbortedError, JobWorker, leaseJob, type JobHandlers, type JobPartHandlers, type JobWorkerOptions, type RunEnd } from '../../src/service/jobs.js';
 import { requestRefit } from '../../src/service/refit.js';
 import type { Database } from '../../src/store/database.js';
 import { claimNextJob, getJob, requeueExpiredJobs, type JobRow } from '../../src/store/jobs.js';
@@ -34,7 +34,7 @@ const unexpected = async (): Promise<never> => {
 function runner(db: Database, handlers: Partial<JobHandlers>, options: Partial<JobWorkerOptions> = {}) {
   const ended: Ended[] = [];
   const waiters: Array<() => void> = [];
-  const r = new JobWorker(db, silentLogger, { refit: unexpected, ingest: unexpected, ...handlers }, {
+  const r = new JobWorker(db, silentLogger, { refit: unexpected, ingest: unexpected, ...handlers }, { refit: unexpected }, {
     ...OPTIONS,
     onFinished: (job, state, _ms, result) => {
       ended.push({ job, state, at: Date.now(), result });
@@ -172,8 +172,9 @@ describe.each(BACKENDS)('the job runner on the $name backend', (backend) => {
 
   it('refuses to boot without a handler for every job kind', () => {
     const handlers = { refit: unexpected } as Partial<JobHandlers> as JobHandlers; // what the type of the map rules out
-    expect(() => new JobWorker(db, silentLogger, handlers, OPTIONS)).toThrow('the job worker has no handler for job kind ingest');
-    expect(() => new JobWorker(db, silentLogger, { refit: unexpected, ingest: unexpected }, OPTIONS)).not.toThrow();
+    expect(() => new JobWorker(db, silentLogger, handlers, { refit: unexpected }, OPTIONS)).toThrow('the job worker has no handler for job kind ingest');
+    expect(() => new JobWorker(db, silentLogger, { refit: unexpected, ingest: unexpected }, {} as JobPartHandlers, OPTIONS)).toThrow('the job worker has no handler for job kind refit (parts)');
+    expect(() => new JobWorker(db, silentLogger, { refit: unexpected, ingest: unexpected }, { refit: unexpected }, OPTIONS)).not.toThrow();
   });
 
   it("reads a job's result back typed: a handler's result round trips, a field of the wrong type is left out", async () => {

@@ -3,8 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDataset, getDataset } from '../../src/service/datasets.js';
 import { ingestHandler, startIngest } from '../../src/service/ingest-jobs.js';
 import { JobWorker, type JobHandler, type RunEnd } from '../../src/service/jobs.js';
-import { requestRefit, runRefit } from '../../src/service/refit.js';
-import { lacksScore } from '../../src/store/items.js';
+import { REFIT_DEFAULTS, requestRefit, rescorePart, runRefit, type RefitOptions } from '../../src/service/refit.js';
 import { startServiceLayer, type ServiceLayer } from '../../src/service/runtime.js';
 import type { Database } from '../../src/store/database.js';
 import { LeaseLostError } from '../../src/store/jobs.js';
@@ -81,13 +80,15 @@ function stallWhen(db: Database, when: () => Promise<boolean>) {
 }
 
 /** A job worker like the service layer's, for one replica, that records how each run ended. */
-function replicaWorker(db: Database, layer: ServiceLayer, options: { pollMs?: number; ingestChunk?: number } = {}) {
+function replicaWorker(db: Database, layer: ServiceLayer, options: { pollMs?: number; ingestChunk?: number; refit?: RefitOptions; partDelayMs?: number } = {}) {
   const ends: { id: string; attempt: number; state: RunEnd }[] = [];
+  /** Rescore parts this replica wrote (job id, part number). */
+  const parts: { jobId: string; from: string }[] = [];
   /** What each failed refit run threw. */
   const errors = new Map<string, unknown>();
   const refit: JobHandler<'refit'> = async (job, run) => {
     try {
-      return await runRefit(layer.ctx, job, run);
+      return await runRefit(layer.ctx, job, run, options.refit);
     } catch (error) {
       errors.set(`${job.id}/${job.attempts}`, error);
       throw error;
@@ -97,9 +98,17 @@ function replicaWorker(db: Database, layer: ServiceLayer, options: { pollMs?: nu
     db,
     silentLogger,
     { refit, ingest: ingestHandler(layer.ctx, { retry: RETRY, chunk: options.ingestChunk }) },
+    {
+      refit: async (job, part, run) => {
+        if (options.partDelayMs) await sleep(options.partDelayMs); // slower parts, so that every replica gets some
+        const result = await rescorePart(layer.ctx, job, part, run, options.refit);
+        parts.push({ jobId: job.id, from: part.from });
+        return result;
+      },
+    },
     { pollMs: options.pollMs ?? 50, ...LEASE, retry: RETRY, onFinished: (job, state) => ends.push({ id: job.id, attempt: job.attempts, state }) },
   );
-  return { worker, ends, errors, endOf: (id: string, attempt: number) => until(`run ${attempt} of ${id} to end`, async () => ends.find((e) => e.id === id && e.attempt === attempt)) };
+  return { worker, ends, errors, parts, endOf: (id: string, attempt: number) => until(`run ${attempt} of ${id} to end`, async () => ends.find((e) => e.id === id && e.attempt === attempt)) };
 }
 
 async function planted(layer: ServiceLayer, name: string, n: number, seed: number) {
@@ -321,7 +330,36 @@ describe.each(NATIVE_URL ? [BACKENDS.find((b) => b.name === 'native')!] : [])('r
     }
   });
 
-  it('a refit that lost a deadlock is retried after a backoff, and resumes to success', async () => {
+  it("a refit's rescore parts are shared by both replicas' workers, each written once", async () => {
+    const dataset = await planted(layerA, 'shared-rescore', 4000, 17);
+    const refit = { ...REFIT_DEFAULTS, partItems: 200, pageItems: 64 };
+    const a = replicaWorker(dbA, layerA, { refit, partDelayMs: 20 });
+    const b = replicaWorker(dbB, layerB, { refit, partDelayMs: 20, pollMs: 10 });
+    a.worker.start();
+    b.worker.start();
+    try {
+      const job = await requestRefit(layerA.ctx, dataset.name);
+      await until('the refit to end', async () => [...a.ends, ...b.ends].find((e) => e.id === job.id));
+      expect([...a.ends, ...b.ends].filter((e) => e.id === job.id).map((e) => e.state)).toEqual(['succeeded']);
+      const written = [...a.parts, ...b.parts].filter((p) => p.jobId === job.id);
+      expect(a.parts.filter((p) => p.jobId === job.id).length).toBeGreaterThan(0);
+      expect(b.parts.filter((p) => p.jobId === job.id).length).toBeGreaterThan(0);
+      expect(new Set(written.map((p) => p.from)).size).toBe(written.length); // no part written twice
+      expect(written.length).toBeGreaterThanOrEqual(19); // ~4000 / 200 (equal id widths)
+      expect(await activeScoreProblems(dataset.id)).toEqual({ items: 4000, scored: 4000, wrong: 0, active: 1, set: 1 });
+      expect(await waitForJob(dbB, job.id)).toMatchObject({ state: 'succeeded', result: { fitItems: 4000 } });
+      // k = 8: the fit reads a seeded sample of about 256 per centroid, not all 4,000.
+      const { sampleItems } = (await waitForJob(dbB, job.id)).result as { sampleItems: number };
+      expect(sampleItems).toBeGreaterThan(1800);
+      expect(sampleItems).toBeLessThan(2300);
+      expect((await dbB.query('SELECT 1 FROM job_parts WHERE job_id = $1', [job.id])).length).toBe(0);
+    } finally {
+      await a.worker.stop();
+      await b.worker.stop();
+    }
+  });
+
+  it('a rescore part that lost a deadlock goes back to the queue and is written once; its refit succeeds without a retry', async () => {
     const dataset = await planted(layerA, 'deadlocked', 2000, 15);
     const a = replicaWorker(dbA, layerA);
     const lock = await lockScores();
@@ -329,83 +367,20 @@ describe.each(NATIVE_URL ? [BACKENDS.find((b) => b.name === 'native')!] : [])('r
     a.worker.start();
     try {
       const job = await requestRefit(layerA.ctx, dataset.name);
-      await until('the refit to wait for the lock', async () => (await lock.blocked()).length > 0);
-      // The refit's score write holds its job row (the fence) and waits for item_scores; now the
-      // admin transaction, holding item_scores, asks for the job row: a lock cycle, which the
-      // server breaks by failing the statement that waited first (40P01).
-      await admin.query(`SELECT 1 FROM "${schema}".jobs WHERE id = $1 FOR UPDATE`, [job.id]);
+      await until('the rescore part to wait for the lock', async () => (await lock.blocked()).length > 0);
+      // The part's write holds its part row (the fence) and waits for item_scores; now the admin
+      // transaction, holding item_scores, asks for the part row: a lock cycle, which the server
+      // breaks by failing the statement that waited first (40P01): the part's.
+      await admin.query(`SELECT 1 FROM "${schema}".job_parts WHERE job_id = $1 FOR UPDATE`, [job.id]);
       await lock.release();
       locked = false;
-      const queued = await until('the job to be queued again', async () => {
-        const j = await jobRow(job.id);
-        return j.state === 'queued' && j.retries > 0 && j;
-      });
-      expect(queued).toMatchObject({ attempts: 1, retries: 1, error: 'deadlock detected' });
-      expect((await a.endOf(job.id, 2)).state).toBe('succeeded');
-      expect(a.ends.filter((e) => e.id === job.id).map((e) => e.state)).toEqual(['retried', 'succeeded']);
-      expect(await waitForJob(dbB, job.id)).toMatchObject({ state: 'succeeded', attempts: 2, result: { version: 1 } });
+      expect((await a.endOf(job.id, 1)).state).toBe('succeeded');
+      expect(a.ends.filter((e) => e.id === job.id).map((e) => e.state)).toEqual(['succeeded']);
+      expect(await waitForJob(dbB, job.id)).toMatchObject({ state: 'succeeded', attempts: 1, result: { version: 1 } });
       expect(await activeScoreProblems(dataset.id)).toEqual({ items: 2000, scored: 2000, wrong: 0, active: 1, set: 1 });
     } finally {
       if (locked) await lock.release();
       await a.worker.stop();
     }
   });
-
-  it("finds a dataset's unscored items with the score key, whatever other datasets hold", async () => {
-    const dataset = await planted(layerA, 'late', 3000, 16);
-    const a = replicaWorker(dbA, layerA);
-    a.worker.start();
-    try {
-      const job = await requestRefit(layerA.ctx, dataset.name);
-      await a.endOf(job.id, 1);
-    } finally {
-      await a.worker.stop();
-    }
-    // Half of the dataset's items lack a score of version 1 (as after an interrupted rescore),
-    // while another dataset holds 300k score rows.
-    await dbB.query('DELETE FROM item_scores WHERE dataset_id = $1 AND item_id % 2 = 0', [dataset.id]);
-    const other = '00000000-0000-4000-8000-000000000002';
-    // (Item ids of its own, as a real dataset's would be.)
-    await dbB.query(
-      `INSERT INTO item_scores (dataset_id, version, item_id, score, cluster) SELECT $1, 1, g, 0.5, 0 FROM generate_series(10000001, 10300000) g`,
-      [other],
-    );
-    await dbB.exec('ANALYZE item_scores; ANALYZE items');
-
-    /** item_scores rows the query's plan reads (kept plus filtered out), from EXPLAIN ANALYZE. */
-    const scoreRowsRead = async (condition: string) => {
-      const [plan] = await dbB.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(
-        `EXPLAIN (ANALYZE, FORMAT JSON) SELECT id FROM items WHERE dataset_id = '${dataset.id}' AND ${condition} ORDER BY id`,
-      );
-      let read = 0;
-      let unscored = 0;
-      const walk = (node: PlanNode) => {
-        if (node['Relation Name'] === 'item_scores') {
-          read += (node['Actual Rows'] + (node['Rows Removed by Filter'] ?? 0) + (node['Rows Removed by Index Recheck'] ?? 0)) * node['Actual Loops'];
-        }
-        node.Plans?.forEach(walk);
-      };
-      const root = plan['QUERY PLAN'][0].Plan;
-      walk(root);
-      unscored = root['Actual Rows'];
-      return { read, unscored };
-    };
-    const bounded = await scoreRowsRead(lacksScore(1));
-    expect(bounded.unscored).toBe(1500);
-    expect(bounded.read).toBeLessThanOrEqual(1500);
-    // The condition without the dataset (as it was) reads the other dataset's rows too.
-    const unbounded = await scoreRowsRead('NOT EXISTS (SELECT 1 FROM item_scores s WHERE s.item_id = items.id AND s.version = 1)');
-    expect(unbounded.unscored).toBe(1500);
-    expect(unbounded.read).toBeGreaterThan(300_000);
-    await dbB.query('DELETE FROM item_scores WHERE dataset_id = $1', [other]);
-  });
 });
-
-interface PlanNode {
-  'Relation Name'?: string;
-  'Actual Rows': number;
-  'Actual Loops': number;
-  'Rows Removed by Filter'?: number;
-  'Rows Removed by Index Recheck'?: number;
-  Plans?: PlanNode[];
-}

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDataset, getDataset } from '../../src/service/datasets.js';
 import { jobOf } from '../../src/service/job-kinds.js';
 import { jobView, leaseJob, queueJob, type JobRun } from '../../src/service/jobs.js';
-import { requestRefit, runRefit } from '../../src/service/refit.js';
+import { REFIT_DEFAULTS, requestRefit, runRefit } from '../../src/service/refit.js';
 import { selectItems } from '../../src/service/selection.js';
 import { claimNextJob, requeueRunningJobs } from '../../src/store/jobs.js';
 import type { Database } from '../../src/store/database.js';
@@ -90,24 +90,27 @@ describe.each(BACKENDS)('prototype versions on the $name backend', (backend) => 
     await h.db.transaction((tx) => queueJob(tx, dataset.id, 'refit', { reason: 'requested' }));
     const v1 = (await claimNextJob(h.db, TIMING.leaseMs))!;
     const run1 = leaseJob(h.db, silentLogger, v1, TIMING);
-    await run1.finish({ state: 'succeeded', result: await runRefit(h.layer.ctx, jobOf('refit', v1), run1) });
+    await run1.finish({ state: 'succeeded', result: await runRefit(h.layer.ctx, jobOf('refit', v1), h.layer.worker.jobRun(v1, run1)) });
     run1.close();
 
-    // Version 2 "crashes" once its scores are being written: the process dies mid-rescore.
+    // Version 2 "crashes" once two of its six rescore parts are written: the process dies mid-rescore.
     const { job } = await h.db.transaction((tx) => queueJob(tx, dataset.id, 'refit', { reason: 'requested' }));
     const claimed = (await claimNextJob(h.db, TIMING.leaseMs))!;
     expect(claimed.id).toBe(job.id);
     const run2 = leaseJob(h.db, silentLogger, claimed, TIMING);
     const crash: JobRun = {
-      ...run2,
-      progress: async (phase) => {
-        if (phase === 'rescore') throw new Error('simulated crash');
+      ...h.layer.worker.jobRun(claimed, run2),
+      progress: async (phase, done) => {
+        if (phase === 'rescore' && done >= 2) throw new Error('simulated crash');
       },
     };
-    await expect(runRefit(h.layer.ctx, jobOf('refit', claimed), crash)).rejects.toThrow('simulated crash');
+    await expect(runRefit(h.layer.ctx, jobOf('refit', claimed), crash, { ...REFIT_DEFAULTS, partItems: 500 })).rejects.toThrow('simulated crash');
     run2.close();
-    // Half of the new version's COPY never reached the database.
-    await h.db.query(`DELETE FROM item_scores WHERE dataset_id = $1 AND version = 2 AND item_id % 2 = 0`, [dataset.id]);
+    const parts = await h.db.query<{ state: string; n: number }>(`SELECT state, count(*)::int AS n FROM job_parts WHERE job_id = $1 GROUP BY state ORDER BY state`, [job.id]);
+    expect(parts).toEqual([{ state: 'done', n: 2 }, { state: 'queued', n: 4 }]);
+    const [written] = await h.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM item_scores WHERE dataset_id = $1 AND version = 2`, [dataset.id]);
+    expect(written.n).toBeGreaterThan(0);
+    expect(written.n).toBeLessThan(3000);
 
     const during = await observe(h.db, 'crash');
     expect(during).toEqual({ v: 1, items: 3000, scored: 3000 });
@@ -125,6 +128,7 @@ describe.each(BACKENDS)('prototype versions on the $name backend', (backend) => 
     expect(await observe(h.db, 'crash')).toEqual({ v: 2, items: 3000, scored: 3000 });
     const sets = await h.db.query<{ version: number }>('SELECT version FROM prototype_sets WHERE dataset_id = $1 ORDER BY version', [dataset.id]);
     expect(sets.map((s) => s.version)).toEqual([1, 2]);
+    expect((await h.db.query('SELECT 1 FROM job_parts WHERE job_id = $1', [job.id])).length).toBe(0);
     expect(jobView(claimed, null).kind).toBe('refit');
   });
 });
