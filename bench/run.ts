@@ -9,6 +9,8 @@
  *   npm run bench -- load [flags]          mixed REST traffic at 100 connections × 60 s: backpressure (bench/load.ts)
  *   npm run bench -- score-backlog [flags] score latency and near-duplicate recall with 0 and 50k items awaiting the HNSW index (bench/score-backlog.ts)
  *   npm run bench -- refit-late [flags]    a refit while 3,000 items arrive against a quiet one, next to 1M score rows of another dataset (bench/refit-late.ts)
+ *   npm run bench -- scale [flags]         1M/4M/10M × 256: ingest rate, refit phases, rescore over 1-3 replicas, peak RSS (bench/scale.ts)
+ *   npm run bench -- select-stream [flags] hardest 30% streamed from the score index against psql \copy of the same query (bench/select-stream.ts)
  *   npm run bench -- all                   the suite, then kmeans, embedding and engine with their defaults
  */
 import { spawnSync } from 'node:child_process';
@@ -24,6 +26,8 @@ const named: Record<string, string> = {
   load: 'load.ts',
   'score-backlog': 'score-backlog.ts',
   'refit-late': 'refit-late.ts',
+  scale: 'scale.ts',
+  'select-stream': 'select-stream.ts',
 };
 const [first, ...rest] = process.argv.slice(2);
 let benches: { file: string; args: string[] }[];

@@ -308,10 +308,16 @@ function clusterCount(clusters: Int32Array): number {
 
 /** Largest-remainder quotas: each cluster keeps ⌊B·n_c/N⌋ or one more, summing exactly to B. */
 export function clusterQuotas(clusters: Int32Array, budget: number): Int32Array {
-  const n = clusters.length;
-  const k = clusterCount(clusters);
-  const sizes = new Int32Array(k);
-  for (let i = 0; i < n; i++) sizes[clusters[i]]++;
+  const sizes = new Int32Array(clusterCount(clusters));
+  for (let i = 0; i < clusters.length; i++) sizes[clusters[i]]++;
+  return quotasOfSizes(sizes, budget);
+}
+
+/** `clusterQuotas` from each cluster's item count (index = cluster id), for callers that only have counts. */
+export function quotasOfSizes(sizes: Int32Array, budget: number): Int32Array {
+  const k = sizes.length;
+  let n = 0;
+  for (let c = 0; c < k; c++) n += sizes[c];
   const quotas = new Int32Array(k);
   // B·n_c ≤ N² stays an exact integer in float64 for N < 2^26.
   const remainders = new Uint32Array(k);

@@ -1,10 +1,22 @@
 import { createHash } from 'node:crypto';
-import { select, type SelectionOptions, type SelectionOrder } from '../core/selection.js';
+import { budgetSize, quotasOfSizes, select, type SelectionOptions, type SelectionOrder } from '../core/selection.js';
 import { isUuid } from '../store/datasets.js';
-import { readSelectionSlice, saveSelection, touchSelection } from '../store/selections.js';
+import {
+  copyRankedExternalIds,
+  countScores,
+  decodeTextColumn,
+  isSerializationFailure,
+  rankedExternalIds,
+  storeRankedSelection,
+  streamAtActiveVersion,
+  type RankedOrder,
+  type RankedQuery,
+} from '../store/ranked-selection.js';
+import { readSelectionSlice, saveSelection, sweepSelections, touchSelection } from '../store/selections.js';
 import { fnv1a32 } from '../core/random.js';
 import { externalIdsOf } from '../store/items.js';
-import { readAtActiveVersion, readScoreColumns, readScoredItems, type ScoredItems } from '../store/scores.js';
+import { readAtActiveVersion, readScoreColumns, readScoredItems, scoresPerCluster, type ScoredItems } from '../store/scores.js';
+import type { Sql } from '../store/database.js';
 import type { ServiceContext } from './context.js';
 import { getDataset, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
@@ -88,7 +100,81 @@ export function selectionOptions(request: SelectionRequest): SelectionOptions {
   };
 }
 
-/** Runs a selection policy over the active version's scores; ties are broken by external id. */
+/**
+ * Orders the database serves from its score index: hardest and easiest, with or without cluster
+ * balance. The rest run in memory (`computeSelection`).
+ */
+function rankedOrderOf(request: SelectionRequest): RankedOrder | null {
+  return request.order === 'hardest' || request.order === 'easiest' ? request.order : null;
+}
+
+/**
+ * The ranked query for a (checked) request in the snapshot `tx` reads: the budget resolved against
+ * the items scored under `version`, and per-cluster quotas as the core computes them.
+ */
+async function planRanked(tx: Sql, dataset: Dataset, version: number, order: RankedOrder, request: SelectionRequest): Promise<{ query: RankedQuery; total: number }> {
+  const options = selectionOptions(request);
+  if (options.balance === 'none') {
+    const total = await countScores(tx, dataset.id, version);
+    return { total, query: { datasetId: dataset.id, version, order, size: budgetSize(options.budget, total), quotas: null } };
+  }
+  const counts = await scoresPerCluster(tx, dataset.id, version);
+  const sizes = new Int32Array(counts.reduce((k, c) => Math.max(k, c.cluster + 1), 0));
+  for (const c of counts) sizes[c.cluster] = c.n;
+  const total = sizes.reduce((sum, n) => sum + n, 0);
+  const size = budgetSize(options.budget, total);
+  const quotas = Array.from(quotasOfSizes(sizes, size), (quota, cluster) => ({ cluster, quota }));
+  return { total, query: { datasetId: dataset.id, version, order, size, quotas } };
+}
+
+/** A selection streamed in policy order: its version, counts, and the external ids chunk by chunk. */
+export interface SelectionStream {
+  version: number;
+  total: number;
+  size: number;
+  externalIds: AsyncIterable<string[]>;
+}
+
+/**
+ * Opens a selection as a stream. Hardest/easiest stream from the database in one snapshot (one
+ * COPY in policy order; nothing of the selection is held in memory); the other orders run the
+ * core over the score columns and read the chosen ids back in chunks.
+ */
+export async function streamSelection(ctx: ServiceContext, datasetName: string, request: SelectionRequest): Promise<SelectionStream> {
+  checkSelectionRequest(request);
+  const dataset = await getDataset(ctx, datasetName);
+  const order = rankedOrderOf(request);
+  if (order === null) {
+    const handle = await selectFrom(ctx, dataset, request);
+    return { version: handle.version, total: handle.total, size: handle.itemIds.length, externalIds: selectedExternalIds(ctx, handle.itemIds) };
+  }
+  const stream = await streamAtActiveVersion(ctx.db, dataset.id, async (tx, version) => {
+    const { query, total } = await planRanked(tx, dataset, version, order, request);
+    return { head: { total, size: query.size }, chunks: copyRankedExternalIds(tx, query) };
+  });
+  if (!stream) noPrototypes(dataset);
+  return { version: stream.version, ...stream.head, externalIds: inChunksOf(ID_CHUNK, decodeTextColumn(stream.chunks)) };
+}
+
+/** Re-cuts `source` into arrays of `size` (the last one shorter): fewer, fuller messages and writes downstream. */
+async function* inChunksOf(size: number, source: AsyncIterable<string[]>): AsyncGenerator<string[]> {
+  let chunk: string[] = [];
+  for await (const ids of source) {
+    for (const id of ids) {
+      chunk.push(id);
+      if (chunk.length === size) {
+        yield chunk;
+        chunk = [];
+      }
+    }
+  }
+  if (chunk.length > 0) yield chunk;
+}
+
+/**
+ * Runs a selection policy in memory over the active version's scores (the core; ties are broken by
+ * external id). `streamSelection` serves hardest/easiest from the database instead, with the same result.
+ */
 export async function computeSelection(ctx: ServiceContext, datasetName: string, request: SelectionRequest): Promise<SelectionHandle> {
   checkSelectionRequest(request);
   return selectFrom(ctx, await getDataset(ctx, datasetName), request);
@@ -96,7 +182,7 @@ export async function computeSelection(ctx: ServiceContext, datasetName: string,
 
 /** `computeSelection` for a dataset already looked up and a request already checked. */
 async function selectFrom(ctx: ServiceContext, dataset: Dataset, request: SelectionRequest): Promise<SelectionHandle> {
-  const read = await readAtActiveVersion(ctx.db, dataset.id, (tx, version) => readScoreColumns(tx, dataset.id, version));
+  const read = await readAtActiveVersion(ctx.db, dataset.id, async (tx, version) => readScoreColumns(tx, dataset.id, version, await countScores(tx, dataset.id, version)));
   if (!read) noPrototypes(dataset);
   const { version, value: columns } = read;
   const chosen = select({ scores: columns.scores, clusters: columns.clusters, idHashes: columns.idHashes }, selectionOptions(request));
@@ -116,12 +202,12 @@ export async function* selectedExternalIds(ctx: ServiceContext, itemIds: Float64
   }
 }
 
-/** Selects external ids of a dataset by a pruning policy, all at once (see `computeSelection`). */
+/** Selects external ids of a dataset by a pruning policy, all at once (see `streamSelection`). */
 export async function selectItems(ctx: ServiceContext, datasetName: string, request: SelectionRequest): Promise<Selection> {
-  const handle = await computeSelection(ctx, datasetName, request);
+  const stream = await streamSelection(ctx, datasetName, request);
   const externalIds: string[] = [];
-  for await (const chunk of selectedExternalIds(ctx, handle.itemIds)) externalIds.push(...chunk);
-  return { version: handle.version, total: handle.total, externalIds };
+  for await (const chunk of stream.externalIds) for (const id of chunk) externalIds.push(id);
+  return { version: stream.version, total: stream.total, externalIds };
 }
 
 export interface SelectionPage extends Selection {
@@ -233,6 +319,8 @@ export async function selectPage(ctx: ServiceContext, datasetName: string, reque
   const requestHash = createHash('sha256').update(key).digest('hex');
 
   if (!cursor) {
+    const order = rankedOrderOf(request);
+    if (order !== null) return firstRankedPage(ctx, dataset, order, request, requestHash, hash, page.limit);
     const handle = await selectFrom(ctx, dataset, request);
     const size = handle.itemIds.length;
     const { externalIds, next } = await fillPage(ctx, size, 0, page.limit, async (from, count) => handle.itemIds.subarray(from, from + count));
@@ -269,4 +357,44 @@ export async function selectPage(ctx: ServiceContext, datasetName: string, reque
   const end = Math.min(next, selection.size);
   const nextCursor = end < selection.size ? encodeCursor({ s: selection.id, o: end, h: hash }) : null;
   return { version: selection.version, total: selection.total, size: selection.size, externalIds, nextCursor };
+}
+
+/** Times a first page is tried when an identical stored selection was written meanwhile (REPEATABLE READ). */
+const FIRST_PAGE_ATTEMPTS = 3;
+
+/**
+ * The first page of a hardest/easiest selection, in one snapshot: when more pages follow, the
+ * database stores the ordered item ids itself (INSERT … SELECT, nothing through Node) and the page
+ * is the stored row's head. Later pages read the stored ids like any other order's.
+ */
+async function firstRankedPage(
+  ctx: ServiceContext,
+  dataset: Dataset,
+  order: RankedOrder,
+  request: SelectionRequest,
+  requestHash: string,
+  hash: string,
+  limit: number,
+): Promise<SelectionPage> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const read = await readAtActiveVersion(ctx.db, dataset.id, async (tx, version) => {
+        const { query, total } = await planRanked(tx, dataset, version, order, request);
+        if (query.size <= limit) return { total, size: query.size, externalIds: await rankedExternalIds(tx, query, query.size), stored: null };
+        if (query.size > MAX_OFFSET) invalid('limit', `a selection of more than ${MAX_OFFSET} ids cannot be paged: stream it (format=ndjson or csv)`);
+        const stored = await storeRankedSelection(tx, query, { datasetId: dataset.id, version, requestHash, total }, STORED_SELECTION_TTL_MS);
+        // The head of the stored row, in the same snapshot: every item in it exists.
+        const head = await readSelectionSlice(tx, stored, 0, limit);
+        const externalIds = (await externalIdsOf(tx, head!.itemIds)) as string[];
+        return { total, size: query.size, externalIds, stored };
+      });
+      if (!read) noPrototypes(dataset);
+      const { total, size, externalIds, stored } = read.value;
+      if (stored !== null) await sweepSelections(ctx.db, dataset.id, STORED_SELECTIONS_PER_DATASET);
+      const nextCursor = stored === null ? null : encodeCursor({ s: stored, o: limit, h: hash });
+      return { version: read.version, total, size, externalIds, nextCursor };
+    } catch (error) {
+      if (!isSerializationFailure(error) || attempt === FIRST_PAGE_ATTEMPTS) throw error;
+    }
+  }
 }

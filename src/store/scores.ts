@@ -121,8 +121,9 @@ export interface ScoreColumns {
  * in), hashing each id as it streams past instead of keeping the string: a million items cost
  * about 20 MB however long their ids are.
  */
-export async function readScoreColumns(db: Sql, datasetId: string, version: number): Promise<ScoreColumns> {
-  let capacity = 1 << 14;
+export async function readScoreColumns(db: Sql, datasetId: string, version: number, expectedRows = 1 << 14): Promise<ScoreColumns> {
+  // Sized right (a count in the same snapshot), the columns are allocated once and never copied.
+  let capacity = Math.max(1, expectedRows);
   let n = 0;
   let itemIds = new Float64Array(capacity);
   let scores = new Float32Array(capacity);
@@ -149,6 +150,7 @@ export async function readScoreColumns(db: Sql, datasetId: string, version: numb
      WHERE s.dataset_id = ${uuidLiteral(datasetId)} AND s.version = ${Number(version)} ORDER BY i.external_id COLLATE "C")`;
   for await (const chunk of db.copyOut(source, 'binary')) parser.push(chunk);
   parser.end();
+  if (n === capacity) return { n, itemIds, scores, clusters, idHashes };
   return { n, itemIds: itemIds.slice(0, n), scores: scores.slice(0, n), clusters: clusters.slice(0, n), idHashes: idHashes.slice(0, n) };
 }
 

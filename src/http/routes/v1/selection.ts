@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { ServiceContext } from '../../../service/context.js';
-import { computeSelection, selectedExternalIds, selectPage, type SelectionRequest } from '../../../service/selection.js';
+import { selectPage, streamSelection, type SelectionRequest } from '../../../service/selection.js';
 import { ErrorBody } from '../../schemas.js';
 import { DatasetParams, DEFAULT_PAGE_LIMIT, SelectionPage, SelectionQuery } from './schemas.js';
 import { DEFAULT_SELECTION_ORDER } from '../../../core/selection.js';
@@ -32,7 +32,7 @@ export const selectionRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }>
         summary: 'Select external ids by a pruning policy: paged JSON, or a streamed NDJSON/CSV export',
         description:
           'Give `fraction` in (0, 1] or `count`. JSON answers one page (`limit`, `cursor`). With `Accept: application/x-ndjson` or `text/csv` ' +
-          '(or `format=`) the whole selection streams in policy order, one id per line, read from the database in chunks, in constant memory. ' +
+          '(or `format=`) the whole selection streams in policy order, one id per line, in constant memory: hardest/easiest straight from the score index in one snapshot, other orders read back from the database in chunks. ' +
           'Every answer names the prototype version it used (`prototypeVersion`, and the `X-Prototype-Version` header).',
         tags: ['selection'],
         params: DatasetParams,
@@ -64,18 +64,18 @@ export const selectionRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }>
         void reply.header('x-prototype-version', String(page.version));
         return { prototypeVersion: page.version, total: page.total, size: page.size, externalIds: page.externalIds, nextCursor: page.nextCursor };
       }
-      const handle = await computeSelection(ctx, dataset, selection);
+      const stream = await streamSelection(ctx, dataset, selection);
       async function* lines() {
         if (chosen === 'csv') yield 'external_id\n';
-        for await (const ids of selectedExternalIds(ctx, handle.itemIds)) {
-          yield chosen === 'csv' ? ids.map((id) => `${csvField(id)}\n`).join('') : ids.map((id) => `${JSON.stringify({ externalId: id })}\n`).join('');
+        for await (const ids of stream.externalIds) {
+          yield chosen === 'csv' ? ids.map((id) => `${csvField(id)}\n`).join('') : ids.map((id) => `{"externalId":${JSON.stringify(id)}}\n`).join('');
         }
       }
       return reply
         .header('content-type', chosen === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson')
-        .header('x-prototype-version', String(handle.version))
-        .header('x-selection-total', String(handle.total))
-        .header('x-selection-size', String(handle.itemIds.length))
+        .header('x-prototype-version', String(stream.version))
+        .header('x-selection-total', String(stream.total))
+        .header('x-selection-size', String(stream.size))
         .send(Readable.from(lines()) as unknown as string); // streamed as is; the schema documents the text it carries
     },
   );

@@ -1,0 +1,275 @@
+import { randomUUID } from 'node:crypto';
+import { cancelTransaction, transactionIdentity, type Database, type Sql } from './database.js';
+import { uuidLiteral } from './datasets.js';
+import { CopyBinaryParser } from './pgcopy.js';
+
+/**
+ * Selections served straight from the score index: `hardest` (score descending) and `easiest`
+ * (ascending), ties by external id in byte order (COLLATE "C") — the order the in-memory core
+ * breaks ties in, since it ranks items sorted that way with a stable sort.
+ */
+export type RankedOrder = 'hardest' | 'easiest';
+
+export interface RankedQuery {
+  datasetId: string;
+  version: number;
+  order: RankedOrder;
+  /** Items to keep. */
+  size: number;
+  /** `balance: cluster`: items each cluster keeps (clusters absent or at 0 keep none); null: no balance. */
+  quotas: { cluster: number; quota: number }[] | null;
+}
+
+function intLiteral(value: number): string {
+  if (!Number.isSafeInteger(value)) throw new Error(`not an integer: ${value}`);
+  return String(value);
+}
+
+/**
+ * The selection as a query over (score, item_id, external_id) in policy order. With quotas, each
+ * cluster's last kept item (its boundary: score and external id) is found with index-only range
+ * scans of (dataset_id, version, cluster, score), and the selection is every item at or before its
+ * cluster's boundary: the per-cluster prefixes of the one ranking, in that ranking's order, which
+ * is what the core's walk of the global ranking under quotas keeps. Only validated literals (COPY
+ * takes no parameters).
+ */
+function rankedSource(q: RankedQuery): string {
+  const desc = q.order === 'hardest';
+  const dir = desc ? 'DESC' : 'ASC';
+  const better = desc ? '>' : '<';
+  const scope = `s.dataset_id = ${uuidLiteral(q.datasetId)} AND s.version = ${intLiteral(q.version)}`;
+  const rank = `ORDER BY s.score ${dir}, i.external_id COLLATE "C"`;
+  const columns = 's.score, s.item_id, i.external_id';
+  if (q.quotas === null) {
+    return `SELECT ${columns} FROM item_scores s JOIN items i ON i.id = s.item_id WHERE ${scope} ${rank} LIMIT ${intLiteral(q.size)}`;
+  }
+  const kept = q.quotas.filter((c) => c.quota > 0);
+  const clusters = kept.map((c) => intLiteral(c.cluster)).join(',');
+  const quotas = kept.map((c) => intLiteral(c.quota)).join(',');
+  return `WITH quota AS (SELECT * FROM unnest('{${clusters}}'::int[], '{${quotas}}'::int[]) AS q(cluster, quota)),
+  bound AS MATERIALIZED (
+    SELECT q.cluster, b.score,
+      (SELECT i.external_id FROM item_scores s JOIN items i ON i.id = s.item_id
+        WHERE ${scope} AND s.cluster = q.cluster AND s.score = b.score
+        ORDER BY i.external_id COLLATE "C"
+        OFFSET q.quota - 1 - (SELECT count(*) FROM item_scores s WHERE ${scope} AND s.cluster = q.cluster AND s.score ${better} b.score)
+        LIMIT 1) AS external_id
+    FROM quota q CROSS JOIN LATERAL
+      (SELECT s.score FROM item_scores s WHERE ${scope} AND s.cluster = q.cluster ORDER BY s.score ${dir} OFFSET q.quota - 1 LIMIT 1) b)
+  SELECT ${columns} FROM item_scores s JOIN bound b ON b.cluster = s.cluster JOIN items i ON i.id = s.item_id
+   WHERE ${scope} AND s.score ${better}= b.score AND s.score ${better}= (SELECT ${desc ? 'min' : 'max'}(score) FROM bound)
+     AND (s.score ${better} b.score OR i.external_id COLLATE "C" <= b.external_id)
+   ${rank} LIMIT ${intLiteral(q.size)}`;
+}
+
+/**
+ * Items scored under `version` (every score row of the active version has its item: an item's
+ * scores are deleted with it, and a switch drops the new version's rows of items deleted during
+ * the refit). An index-only count: no join with items.
+ */
+export async function countScores(db: Sql, datasetId: string, version: number): Promise<number> {
+  const [row] = await db.query<{ n: string }>('SELECT count(*) AS n FROM item_scores WHERE dataset_id = $1 AND version = $2', [datasetId, version]);
+  return Number(row.n);
+}
+
+/** External ids of the first `limit` items of the selection, in policy order. */
+export async function rankedExternalIds(db: Sql, q: RankedQuery, limit: number): Promise<string[]> {
+  const rows = await db.query<{ external_id: string }>(`SELECT external_id FROM (${rankedSource(q)}) r LIMIT $1`, [limit]);
+  return rows.map((r) => r.external_id);
+}
+
+/** Binary COPY of the selection's external ids, in policy order. */
+export function copyRankedExternalIds(db: Sql, q: RankedQuery): AsyncIterable<Buffer> {
+  return db.copyOut(`(SELECT external_id FROM (${rankedSource(q)}) r)`, 'binary');
+}
+
+/** Bytes of COPY data decoded per batch: PGlite hands the whole COPY over as one buffer. */
+const DECODE_SLICE = 64 * 1024;
+
+/** Decodes a binary COPY of one text column into arrays of strings, at most DECODE_SLICE bytes' worth each. */
+export async function* decodeTextColumn(chunks: AsyncIterable<Buffer>): AsyncGenerator<string[]> {
+  let batch: string[] = [];
+  const parser = new CopyBinaryParser((fields) => batch.push(fields[0]!.toString('utf8')));
+  for await (const chunk of chunks) {
+    for (let at = 0; at < chunk.length; at += DECODE_SLICE) {
+      parser.push(chunk.subarray(at, at + DECODE_SLICE));
+      if (batch.length > 0) {
+        yield batch;
+        batch = [];
+      }
+    }
+  }
+  parser.end();
+}
+
+export interface StoredRankedSelection {
+  datasetId: string;
+  version: number;
+  /** SHA-256 (hex) of the request's parameters. */
+  requestHash: string;
+  total: number;
+}
+
+/**
+ * Stores the selection's item ids set-based (as `saveSelection` lays them out: 8 bytes big-endian
+ * per id, the same digest), without shipping them through Node; an identical stored selection is
+ * extended instead. Returns the row's id. The ids are aggregated in the ranked subquery's order
+ * (a LIMIT subquery feeding a plain aggregate keeps its order).
+ */
+export async function storeRankedSelection(db: Sql, q: RankedQuery, s: StoredRankedSelection, ttlMs: number): Promise<string> {
+  const [row] = await db.query<{ id: string }>(
+    `INSERT INTO selections (id, dataset_id, version, request_hash, digest, total, size, item_ids, expires_at)
+     SELECT $1::uuid, $2::uuid, $3::int, $4::text,
+            encode(sha256(convert_to($4::text || E'\\n' || $3::int || E'\\n' || $5::int || E'\\n', 'UTF8') || a.ids), 'hex'),
+            $5::int, length(a.ids) / 8, a.ids, now() + $6::float8 * interval '1 millisecond'
+       FROM (SELECT coalesce(string_agg(int8send(r.item_id), ''::bytea), ''::bytea) AS ids FROM (${rankedSource(q)}) r) a
+     ON CONFLICT (dataset_id, digest) DO UPDATE SET expires_at = EXCLUDED.expires_at
+     RETURNING id::text`,
+    [randomUUID(), s.datasetId, s.version, s.requestHash, s.total, ttlMs],
+  );
+  return row.id;
+}
+
+/** Whether `error` is the server's "could not serialize access" (a REPEATABLE READ write met a newer row). */
+export function isSerializationFailure(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === '40001';
+}
+
+/** A stream read in one snapshot: what `open` answered before the first chunk, then the chunks. */
+export interface SnapshotStream<H> {
+  version: number;
+  head: H;
+  chunks: AsyncGenerator<Buffer>;
+}
+
+/** A stream nobody reads for this long is given up: its transaction ends, reading it later fails. */
+export const STREAM_STALL_MS = 60_000;
+
+const ABANDONED = Symbol('abandoned');
+
+/**
+ * Runs `open` against the dataset's active version in one REPEATABLE READ snapshot (as
+ * `readAtActiveVersion`) and keeps that transaction open while the caller reads the chunks it
+ * returned, one chunk handed over at a time (the database waits for a slow reader). The
+ * transaction ends when the chunks end, when the reader stops early (`return()`: a native COPY in
+ * flight is cancelled, so the connection goes back clean), or after STREAM_STALL_MS without a
+ * read. Undefined when the dataset has no active version or no longer exists.
+ */
+export async function streamAtActiveVersion<H>(
+  db: Database,
+  datasetId: string,
+  open: (tx: Sql, version: number) => Promise<{ head: H; chunks: AsyncIterable<Buffer> }>,
+  stallMs = STREAM_STALL_MS,
+): Promise<SnapshotStream<H> | undefined> {
+  const handoff = new Handoff<Buffer>(stallMs);
+  let opened!: (value: { version: number; head: H } | undefined) => void;
+  let failed!: (error: unknown) => void;
+  const started = new Promise<{ version: number; head: H } | undefined>((resolve, reject) => ((opened = resolve), (failed = reject)));
+  const run = db.transaction(async (tx) => {
+    await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+    const [row] = await tx.query<{ version: number | null }>('SELECT active_version AS version FROM datasets WHERE id = $1', [datasetId]);
+    if (!row || row.version === null) return opened(undefined);
+    const identity = db.backend === 'native' ? await transactionIdentity(tx) : null;
+    const { head, chunks } = await open(tx, row.version);
+    opened({ version: row.version, head });
+    const copy = chunks[Symbol.asyncIterator]();
+    for (let next = await copy.next(); !next.done; next = await copy.next()) {
+      if (await handoff.put(next.value)) continue;
+      if (identity) await cancelTransaction(db.control, identity).catch(() => undefined);
+      try {
+        while (!(await copy.next()).done);
+      } catch {
+        // the cancelled statement
+      }
+      throw ABANDONED;
+    }
+    handoff.end();
+  });
+  run.catch((error: unknown) => {
+    if (error === ABANDONED) return;
+    failed(error);
+    handoff.fail(error);
+  });
+  const start = await started;
+  if (!start) return undefined;
+  return { ...start, chunks: handoff.reader() };
+}
+
+/**
+ * One value at a time from a producer to a consumer: `put` resolves true once the consumer took
+ * the value, false when it stopped reading or did not read for `stallMs`.
+ */
+class Handoff<T> {
+  private offered: { value: T; taken: (ok: boolean) => void } | null = null;
+  private waiting: ((result: IteratorResult<T> | Error) => void) | null = null;
+  private state: 'open' | 'ended' | 'closed' = 'open';
+  private error: Error | null = null;
+
+  constructor(private readonly stallMs: number) {}
+
+  put(value: T): Promise<boolean> {
+    if (this.state !== 'open') return Promise.resolve(false);
+    if (this.waiting) {
+      const wake = this.waiting;
+      this.waiting = null;
+      wake({ value, done: false });
+      return Promise.resolve(true);
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.offered = null;
+        this.state = 'closed';
+        this.error = new Error(`selection stream not read for ${this.stallMs} ms: given up`);
+        resolve(false);
+      }, this.stallMs);
+      this.offered = { value, taken: (ok) => (clearTimeout(timer), resolve(ok)) };
+    });
+  }
+
+  end(): void {
+    this.finish(null);
+  }
+
+  fail(error: unknown): void {
+    this.finish(error instanceof Error ? error : new Error(String(error)));
+  }
+
+  private finish(error: Error | null): void {
+    if (this.state === 'open') this.state = 'ended';
+    this.error ??= error;
+    const wake = this.waiting;
+    this.waiting = null;
+    wake?.(this.error ?? { value: undefined, done: true });
+  }
+
+  private take(): Promise<IteratorResult<T> | Error> {
+    if (this.offered) {
+      const { value, taken } = this.offered;
+      this.offered = null;
+      taken(true);
+      return Promise.resolve({ value, done: false });
+    }
+    if (this.error) return Promise.resolve(this.error);
+    if (this.state !== 'open') return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve) => (this.waiting = resolve));
+  }
+
+  private close(): void {
+    if (this.state === 'open') this.state = 'closed';
+    this.offered?.taken(false);
+    this.offered = null;
+  }
+
+  async *reader(): AsyncGenerator<T> {
+    try {
+      for (;;) {
+        const next = await this.take();
+        if (next instanceof Error) throw next;
+        if (next.done) return;
+        yield next.value;
+      }
+    } finally {
+      this.close();
+    }
+  }
+}
