@@ -113,28 +113,57 @@ export function decodeItem(msg: pb.IngestItem | pb.ScoreCandidate): DecodedItem 
     }
     item.embedding = float32FromLittleEndian(bytes);
   } else item.image = msg.image;
-  if ('metadataJson' in msg && msg.metadataJson) {
-    try {
-      item.metadata = JSON.parse(msg.metadataJson);
-    } catch {
-      return { error: { code: 'INVALID_METADATA', message: 'metadata_json is not valid JSON' } };
-    }
-    const problem = textProblem(item.metadata, 'metadata_json');
-    if (problem) return { error: { code: problem.code, message: problem.message } };
+  if ('metadataJson' in msg && msg.metadataJson) return withMetadata(item, msg.metadataJson);
+  return item;
+}
+
+/** `item` with its metadata parsed from `json`, or the metadata's problem. */
+function withMetadata(item: DecodedItem, json: string): DecodedItem | { error: ItemError } {
+  try {
+    item.metadata = JSON.parse(json);
+  } catch {
+    return { error: { code: 'INVALID_METADATA', message: 'metadata_json is not valid JSON' } };
   }
+  const problem = textProblem(item.metadata, 'metadata_json');
+  if (problem) return { error: { code: problem.code, message: problem.message } };
   return item;
 }
 
 /**
- * Decodes a batch; the items that decoded go to the service and `merge` puts its per-item results
- * back beside the decoding failures, in the original order.
+ * Decodes packed embeddings: the bytes are copied once into one Float32Array, and each item's
+ * embedding is a view of its row. A block whose byte length is not n × dim float32 values, or
+ * whose metadata list is neither empty nor one per id, is refused whole (INVALID_PACKED).
  */
-export function decodeBatch<R>(messages: readonly (pb.IngestItem | pb.ScoreCandidate)[]) {
+export function decodePacked(packed: pb.PackedEmbeddings): { externalId: string; decoded: DecodedItem | { error: ItemError } }[] {
+  const ids = packed.externalIds ?? [];
+  const bytes = packed.vectorsF32le ?? new Uint8Array(0);
+  const metadata = packed.metadataJson ?? [];
+  const n = ids.length;
+  if (n === 0 ? bytes.byteLength > 0 || metadata.length > 0 : bytes.byteLength % (4 * n) !== 0) {
+    throw new ServiceError('invalid', 'INVALID_PACKED', `packed.vectors_f32le has ${bytes.byteLength} bytes: not ${n} vectors of float32 values`, { field: 'packed.vectors_f32le' });
+  }
+  if (metadata.length !== 0 && metadata.length !== n) {
+    throw new ServiceError('invalid', 'INVALID_PACKED', `packed.metadata_json has ${metadata.length} entries; give none or one per external id (${n})`, { field: 'packed.metadata_json' });
+  }
+  const dim = n === 0 ? 0 : bytes.byteLength / 4 / n;
+  const vectors = float32FromLittleEndian(bytes);
+  return ids.map((externalId, i) => {
+    const item: DecodedItem = { externalId, embedding: vectors.subarray(i * dim, (i + 1) * dim) };
+    return { externalId, decoded: metadata[i] ? withMetadata(item, metadata[i]) : item };
+  });
+}
+
+/**
+ * Decodes a batch (then `packed`'s items, if given); the items that decoded go to the service and
+ * `merge` puts its per-item results back beside the decoding failures, in the original order.
+ */
+export function decodeBatch<R>(messages: readonly (pb.IngestItem | pb.ScoreCandidate)[], packed?: pb.PackedEmbeddings | null) {
+  const entries = messages.map((m) => ({ externalId: m.externalId, decoded: decodeItem(m) }));
+  if (packed) entries.push(...decodePacked(packed));
   const good: DecodedItem[] = [];
   const at: number[] = [];
   const failed = new Map<number, ItemError>();
-  messages.forEach((m, i) => {
-    const decoded = decodeItem(m);
+  entries.forEach(({ decoded }, i) => {
     if ('error' in decoded) failed.set(i, decoded.error);
     else {
       good.push(decoded);
@@ -144,9 +173,9 @@ export function decodeBatch<R>(messages: readonly (pb.IngestItem | pb.ScoreCandi
   return {
     good,
     merge(results: readonly R[], failure: (externalId: string, error: ItemError) => R): R[] {
-      const out = new Array<R>(messages.length);
+      const out = new Array<R>(entries.length);
       at.forEach((i, j) => (out[i] = results[j]));
-      for (const [i, error] of failed) out[i] = failure(messages[i].externalId, error);
+      for (const [i, error] of failed) out[i] = failure(entries[i].externalId, error);
       return out;
     },
   };

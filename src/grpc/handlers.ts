@@ -11,7 +11,7 @@ import { getJobView, watchJob } from '../service/jobs.js';
 import { prototypeStatus } from '../service/prototypes.js';
 import { requestRefit } from '../service/refit.js';
 import { scoreBatch, type CandidateScore } from '../service/score.js';
-import { computeSelection, ID_CHUNK, selectedExternalIds } from '../service/selection.js';
+import { ID_CHUNK, streamSelection } from '../service/selection.js';
 import { datasetStats } from '../service/stats.js';
 import {
   apiKeyMessage,
@@ -180,10 +180,14 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
           }
           batches++;
           const items = msg.items ?? [];
-          checkItemCount(items.length, api.maxItemsPerRequest);
-          if (items.length === 0) continue;
-          ctx.metrics?.ingestBytes('grpc', items.reduce((sum, m) => sum + (m.image?.byteLength ?? 0) + (m.embeddingF32le?.byteLength ?? 0) + (m.embedding?.length ?? 0) * 4, 0));
-          const batch = decodeBatch<ItemOutcome>(items);
+          const packedCount = msg.packed?.externalIds?.length ?? 0;
+          checkItemCount(items.length + packedCount, api.maxItemsPerRequest);
+          const batch = decodeBatch<ItemOutcome>(items, msg.packed);
+          if (items.length + packedCount === 0) continue;
+          ctx.metrics?.ingestBytes(
+            'grpc',
+            items.reduce((sum, m) => sum + (m.image?.byteLength ?? 0) + (m.embeddingF32le?.byteLength ?? 0) + (m.embedding?.length ?? 0) * 4, msg.packed?.vectorsF32le?.byteLength ?? 0),
+          );
           const result = batch.good.length > 0 ? await ingestItems(ctx, dataset, batch.good) : null;
           if (result) {
             prototypeVersion = result.prototypeVersion;
@@ -247,9 +251,9 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
       if (!(Number.isInteger(chunkSize) && chunkSize >= 1 && chunkSize <= ID_CHUNK)) {
         throw new ServiceError('invalid', 'INVALID_SELECTION', `chunk_size must be an integer from 1 to ${ID_CHUNK}`, { field: 'chunk_size' });
       }
-      const handle = await computeSelection(ctx, msg.dataset, selectionRequest(msg));
-      let summary: Outgoing<pb.SelectionSummary> | null = { prototypeVersion: handle.version, total: handle.total, size: handle.itemIds.length };
-      for await (const ids of selectedExternalIds(ctx, handle.itemIds)) {
+      const stream = await streamSelection(ctx, msg.dataset, selectionRequest(msg));
+      let summary: Outgoing<pb.SelectionSummary> | null = { prototypeVersion: stream.version, total: stream.total, size: stream.size };
+      for await (const ids of stream.externalIds) {
         if (signal.aborted) return;
         for (let at = 0; at < ids.length; at += chunkSize) {
           yield { summary, externalIds: ids.slice(at, at + chunkSize) };

@@ -7,6 +7,7 @@ import type { ServiceContext } from './context.js';
 import { getDataset, requireEmbedder, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
 import type { AnyItem, IngestResult, ItemOutcome } from './ingest-items.js';
+import { readEmbeddingFrames, type FrameBatch } from './embedding-frames.js';
 import { storeBatch } from './store-batch.js';
 
 /**
@@ -103,4 +104,62 @@ export async function ingestInto(ctx: ServiceContext, dataset: Dataset, items: r
   );
   good.forEach((i, j) => (outcomes[i] = stored.items[j]));
   return { ...stored, items: outcomes };
+}
+
+/** Vector bytes per stored batch of a binary body: ~2 MiB (2048 items of 256 values), one transaction each. */
+const FRAME_BATCH_BYTES = 2 * 1024 * 1024;
+
+/** Items per batch of a binary body for vectors of `dim` values. */
+export function frameBatchSize(dim: number): number {
+  return Math.max(1, Math.floor(FRAME_BATCH_BYTES / (4 * dim)));
+}
+
+/**
+ * Ingests a binary body of precomputed embeddings (see embedding-frames.ts) as it arrives: each
+ * batch of `frameBatchSize` items goes through `ingestInto` (one transaction) while the next one
+ * is read and decoded, and the vectors reach `storeBatch` as Float32Array views of the batch. A
+ * malformed body fails the request at the first bad byte; the batches stored before it stay stored
+ * (`details.stored` counts their items; ingest is idempotent by external id, so re-sending is safe).
+ */
+export async function ingestFrames(ctx: ServiceContext, datasetName: string, body: AsyncIterable<Uint8Array>, maxBytes: number): Promise<IngestResult> {
+  const dataset = await getDataset(ctx, datasetName);
+  const outcomes: ItemOutcome[] = [];
+  let prototypeVersion = dataset.activeVersion;
+  let scheduledJobId: string | null = null;
+
+  const store = async (batch: FrameBatch) => {
+    const dim = dataset.dimension;
+    const good: AnyItem[] = [];
+    const goodAt: number[] = [];
+    batch.items.forEach((item, j) => {
+      const at = batch.first + j;
+      if (item.error) outcomes[at] = { externalId: item.externalId, status: 'error', ...item.error };
+      else {
+        good.push({ externalId: item.externalId, embedding: batch.vectors.subarray(j * dim, (j + 1) * dim), metadata: item.metadata });
+        goodAt.push(at);
+      }
+    });
+    if (good.length === 0) return;
+    const result = await ingestInto(ctx, dataset, good);
+    goodAt.forEach((at, j) => (outcomes[at] = result.items[j]));
+    prototypeVersion = result.prototypeVersion;
+    scheduledJobId ??= result.scheduledJobId;
+  };
+
+  // One batch is written while the next is decoded; the writes themselves stay one at a time.
+  let writing: Promise<void> = Promise.resolve();
+  try {
+    for await (const batch of readEmbeddingFrames(body, dataset.dimension, frameBatchSize(dataset.dimension), maxBytes)) {
+      await writing;
+      writing = store(batch);
+      writing.catch(() => undefined);
+    }
+    await writing;
+  } catch (error) {
+    await writing.catch(() => undefined);
+    const stored = outcomes.reduce((n, o) => (o && o.status !== 'error' ? n + 1 : n), 0);
+    if (error instanceof ServiceError && stored > 0) throw new ServiceError(error.kind, error.code, error.message, { ...error.details, stored }, { cause: error });
+    throw error;
+  }
+  return { items: outcomes, prototypeVersion, scheduledJobId };
 }

@@ -4,7 +4,7 @@ import { scoresFromSimilarity } from '../core/scores.js';
 import { lockDataset } from '../store/datasets.js';
 import { markChanged } from '../store/ann-index.js';
 import type { Sql } from '../store/database.js';
-import { countItems, saveThumbnails, upsertItems, type UpsertedItem } from '../store/items.js';
+import { holdsAtLeast, saveThumbnails, upsertItems, type UpsertedItem } from '../store/items.js';
 import { saveMiniBatch, type PrototypeSet } from '../store/prototypes.js';
 import { copyScores, upsertScores } from '../store/scores.js';
 import type { ServiceContext } from './context.js';
@@ -160,7 +160,8 @@ async function saveBatchScores(tx: Sql, datasetId: string, version: number, upse
 async function maybeScheduleFit(ctx: ServiceContext, dataset: Dataset, set: PrototypeSet | null): Promise<string | null> {
   let reason: string | null = null;
   if (set === null) {
-    if ((await countItems(ctx.db, dataset.id)) >= dataset.settings.minItemsForFit) reason = 'first-fit';
+    // Not count(*): that read the whole dataset after every batch (O(n²) over a large first ingest).
+    if (await holdsAtLeast(ctx.db, dataset.id, dataset.settings.minItemsForFit)) reason = 'first-fit';
   } else if (dataset.settings.autoRefit) {
     const drift = centroidDrift(set.fitCentroids, set.centroids, set.k, set.dim);
     const arrived = set.itemsSinceFit / (set.fitItems + set.itemsSinceFit);

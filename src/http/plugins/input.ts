@@ -1,8 +1,10 @@
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { Readable } from 'node:stream';
 import fp from 'fastify-plugin';
 import { AjvCompiler } from '@fastify/ajv-compiler';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify';
+import { EMBEDDING_FRAME_MEDIA_TYPE } from '../../service/embedding-frames.js';
 import { ServiceError } from '../../service/errors.js';
 import { assertValidText, printable } from '../../service/text.js';
 import { errorBody } from '../schemas.js';
@@ -67,13 +69,26 @@ export function clientErrorHandler(this: FastifyInstance, error: NodeJS.ErrnoExc
   );
 }
 
+/** The body of a binary embeddings request (EMBEDDING_FRAME_MEDIA_TYPE), unread; null for any other body. */
+export function frameBody(request: FastifyRequest): Readable | null {
+  return request.body instanceof Readable ? request.body : null;
+}
+
 /**
- * Hostile input, refused before any use case sees it: only JSON and multipart bodies are parsed
- * (anything else is 415 UNSUPPORTED_MEDIA_TYPE), and every string of the path, query and body
- * must be storable text (`assertValidText`).
+ * Hostile input, refused before any use case sees it: only JSON, multipart and binary embeddings
+ * (EMBEDDING_FRAME_MEDIA_TYPE) bodies are parsed (anything else is 415 UNSUPPORTED_MEDIA_TYPE),
+ * and every string of the path, query and body must be storable text (`assertValidText`). A binary
+ * body is handed on as its stream, read as it arrives by the route; its Content-Length is checked
+ * against the body limit here, the bytes themselves while they are read.
  */
 export const inputPlugin = fp(async (app: FastifyInstance) => {
   app.removeContentTypeParser('text/plain');
+  app.addContentTypeParser(EMBEDDING_FRAME_MEDIA_TYPE, (request, payload, done) => {
+    const declared = Number(request.headers['content-length'] ?? 0);
+    const limit = request.routeOptions.bodyLimit ?? app.initialConfig.bodyLimit ?? Infinity;
+    if (declared > limit) done(new ServiceError('too_large', 'BODY_TOO_LARGE', `the body exceeds BODY_LIMIT_BYTES (${limit} bytes)`, { limit }), undefined);
+    else done(null, payload);
+  });
   app.addHook('onRequest', async (request) => {
     if (request.raw.httpVersion === '1.1' && request.headers.host === undefined) {
       throw new ServiceError('invalid', 'MISSING_HOST_HEADER', 'an HTTP/1.1 request must carry a Host header');
@@ -88,6 +103,6 @@ export const inputPlugin = fp(async (app: FastifyInstance) => {
   app.addHook('preValidation', async (request) => {
     assertValidText(request.params, 'params');
     assertValidText(request.query, 'querystring');
-    assertValidText(request.body, 'body');
+    if (frameBody(request) === null) assertValidText(request.body, 'body');
   });
 });

@@ -11,7 +11,9 @@ import { payloadBytes } from '../../../metrics.js';
 import { jobBody } from './analysis.js';
 import { ErrorBody } from '../../schemas.js';
 import { DatasetParams, IngestBody, IngestResponse, Item, ItemParams } from './schemas.js';
-import { ingestItems } from '../../../service/ingest.js';
+import { ingestFrames, ingestItems } from '../../../service/ingest.js';
+import { EMBEDDING_FRAME_MEDIA_TYPE } from '../../../service/embedding-frames.js';
+import { frameBody } from '../../plugins/input.js';
 import { type AnyItem, countOutcomes, type IngestResult } from '../../../service/ingest-items.js';
 
 /** Multipart field names that carry no id of their own: the file name is the external id. */
@@ -74,8 +76,26 @@ async function readParts(request: FastifyRequest, maxItems: number): Promise<Any
   return items;
 }
 
-export function ingestView(result: IngestResult) {
-  return { prototypeVersion: result.prototypeVersion, scheduledJobId: result.scheduledJobId, counts: countOutcomes(result.items), items: result.items };
+/** The answer of an ingest; with `results: 'errors'` only the failed items are listed (the counts cover all). */
+export function ingestView(result: IngestResult, results: 'all' | 'errors' = 'all') {
+  const items = results === 'all' ? result.items : result.items.filter((o) => o.status === 'error');
+  return { prototypeVersion: result.prototypeVersion, scheduledJobId: result.scheduledJobId, counts: countOutcomes(result.items), items };
+}
+
+/** A binary body, read as it arrives, with its size counted for the metrics. */
+async function ingestFrameBody(ctx: ServiceContext, dataset: string, body: AsyncIterable<Uint8Array>, maxBytes: number): Promise<IngestResult> {
+  let bytes = 0;
+  async function* counted() {
+    for await (const chunk of body) {
+      bytes += chunk.byteLength;
+      yield chunk;
+    }
+  }
+  try {
+    return await ingestFrames(ctx, dataset, counted(), maxBytes);
+  } finally {
+    ctx.metrics?.ingestBytes('rest', bytes);
+  }
 }
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody };
@@ -85,7 +105,13 @@ const IngestQuery = Type.Object({
     Type.Boolean({
       default: false,
       description:
-        'Answer 202 with a job (kind `ingest`) at once and store the items in the background in chunks of 64, reporting progress (done / total items) on the job; its result holds the counts and each failed item’s code',
+        'Answer 202 with a job (kind `ingest`) at once and store the items in the background in chunks of 64, reporting progress (done / total items) on the job; its result holds the counts and each failed item’s code. JSON and multipart bodies only',
+    }),
+  ),
+  results: Type.Optional(
+    Type.Union([Type.Literal('all'), Type.Literal('errors')], {
+      default: 'all',
+      description: '`all`: every item’s outcome, in request order; `errors`: only the failed items (the counts still cover every item) — for large binary bodies',
     }),
   ),
 });
@@ -101,7 +127,12 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; api: C
         description:
           'JSON: `items` with an `image` (base64 file) or an `embedding` (numbers, or base64 little-endian float32) each. ' +
           'multipart/form-data: image files; the field name is the external id, or the file name for fields named file/files/image/images; ' +
-          'an optional `metadata` text field maps external ids to metadata objects. Each item succeeds or fails on its own.',
+          'an optional `metadata` text field maps external ids to metadata objects. ' +
+          `${EMBEDDING_FRAME_MEDIA_TYPE}: precomputed embeddings as binary frames (header: "PPEB", u16 version 1, u16 flags 0, u32 count, u32 dim; ` +
+          'per item: u16 id length, UTF-8 id, dim × float32, u32 metadata length, UTF-8 JSON metadata or nothing; little-endian), ' +
+          'read as they arrive and stored in batches of ~2 MiB of vectors (one transaction each); bounded by BODY_LIMIT_BYTES, not MAX_ITEMS_PER_REQUEST. ' +
+          'A malformed body is refused at its first bad byte (400 MALFORMED_FRAME; batches stored before it stay stored, `details.stored` counts them). ' +
+          'Each item succeeds or fails on its own.',
         tags: ['items'],
         params: DatasetParams,
         querystring: IngestQuery,
@@ -109,12 +140,24 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; api: C
           content: {
             'application/json': { schema: IngestBody },
             'multipart/form-data': { schema: Type.Unknown({ description: 'image files, plus an optional metadata text field (see description)' }) },
+            [EMBEDDING_FRAME_MEDIA_TYPE]: { schema: Type.Unknown({ description: 'binary frames of precomputed embeddings (see description)' }) },
           },
         },
         response: { 200: IngestResponse, 202: Type.Ref('Job'), ...errors, 409: ErrorBody, 413: ErrorBody, 429: ErrorBody, 503: ErrorBody },
       },
     },
     async (request, reply) => {
+      const frames = frameBody(request);
+      if (frames) {
+        if (request.query.async) {
+          throw new ServiceError('invalid', 'ASYNC_NOT_SUPPORTED', `async=true takes JSON or multipart bodies; a ${EMBEDDING_FRAME_MEDIA_TYPE} body is stored as it arrives`, { field: 'async' });
+        }
+        const result = await ingestFrameBody(ctx, request.params.dataset, frames, api.bodyLimitBytes);
+        refuseIfNoItemUsable(result.items);
+        const view = ingestView(result, request.query.results);
+        ctx.metrics?.ingestItems('rest', view.counts);
+        return view;
+      }
       let items: AnyItem[];
       if (request.isMultipart()) {
         items = await multipartItems(request, api.maxItemsPerRequest);
@@ -128,7 +171,7 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; api: C
       }
       const result = await ingestItems(ctx, request.params.dataset, items);
       refuseIfNoItemUsable(result.items);
-      const view = ingestView(result);
+      const view = ingestView(result, request.query.results);
       ctx.metrics?.ingestItems('rest', view.counts);
       return view;
     },

@@ -277,8 +277,22 @@ export interface IngestItem {
 export interface IngestItemsRequest {
   /** The dataset; every message of the stream must name the same one. */
   dataset: string;
-  /** At most MAX_ITEMS_PER_REQUEST items per message. */
+  /** At most MAX_ITEMS_PER_REQUEST items per message (those of `packed` included). */
   items: IngestItem[];
+  /**
+   * Precomputed embeddings in one block (faster than `items` for many vectors); its items follow
+   * those of `items` in the answer.
+   */
+  packed: PackedEmbeddings | undefined;
+}
+
+/** n items' embeddings packed: n = len(external_ids), the vectors decoded straight from the bytes. */
+export interface PackedEmbeddings {
+  externalIds: string[];
+  /** n × dim little-endian float32, row-major (dim: the dataset's dimension). */
+  vectorsF32le: Uint8Array;
+  /** Empty (no metadata), or n JSON objects as strings ("" for an item without). */
+  metadataJson: string[];
 }
 
 export interface IngestItemResult {

@@ -1,0 +1,180 @@
+/**
+ * Binary embedding ingest against its floor, in one run on native PostgreSQL (BENCH_DATABASE_URL):
+ *   (a) raw baseline: psql \copy items (dataset_id, external_id, embedding) FROM file WITH (FORMAT binary)
+ *   (b) REST application/vnd.protoprune.embeddings bodies (--per-body items each, sequential)
+ *   (c) gRPC IngestItems with packed embeddings (MAX_ITEMS_PER_REQUEST per message, one stream)
+ *   (d) REST JSON, base64 float32 (1000 per request, 2 in flight), for reference
+ * Each into its own fresh dataset, before the first fit (minItemsForFit above N: items are stored,
+ * not scored). Background HNSW indexing is off (ANN_INDEX_BATCH=0), as for the psql rows.
+ * Flags: --n=200000 --dim=256 --per-body=20000 --skip-json
+ * The service, this client and PostgreSQL share the machine's cores.
+ */
+import { spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { ApiClient as GrpcClient } from '../test/grpc/client.js';
+import { Flags } from './lib/args.js';
+import { adminQuery, schemaOf, startHarnessService, withSchema, type HarnessService } from './lib/service.js';
+import { EMBEDDING_FRAME_MEDIA_TYPE, encodeEmbeddingFrame } from '../src/service/embedding-frames.js';
+import { copyHeader, copyTrailer, encodeTuple } from '../src/store/pgcopy.js';
+
+const flags = new Flags(process.argv.slice(2), ['n', 'dim', 'per-body', 'skip-json']);
+const N = flags.int('n', 200_000);
+const DIM = flags.int('dim', 256);
+const PER_BODY = flags.int('per-body', 20_000);
+const url = process.env.BENCH_DATABASE_URL ?? process.env.TEST_DATABASE_URL;
+if (!url) throw new Error('set BENCH_DATABASE_URL to a native PostgreSQL with pgvector');
+
+const log = (message: string) => console.error(`[binary-ingest] ${message}`);
+const externalId = (i: number) => `item-${String(i).padStart(8, '0')}`;
+
+function unitVectors(n: number, dim: number): Float32Array {
+  const out = new Float32Array(n * dim);
+  for (let i = 0; i < n; i++) {
+    let squared = 0;
+    for (let j = 0; j < dim; j++) {
+      // Box-Muller: Gaussian components make the directions uniform on the sphere.
+      const g = Math.sqrt(-2 * Math.log(1 - Math.random())) * Math.cos(2 * Math.PI * Math.random());
+      out[i * dim + j] = g;
+      squared += g * g;
+    }
+    const scale = 1 / Math.sqrt(squared);
+    for (let j = 0; j < dim; j++) out[i * dim + j] *= scale;
+  }
+  return out;
+}
+
+async function freshDataset(svc: HarnessService, name: string): Promise<string> {
+  await svc.api.deleteIfExists(`/v1/datasets/${name}`);
+  await svc.api.post('/v1/datasets', { name, dimension: DIM, k: 100, settings: { minItemsForFit: N + 1, autoRefit: false } });
+  const [{ id }] = await svc.running.db.query<{ id: string }>('SELECT id::text AS id FROM datasets WHERE name = $1', [name]);
+  return id;
+}
+
+async function countOf(svc: HarnessService, datasetId: string): Promise<number> {
+  const [row] = await svc.running.db.query<{ n: number }>('SELECT count(*)::int AS n FROM items WHERE dataset_id = $1', [datasetId]);
+  return row.n;
+}
+
+function psqlCopy(databaseUrl: string, command: string): Promise<void> {
+  const { base, schema } = schemaOf(databaseUrl);
+  const env = { ...process.env, ...(schema ? { PGOPTIONS: `-c search_path=${schema},public` } : {}) };
+  return new Promise((resolve, reject) => {
+    const child = spawn('psql', [base, '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-c', command], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`psql exited ${code}: ${stderr}`))));
+  });
+}
+
+async function timed(run: () => Promise<void>): Promise<number> {
+  const started = performance.now();
+  await run();
+  return (performance.now() - started) / 1000;
+}
+
+async function main(): Promise<void> {
+  const schema = `bench_binary_${process.pid}`;
+  const databaseUrl = withSchema(url!, schema);
+  const tmp = path.join(os.tmpdir(), `protoprune-binary-${process.pid}`);
+  await mkdir(tmp, { recursive: true });
+  const load = os.loadavg().map((l) => l.toFixed(1)).join(' / ');
+  log(`N = ${N} × ${DIM}, load ${load}`);
+  const points = unitVectors(N, DIM);
+  const ids = Array.from({ length: N }, (_, i) => externalId(i));
+  const svc = await startHarnessService({ databaseUrl, env: { ANN_INDEX_BATCH: '0' } });
+  const maxPerMessage = svc.config.api.maxItemsPerRequest;
+  const results: { name: string; seconds: number; detail: string }[] = [];
+  try {
+    // (a) psql \copy of the same rows.
+    const rawId = await freshDataset(svc, 'raw');
+    const file = path.join(tmp, 'items.copy');
+    const out = createWriteStream(file);
+    out.write(copyHeader());
+    for (let i = 0; i < N; i++) {
+      out.write(encodeTuple([{ type: 'uuid', value: rawId }, { type: 'text', value: ids[i] }, { type: 'vector', value: points, offset: i * DIM, dim: DIM }]));
+    }
+    out.end(copyTrailer());
+    await new Promise<void>((resolve) => out.on('finish', () => resolve()));
+    const raw = await timed(() => psqlCopy(databaseUrl, `\\copy items (dataset_id, external_id, embedding) FROM '${file}' WITH (FORMAT binary)`));
+    if ((await countOf(svc, rawId)) !== N) throw new Error('psql did not copy every row');
+    results.push({ name: 'psql \\copy FORMAT binary into items (raw baseline)', seconds: raw, detail: 'one COPY, one transaction' });
+    await rm(file);
+
+    // (b) REST binary frames; bodies encoded before the clock starts.
+    const binId = await freshDataset(svc, 'rest-binary');
+    const bodies: Buffer[] = [];
+    for (let at = 0; at < N; at += PER_BODY) {
+      const end = Math.min(N, at + PER_BODY);
+      bodies.push(encodeEmbeddingFrame(ids.slice(at, end), points.subarray(at * DIM, end * DIM), DIM));
+    }
+    const rest = await timed(async () => {
+      for (const body of bodies) {
+        const response = await fetch(`${svc.base}/v1/datasets/rest-binary/items?results=errors`, {
+          method: 'POST',
+          headers: svc.api.headers({ 'content-type': EMBEDDING_FRAME_MEDIA_TYPE }),
+          body,
+        });
+        const answer = (await response.json()) as { counts?: { failed: number } };
+        if (response.status !== 200 || answer.counts?.failed) throw new Error(`binary ingest: HTTP ${response.status} ${JSON.stringify(answer).slice(0, 300)}`);
+      }
+    });
+    if ((await countOf(svc, binId)) !== N) throw new Error('binary REST did not store every item');
+    results.push({ name: `REST ${EMBEDDING_FRAME_MEDIA_TYPE}`, seconds: rest, detail: `${bodies.length} bodies of ${PER_BODY} items (${(bodies[0].length / 2 ** 20).toFixed(1)} MiB), sequential, results=errors` });
+    bodies.length = 0;
+
+    // (c) gRPC packed embeddings, one client stream.
+    const grpcId = await freshDataset(svc, 'grpc-packed');
+    const client = new GrpcClient(svc.running.grpc.port, svc.key);
+    const messages: { dataset: string; packed: { externalIds: string[]; vectorsF32le: Buffer } }[] = [];
+    for (let at = 0; at < N; at += maxPerMessage) {
+      const end = Math.min(N, at + maxPerMessage);
+      messages.push({ dataset: 'grpc-packed', packed: { externalIds: ids.slice(at, end), vectorsF32le: Buffer.from(points.buffer, at * DIM * 4, (end - at) * DIM * 4) } });
+    }
+    const grpc = await timed(async () => {
+      const answer = await client.ingest(messages);
+      if (answer.failed > 0) throw new Error(`${answer.failed} gRPC items failed`);
+    });
+    client.raw.close();
+    if ((await countOf(svc, grpcId)) !== N) throw new Error('gRPC did not store every item');
+    results.push({ name: 'gRPC IngestItems, packed', seconds: grpc, detail: `${messages.length} messages of ${maxPerMessage} in one stream` });
+
+    // (d) JSON base64 for reference.
+    if (!flags.has('skip-json')) {
+      await freshDataset(svc, 'rest-json');
+      const per = Math.min(1000, maxPerMessage);
+      const jsonBodies: string[] = [];
+      for (let at = 0; at < N; at += per) {
+        const items = [];
+        for (let i = at; i < Math.min(N, at + per); i++) items.push({ externalId: ids[i], embedding: Buffer.from(points.buffer, i * DIM * 4, DIM * 4).toString('base64') });
+        jsonBodies.push(JSON.stringify({ items }));
+      }
+      let next = 0;
+      const json = await timed(async () => {
+        await Promise.all(
+          [0, 1].map(async () => {
+            while (next < jsonBodies.length) await svc.api.post('/v1/datasets/rest-json/items', jsonBodies[next++]);
+          }),
+        );
+      });
+      results.push({ name: 'REST JSON, base64 float32', seconds: json, detail: `${jsonBodies.length} requests of ${per}, 2 in flight` });
+    }
+  } finally {
+    for (const name of ['raw', 'rest-binary', 'grpc-packed', 'rest-json']) await svc.api.deleteIfExists(`/v1/datasets/${name}`).catch(() => undefined);
+    await svc.stop();
+    await adminQuery(url!, `DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await rm(tmp, { recursive: true, force: true });
+  }
+  const rawRate = N / results[0].seconds;
+  console.log(`\nbinary ingest, ${N.toLocaleString('en')} × ${DIM} random unit vectors, native PostgreSQL, before the first fit; load ${load} → ${os.loadavg().map((l) => l.toFixed(1)).join(' / ')}`);
+  console.log('| path | time | items/s | ÷ psql \\copy | detail |\n|---|---:|---:|---:|---|');
+  for (const r of results) {
+    const itemsPerSecond = N / r.seconds;
+    console.log(`| ${r.name} | ${r.seconds.toFixed(1)} s | ${Math.round(itemsPerSecond).toLocaleString('en')} | ${(itemsPerSecond / rawRate).toFixed(2)}× | ${r.detail} |`);
+  }
+}
+
+void main();
