@@ -119,7 +119,7 @@ export const VARIABLES = {
   },
   RATE_LIMIT_PER_MINUTE: { kind: 'int', default: 600, min: 0, max: 10000000, doc: 'Requests per minute per API key (per client address without auth); 0 turns the limit off.' },
   BODY_LIMIT_BYTES: { kind: 'int', default: 67108864, min: 1024, max: 2147483647, doc: 'Largest request body (JSON or multipart) or gRPC message accepted, in bytes.' },
-  MAX_ITEMS_PER_REQUEST: { kind: 'int', default: 1000, min: 1, max: 1000000, doc: 'Most items one ingest or score request may carry.' },
+  MAX_ITEMS_PER_REQUEST: { kind: 'int', default: 1000, min: 1, max: 1000000, doc: 'Most items one JSON or multipart ingest, one score request or one gRPC ingest message may carry (a binary frame body is bounded by BODY_LIMIT_BYTES and stored in batches).' },
   REQUEST_TIMEOUT_MS: { kind: 'int', default: 120000, min: 0, max: 3600000, doc: 'Time a client has to send a whole request (0: no limit); guards against slow uploads holding connections.' },
   METRICS_ENABLED: { kind: 'bool', default: true, doc: 'Serve Prometheus metrics at /metrics (see METRICS_PORT).' },
   METRICS_PORT: {
