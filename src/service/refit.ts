@@ -4,7 +4,7 @@ import { relabelPending } from '../store/ann-index.js';
 import { clockAfterDatasetLock, findDatasetById, switchActiveVersion } from '../store/datasets.js';
 import type { Sql } from '../store/database.js';
 import { itemIdRange, readDatasetEmbeddings, sampleDatasetEmbeddings } from '../store/items.js';
-import { createJobParts, deleteJobParts, mergeJobResult, readJobPartResults } from '../store/jobs.js';
+import { countJobParts, createJobParts, deleteJobParts, mergeJobResult, readJobPartResults } from '../store/jobs.js';
 import {
   dropSupersededPrototypeSets,
   findPrototypeSetRow,
@@ -194,7 +194,9 @@ export async function runRefit(ctx: ServiceContext, job: Job<'refit'>, run: JobR
     await run.write((tx) => deleteJobParts(tx, job.id));
     return { version: checkpointVersion, previousVersion: previous, k: setRow?.k, fitItems: setRow?.fitItems, sampleItems, objective: setRow?.objective, timings };
   }
-  if (setRow !== undefined && snapshotAt !== null) {
+  // A checkpoint without parts was written by a version of the service that rescored in one pass:
+  // its set is fitted again (the partial scores of its version go with the cleanup after the switch).
+  if (setRow !== undefined && snapshotAt !== null && (await countJobParts(db, job.id)).total > 0) {
     set = await loadPrototypeSet(db, setRow, dim);
     ctx.logger.info({ jobId: job.id, version: set.version }, 'resuming refit from its checkpoint');
   } else {

@@ -80,6 +80,36 @@ describe.each(BACKENDS)('prototype versions on the $name backend', (backend) => 
     expect((await observe(h.db, 'switch')).v).toBe(2);
   });
 
+  it('a checkpoint of a one-pass rescore (no parts) is fitted again, and its partial scores go', async () => {
+    await createDataset(h.layer.ctx, { name: 'legacy', dimension: DIM, k: 12, settings: { minItemsForFit: 1_000_000, autoRefit: false } });
+    await ingestPlanted(h, 'legacy', 1200, 5);
+    const dataset = await getDataset(h.layer.ctx, 'legacy');
+    const first = await requestRefit(h.layer.ctx, 'legacy');
+    expect((await waitForJob(h.db, first.id)).state).toBe('succeeded');
+    await h.layer.worker.stop();
+    // As an earlier version of the service left it: version 2 stored with its checkpoint, half of
+    // its scores written, no parts.
+    const { job } = await h.db.transaction((tx) => queueJob(tx, dataset.id, 'refit', { reason: 'requested' }));
+    await h.db.query(
+      `INSERT INTO prototype_sets (dataset_id, version, k, fit_items, objective, centroids, counts)
+       SELECT dataset_id, 2, k, fit_items, objective, centroids, counts FROM prototype_sets WHERE dataset_id = $1 AND version = 1`,
+      [dataset.id],
+    );
+    await h.db.query(
+      `INSERT INTO item_scores (dataset_id, version, item_id, score, cluster)
+       SELECT dataset_id, 2, item_id, score, cluster FROM item_scores WHERE dataset_id = $1 AND version = 1 AND item_id % 2 = 0`,
+      [dataset.id],
+    );
+    await h.db.query(`UPDATE jobs SET result = jsonb_build_object('version', 2, 'snapshotAt', now()::text) WHERE id = $1`, [job.id]);
+    h.layer.worker.start();
+    const done = await waitForJob(h.db, job.id);
+    expect(done.state).toBe('succeeded');
+    expect(done.result).toMatchObject({ version: 3, previousVersion: 1, fitItems: 1200 });
+    expect(await observe(h.db, 'legacy')).toEqual({ v: 3, items: 1200, scored: 1200 });
+    const left = await h.db.query<{ version: number }>('SELECT DISTINCT version FROM item_scores WHERE dataset_id = $1 ORDER BY version', [dataset.id]);
+    expect(left.map((r) => r.version)).toEqual([3]);
+  });
+
   it('an interrupted rescore leaves the previous version serving and resumes without cleanup', async () => {
     await createDataset(h.layer.ctx, { name: 'crash', dimension: DIM, k: 12, settings: { minItemsForFit: 1_000_000, autoRefit: false } });
     await ingestPlanted(h, 'crash', 3000, 3);
