@@ -91,19 +91,17 @@ export function rescoreParts(version: number, range: { n: number; minId: bigint;
  * Scores the dataset's items written after `since` under `set` (upserting: one rescored by a part
  * before it was replaced holds its old embedding's score), a page at a time.
  */
-async function rescoreChanged(ctx: ServiceContext, tx: Sql | null, run: JobRun, dataset: Dataset, set: PrototypeSet, since: string, pageItems: number): Promise<number> {
+async function rescoreChanged(ctx: ServiceContext, tx: Sql | null, run: JobRun, dataset: Dataset, set: PrototypeSet, since: string, pageItems: number): Promise<void> {
   let afterId: bigint | undefined;
-  let scored = 0;
   for (;;) {
     const filter = { changedAfter: since, afterId, limit: pageItems };
     const page = tx ? await readDatasetEmbeddings(tx, dataset.id, dataset.dimension, filter) : await run.read((t) => readDatasetEmbeddings(t, dataset.id, dataset.dimension, filter));
-    if (page.n === 0) return scored;
+    if (page.n === 0) return;
     const nearest = await ctx.kernel.nearest(page.vectors, page.n, set.centroids, set.k, dataset.dimension);
     const write = (t: Sql) => upsertScores(t, dataset.id, set.version, Array.from(page.ids), scoresFromSimilarity(nearest.similarity), nearest.cluster);
     await (tx ? write(tx) : run.write(write));
-    scored += page.n;
     afterId = page.ids[page.n - 1];
-    if (page.n < pageItems) return scored;
+    if (page.n < pageItems) return;
   }
 }
 
