@@ -8,7 +8,7 @@
  * not grow with N. With `--compare`, the refit's full-data objective (fitted on a sample) is
  * compared with k-means fitted on every item in this process (same k, seed and iterations).
  *
- *   BENCH_DATABASE_URL=postgres://… npm run bench -- scale [--sizes=1000000,4000000] [--dim=256] [--k=1000] [--replicas=1,2,3] [--compare]
+ *   BENCH_DATABASE_URL=postgres://… npm run bench -- scale [--sizes=1000000,4000000] [--dim=256] [--k=1000] [--replicas=1,2,3] [--compare] [--keep]
  *
  * The machine's cores are shared by PostgreSQL, the refit processes and this one.
  */
@@ -32,7 +32,7 @@ import { openDatabase } from '../src/store/open.js';
 import { Flags } from './lib/args.js';
 import { SyntheticSphere } from './synthetic.js';
 
-const flags = new Flags(process.argv.slice(2), ['sizes', 'dim', 'k', 'planted', 'replicas', 'compare', 'child', 'role']);
+const flags = new Flags(process.argv.slice(2), ['sizes', 'dim', 'k', 'planted', 'replicas', 'compare', 'keep', 'child', 'role']);
 const DIM = flags.int('dim', 256);
 const K = flags.int('k', 1000);
 const BATCH = 10_000;
@@ -95,30 +95,40 @@ async function main(): Promise<void> {
   const planted = flags.int('planted', K);
   const rows: string[] = [];
   for (const n of sizes) {
-    const schema = `bench_scale_${randomBytes(4).toString('hex')}`;
+    // --keep: the ingested dataset stays in a schema named after its shape, and a later run reuses it.
+    const keep = flags.has('keep');
+    const schema = keep ? `bench_scale_${n}_d${DIM}_k${K}` : `bench_scale_${randomBytes(4).toString('hex')}`;
     const admin = new pg.Client({ connectionString: nativeUrl });
     await admin.connect();
-    await admin.query(`CREATE SCHEMA ${schema}`);
+    const reused = keep && (await admin.query('SELECT 1 FROM information_schema.schemata WHERE schema_name = $1', [schema])).rowCount === 1;
+    if (!reused) await admin.query(`CREATE SCHEMA ${schema}`);
     const url = new URL(nativeUrl);
     url.searchParams.set('schema', schema);
     try {
       const { db } = await openDatabase({ backend: 'native', url: url.toString(), poolMax: 6 });
       const kernel = await OrtDistanceKernel.create({ intraOpNumThreads: 2 });
       const ctx = createContext(db, kernel, pino({ level: 'warn' }));
-      await createDataset(ctx, { name: 'scale', dimension: DIM, k: K, settings: { minItemsForFit: Number.MAX_SAFE_INTEGER, autoRefit: false } });
-      const data = new SyntheticSphere(planted, DIM, 7);
-      log(`N = ${n.toLocaleString('en')}: ingesting ${DIM}-d items`);
-      const ingestStarted = performance.now();
-      for (let from = 0; from < n; from += BATCH) {
-        const count = Math.min(BATCH, n - from);
-        const points = data.take(count);
-        const items = Array.from({ length: count }, (_, i) => ({ externalId: `i${from + i}`, embedding: points.subarray(i * DIM, (i + 1) * DIM) }));
-        const result = await ingestItems(ctx, 'scale', items);
-        if (result.items.some((r) => r.status === 'error')) throw new Error('ingest reported errors');
+      let ingestPerSecond = Number.NaN;
+      if (reused) {
+        const [{ count }] = (await admin.query(`SELECT count(*)::int AS count FROM ${schema}.items`)).rows as { count: number }[];
+        if (count !== n) throw new Error(`schema ${schema} holds ${count} items, not ${n} (an interrupted --keep run): drop it`);
+        log(`N = ${n.toLocaleString('en')}: reusing the items of schema ${schema} (--keep)`);
+      } else {
+        await createDataset(ctx, { name: 'scale', dimension: DIM, k: K, settings: { minItemsForFit: Number.MAX_SAFE_INTEGER, autoRefit: false } });
+        const data = new SyntheticSphere(planted, DIM, 7);
+        log(`N = ${n.toLocaleString('en')}: ingesting ${DIM}-d items`);
+        const ingestStarted = performance.now();
+        for (let from = 0; from < n; from += BATCH) {
+          const count = Math.min(BATCH, n - from);
+          const points = data.take(count);
+          const items = Array.from({ length: count }, (_, i) => ({ externalId: `i${from + i}`, embedding: points.subarray(i * DIM, (i + 1) * DIM) }));
+          const result = await ingestItems(ctx, 'scale', items);
+          if (result.items.some((r) => r.status === 'error')) throw new Error('ingest reported errors');
+        }
+        ingestPerSecond = n / ((performance.now() - ingestStarted) / 1000);
+        log(`ingested at ${Math.round(ingestPerSecond).toLocaleString('en')} items/s; VACUUM ANALYZE`);
+        await db.exec('VACUUM ANALYZE items');
       }
-      const ingestPerSecond = n / ((performance.now() - ingestStarted) / 1000);
-      log(`ingested at ${Math.round(ingestPerSecond).toLocaleString('en')} items/s; VACUUM ANALYZE`);
-      await db.exec('VACUUM ANALYZE items');
       const runs: { replicas: number; run: RefitRun }[] = [];
       for (const replicas of replicaCounts) {
         log(`refit with ${replicas} replica(s)`);
@@ -141,13 +151,13 @@ async function main(): Promise<void> {
         const t = run.result.timings;
         const rescoreRate = run.result.fitItems / (t.rescoreWriteMs / 1000);
         rows.push(
-          `| ${n.toLocaleString('en')} | ${Math.round(ingestPerSecond).toLocaleString('en')} | ${replicas} | ${(run.wallMs / 1000).toFixed(1)} | ${((t.readMs ?? 0) / 1000).toFixed(1)} / ${((t.fitMs ?? 0) / 1000).toFixed(1)} / ${(t.rescoreWriteMs / 1000).toFixed(1)} / ${(t.switchMs / 1000).toFixed(1)} | ${Math.round(rescoreRate).toLocaleString('en')} | ${run.result.sampleItems.toLocaleString('en')} | ${(run.peakRssKb / 1024 / 1024).toFixed(2)}${runs[0] === runs.find((r) => r.run === run) ? compare : ''} |`,
+          `| ${n.toLocaleString('en')} | ${Number.isNaN(ingestPerSecond) ? 'reused' : Math.round(ingestPerSecond).toLocaleString('en')} | ${replicas} | ${(run.wallMs / 1000).toFixed(1)} | ${((t.readMs ?? 0) / 1000).toFixed(1)} / ${((t.fitMs ?? 0) / 1000).toFixed(1)} / ${(t.rescoreWriteMs / 1000).toFixed(1)} / ${(t.switchMs / 1000).toFixed(1)} | ${Math.round(rescoreRate).toLocaleString('en')} | ${run.result.sampleItems.toLocaleString('en')} | ${(run.peakRssKb / 1024 / 1024).toFixed(2)}${runs[0] === runs.find((r) => r.run === run) ? compare : ''} |`,
         );
       }
       await kernel.dispose();
       await db.close();
     } finally {
-      await admin.query(`DROP SCHEMA ${schema} CASCADE`);
+      if (!keep) await admin.query(`DROP SCHEMA ${schema} CASCADE`);
       await admin.end();
     }
   }
