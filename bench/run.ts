@@ -12,6 +12,7 @@
  *   npm run bench -- scale [flags]         1M/4M/10M × 256: ingest rate, refit phases, rescore over 1-3 replicas, peak RSS (bench/scale.ts)
  *   npm run bench -- select-stream [flags] hardest 30% streamed from the score index against psql \copy of the same query (bench/select-stream.ts)
  *   npm run bench -- binary-ingest [flags] embeddings over REST frames, gRPC packed and JSON against psql \copy binary of the same rows (bench/binary-ingest.ts)
+ *   npm run bench -- ingest-replicas [flags] one fitted dataset ingested by 1, 2 and 3 service processes at once, beside binary COPY (bench/ingest-replicas.ts)
  *   npm run bench -- all                   the suite, then kmeans, embedding and engine with their defaults
  */
 import { spawnSync } from 'node:child_process';
@@ -30,6 +31,7 @@ const named: Record<string, string> = {
   scale: 'scale.ts',
   'select-stream': 'select-stream.ts',
   'binary-ingest': 'binary-ingest.ts',
+  'ingest-replicas': 'ingest-replicas.ts',
 };
 const [first, ...rest] = process.argv.slice(2);
 let benches: { file: string; args: string[] }[];

@@ -6,12 +6,79 @@ export interface MiniBatchUpdate {
 }
 
 /**
- * Mini-batch k-means step (Sculley 2010) on the sphere. `batchCluster` is each batch row's nearest
- * centroid, already computed with the current centroids. Rows are applied in order: centroid c
- * gains one count per row and moves toward the row with learning rate 1/count, i.e.
- * c ← (1 − 1/count)·c + x/count (a running mean seeded with the fit's counts). Touched centroids
- * are re-normalised after the batch. Pure: inputs are not modified.
+ * What one batch moves the centroids by, kept apart from the centroids so that batches ingested
+ * concurrently can be folded later, one after another: per touched centroid, the sum of the batch
+ * rows assigned to it and their count.
  */
+export interface CentroidDelta {
+  /** Touched centroids, ascending. */
+  clusters: Int32Array;
+  /** Rows of the batch per touched centroid. */
+  counts: Int32Array;
+  /** clusters.length × dim sums of those rows. */
+  sums: Float32Array;
+  /** Rows of the batch. */
+  items: number;
+}
+
+/** The batch's delta; `batchCluster` is each row's nearest centroid (of k). Pure. */
+export function centroidDelta(batch: Float32Array, batchSize: number, dim: number, batchCluster: Int32Array, k: number): CentroidDelta {
+  if (batch.length < batchSize * dim) throw new RangeError(`batch holds ${batch.length} values, expected ${batchSize * dim}`);
+  if (batchCluster.length < batchSize) throw new RangeError(`batchCluster holds ${batchCluster.length} values, expected ${batchSize}`);
+  const rows = new Int32Array(k);
+  for (let i = 0; i < batchSize; i++) {
+    const c = batchCluster[i];
+    if (!(c >= 0 && c < k)) throw new RangeError(`batchCluster[${i}] = ${c} is outside [0, ${k})`);
+    rows[c]++;
+  }
+  const slot = new Int32Array(k).fill(-1);
+  const touched: number[] = [];
+  for (let c = 0; c < k; c++) {
+    if (rows[c] === 0) continue;
+    slot[c] = touched.length;
+    touched.push(c);
+  }
+  // Summed in float64: a batch's rows per centroid can number thousands.
+  const work = new Float64Array(touched.length * dim);
+  for (let i = 0; i < batchSize; i++) {
+    const w = slot[batchCluster[i]] * dim;
+    const p = i * dim;
+    for (let j = 0; j < dim; j++) work[w + j] += batch[p + j];
+  }
+  return { clusters: Int32Array.from(touched), counts: Int32Array.from(touched, (c) => rows[c]), sums: Float32Array.from(work), items: batchSize };
+}
+
+/**
+ * Mini-batch k-means step (Sculley 2010) on the sphere: centroid c with n items, gaining m rows of
+ * sum s, becomes the running mean (n·c + s) / (n + m) — what moving toward each row with learning
+ * rate 1/count, one row at a time, arrives at — re-normalised. A row that cancels out exactly keeps
+ * its previous centroid rather than become NaN. Pure: inputs are not modified.
+ */
+export function applyCentroidDelta(centroids: Float32Array, counts: Int32Array, k: number, dim: number, delta: CentroidDelta): MiniBatchUpdate {
+  if (centroids.length < k * dim) throw new RangeError(`centroids holds ${centroids.length} values, expected ${k * dim}`);
+  if (counts.length < k) throw new RangeError(`counts holds ${counts.length} values, expected ${k}`);
+  if (delta.sums.length < delta.clusters.length * dim) throw new RangeError(`delta sums hold ${delta.sums.length} values, expected ${delta.clusters.length * dim}`);
+  const nextCentroids = Float32Array.from(centroids.subarray(0, k * dim));
+  const nextCounts = Int32Array.from(counts.subarray(0, k));
+  const row = new Float64Array(dim);
+  for (let s = 0; s < delta.clusters.length; s++) {
+    const c = delta.clusters[s];
+    if (!(c >= 0 && c < k)) throw new RangeError(`delta cluster ${c} is outside [0, ${k})`);
+    const before = nextCounts[c];
+    nextCounts[c] = before + delta.counts[s];
+    let squared = 0;
+    for (let j = 0; j < dim; j++) {
+      row[j] = (before * centroids[c * dim + j] + delta.sums[s * dim + j]) / nextCounts[c];
+      squared += row[j] * row[j];
+    }
+    if (!(squared > 0)) continue;
+    const scale = 1 / Math.sqrt(squared);
+    for (let j = 0; j < dim; j++) nextCentroids[c * dim + j] = row[j] * scale;
+  }
+  return { centroids: nextCentroids, counts: nextCounts };
+}
+
+/** One batch's delta applied at once (see applyCentroidDelta). */
 export function miniBatchUpdate(
   centroids: Float32Array,
   counts: Int32Array,
@@ -21,48 +88,7 @@ export function miniBatchUpdate(
   batchSize: number,
   batchCluster: Int32Array,
 ): MiniBatchUpdate {
-  if (centroids.length < k * dim) throw new RangeError(`centroids holds ${centroids.length} values, expected ${k * dim}`);
-  if (counts.length < k) throw new RangeError(`counts holds ${counts.length} values, expected ${k}`);
-  if (batch.length < batchSize * dim) throw new RangeError(`batch holds ${batch.length} values, expected ${batchSize * dim}`);
-  if (batchCluster.length < batchSize) throw new RangeError(`batchCluster holds ${batchCluster.length} values, expected ${batchSize}`);
-
-  // Float64 working rows for the touched centroids only.
-  const slot = new Int32Array(k).fill(-1);
-  const touched: number[] = [];
-  for (let i = 0; i < batchSize; i++) {
-    const c = batchCluster[i];
-    if (!(c >= 0 && c < k)) throw new RangeError(`batchCluster[${i}] = ${c} is outside [0, ${k})`);
-    if (slot[c] < 0) {
-      slot[c] = touched.length;
-      touched.push(c);
-    }
-  }
-  const work = new Float64Array(touched.length * dim);
-  for (let s = 0; s < touched.length; s++) {
-    for (let j = 0; j < dim; j++) work[s * dim + j] = centroids[touched[s] * dim + j];
-  }
-
-  const nextCounts = Int32Array.from(counts.subarray(0, k));
-  for (let i = 0; i < batchSize; i++) {
-    const c = batchCluster[i];
-    const rate = 1 / ++nextCounts[c];
-    const w = slot[c] * dim;
-    const p = i * dim;
-    for (let j = 0; j < dim; j++) work[w + j] += rate * (batch[p + j] - work[w + j]);
-  }
-
-  const nextCentroids = Float32Array.from(centroids.subarray(0, k * dim));
-  for (let s = 0; s < touched.length; s++) {
-    const w = s * dim;
-    let squared = 0;
-    for (let j = 0; j < dim; j++) squared += work[w + j] * work[w + j];
-    // Rows that cancel out exactly keep their previous centroid rather than become NaN.
-    if (!(squared > 0)) continue;
-    const scale = 1 / Math.sqrt(squared);
-    const q = touched[s] * dim;
-    for (let j = 0; j < dim; j++) nextCentroids[q + j] = work[w + j] * scale;
-  }
-  return { centroids: nextCentroids, counts: nextCounts };
+  return applyCentroidDelta(centroids, counts, k, dim, centroidDelta(batch, batchSize, dim, batchCluster, k));
 }
 
 export interface CentroidDrift {

@@ -5,6 +5,7 @@ import type { Database } from '../store/database.js';
 import { KeyTouches } from './auth.js';
 import { ServiceError } from './errors.js';
 import type { JobView } from './jobs.js';
+import { CentroidFolds } from './centroid-folds.js';
 import { PrototypeCache } from './prototype-cache.js';
 import { RequestBudgets } from './rate-budget.js';
 import { ScoreDistributions } from './score-distributions.js';
@@ -26,6 +27,8 @@ export interface ServiceContext {
   readonly kernel: DistanceKernel;
   readonly logger: Logger;
   readonly prototypes: PrototypeCache;
+  /** Applies ingest batches' centroid deltas, one folder per dataset across replicas. */
+  readonly folds: CentroidFolds;
   /** Score distributions the score calls reuse for a few seconds. */
   readonly scoreDistributions: ScoreDistributions;
   /** The request budgets (RATE_LIMIT_PER_MINUTE) both transports charge. */
@@ -60,11 +63,13 @@ export function createContext(
   authEnabled = true,
   services: { metrics?: Metrics; ingestJobs?: BackgroundIngest } = {},
 ): ServiceContext {
+  const prototypes = new PrototypeCache();
   return Object.freeze({
     db,
     kernel,
     logger,
-    prototypes: new PrototypeCache(),
+    prototypes,
+    folds: new CentroidFolds({ db, prototypes, logger, wakeJobs }),
     scoreDistributions: new ScoreDistributions(),
     requestBudgets: new RequestBudgets(db),
     keyTouches: new KeyTouches(),

@@ -67,7 +67,8 @@ export async function startServiceLayer(db: Database, logger: Logger, options: S
       leaseMs,
       heartbeatMs,
       retry,
-      idleWork: options.jobs.annIndexBatch > 0 ? async () => (await indexPendingVectors(ctx, options.jobs.annIndexBatch)) > 0 : undefined,
+      // Centroid deltas whose folder died are swept up here; the HNSW index catches up.
+      idleWork: async () => (await ctx.folds.sweep()) || (options.jobs.annIndexBatch > 0 && (await indexPendingVectors(ctx, options.jobs.annIndexBatch)) > 0),
       onFinished: metrics
         ? (job, state, ms, result) => {
             metrics.jobFinished(job.kind, state, ms / 1000);
@@ -84,6 +85,7 @@ export async function startServiceLayer(db: Database, logger: Logger, options: S
     ctx,
     worker,
     async stop() {
+      ctx.folds.stop();
       await worker.stop();
       await embedder?.close();
       await kernel.dispose();

@@ -1,11 +1,11 @@
 import { normalizeInto } from '../core/normalize.js';
-import { centroidDrift, miniBatchUpdate, shouldRefit } from '../core/incremental.js';
+import { centroidDelta } from '../core/incremental.js';
 import { scoresFromSimilarity } from '../core/scores.js';
-import { lockDataset } from '../store/datasets.js';
+import { lockDatasetShared } from '../store/datasets.js';
 import { markChanged } from '../store/ann-index.js';
+import { appendCentroidDelta } from '../store/centroid-deltas.js';
 import type { Sql } from '../store/database.js';
 import { holdsAtLeast, saveThumbnails, upsertItems, type UpsertedItem } from '../store/items.js';
-import { saveMiniBatch, type PrototypeSet } from '../store/prototypes.js';
 import { copyScores, upsertScores } from '../store/scores.js';
 import type { ServiceContext } from './context.js';
 import type { Dataset } from './datasets.js';
@@ -53,8 +53,11 @@ function validate(dataset: Dataset, items: readonly IngestItem[]): { valid: Vali
 /**
  * Stores a batch of embeddings: each item is validated alone (a bad one fails alone), normalised,
  * assigned to the active prototypes and scored, then all valid items are written set-based (new
- * ones with one COPY), and the batch is folded into the centroids (mini-batch k-means) — all in one
- * transaction that holds the dataset's row lock. Past the drift thresholds a refit is scheduled.
+ * ones with one COPY) with the batch's centroid delta — in one transaction that holds the dataset
+ * lock shared, so batches of one dataset (from any replica) are written side by side and only a
+ * version switch waits for them. After the commit the dataset's folder applies the deltas to the
+ * centroids (mini-batch k-means, service/centroid-folds.ts); past the drift thresholds it
+ * schedules a refit.
  * `fence` (a background ingest job's lease check) runs in that transaction before its first write.
  */
 export async function storeBatch(ctx: ServiceContext, dataset: Dataset, items: readonly IngestItem[], fence?: (tx: Sql) => Promise<void>): Promise<IngestResult> {
@@ -71,14 +74,13 @@ export async function storeBatch(ctx: ServiceContext, dataset: Dataset, items: r
   if (valid.length === 0) return { items: outcomes, prototypeVersion: dataset.activeVersion, scheduledJobId: null };
 
   const committed = await ctx.db.transaction(async (tx) => {
-    const locked = await lockDataset(tx, dataset.id);
+    const locked = await lockDatasetShared(tx, dataset.id);
     lap('lock');
     if (!locked) throw new ServiceError('not_found', 'DATASET_NOT_FOUND', `dataset ${dataset.name} does not exist`, { name: dataset.name });
     await fence?.(tx);
     const version = locked.activeVersion;
     let scores: Float32Array | null = null;
     let clusters: Int32Array | null = null;
-    let updated: PrototypeSet | null = null;
     if (version !== null) {
       const set = await ctx.prototypes.get(tx, dataset.id, version, dim);
       lap('prototypes');
@@ -86,11 +88,8 @@ export async function storeBatch(ctx: ServiceContext, dataset: Dataset, items: r
       scores = scoresFromSimilarity(nearest.similarity);
       clusters = nearest.cluster;
       lap('assign');
-      const next = miniBatchUpdate(set.centroids, set.counts, set.k, dim, vectors, valid.length, nearest.cluster);
-      lap('fold');
-      const revision = await saveMiniBatch(tx, set.setId, next.centroids, next.counts, valid.length);
-      lap('saveCentroids');
-      updated = { ...set, centroids: next.centroids, counts: next.counts, revision, itemsSinceFit: set.itemsSinceFit + valid.length };
+      await appendCentroidDelta(tx, dataset.id, set.setId, centroidDelta(vectors, valid.length, dim, nearest.cluster, set.k));
+      lap('delta');
     }
     const upserted = await upsertItems(
       tx,
@@ -107,10 +106,9 @@ export async function storeBatch(ctx: ServiceContext, dataset: Dataset, items: r
     await markChanged(tx, dataset.id, itemIds, upserted.filter((u) => !u.inserted).map((u) => u.itemId), version, clusters);
     lap('markChanged');
     await saveThumbnails(tx, upserted, valid.map((v) => v.thumbnail));
-    return { version, upserted, scores, clusters, updated };
+    return { version, upserted, scores, clusters };
   });
   lap('commit');
-  if (committed.updated) ctx.prototypes.put(dataset.id, committed.updated);
 
   valid.forEach((v, j) => {
     outcomes[v.index] = {
@@ -120,8 +118,8 @@ export async function storeBatch(ctx: ServiceContext, dataset: Dataset, items: r
       cluster: committed.clusters ? committed.clusters[j] : null,
     };
   });
-  const scheduledJobId = await maybeScheduleFit(ctx, dataset, committed.updated);
-  lap('schedule');
+  const scheduledJobId = committed.version === null ? await scheduleFirstFit(ctx, dataset) : await ctx.folds.fold(dataset.id);
+  lap('fold');
   ctx.logger.debug({ dataset: dataset.name, items: valid.length, phasesMs: phases }, 'ingest batch');
   return { items: outcomes, prototypeVersion: committed.version, scheduledJobId };
 }
@@ -156,22 +154,13 @@ async function saveBatchScores(tx: Sql, datasetId: string, version: number, upse
   }
 }
 
-/** Schedules the first fit once enough items arrived, or a refit once the prototypes drifted. */
-async function maybeScheduleFit(ctx: ServiceContext, dataset: Dataset, set: PrototypeSet | null): Promise<string | null> {
-  let reason: string | null = null;
-  if (set === null) {
-    // Not count(*): that read the whole dataset after every batch (O(n²) over a large first ingest).
-    if (await holdsAtLeast(ctx.db, dataset.id, dataset.settings.minItemsForFit)) reason = 'first-fit';
-  } else if (dataset.settings.autoRefit) {
-    const drift = centroidDrift(set.fitCentroids, set.centroids, set.k, set.dim);
-    const arrived = set.itemsSinceFit / (set.fitItems + set.itemsSinceFit);
-    const decision = shouldRefit(drift, arrived, dataset.settings.refit);
-    if (decision.refit) reason = decision.reasons.join(',');
-  }
-  if (reason === null) return null;
-  const { job, created } = await ctx.db.transaction((tx) => queueJob(tx, dataset.id, 'refit', { reason }));
+/** Schedules the first fit once enough items arrived. */
+async function scheduleFirstFit(ctx: ServiceContext, dataset: Dataset): Promise<string | null> {
+  // Not count(*): that read the whole dataset after every batch (O(n²) over a large first ingest).
+  if (!(await holdsAtLeast(ctx.db, dataset.id, dataset.settings.minItemsForFit))) return null;
+  const { job, created } = await ctx.db.transaction((tx) => queueJob(tx, dataset.id, 'refit', { reason: 'first-fit' }));
   if (created) {
-    ctx.logger.info({ dataset: dataset.name, jobId: job.id, reason }, 'refit scheduled');
+    ctx.logger.info({ dataset: dataset.name, jobId: job.id, reason: 'first-fit' }, 'refit scheduled');
     ctx.wakeJobs();
   }
   return created ? job.id : null;

@@ -7,8 +7,9 @@ import { ANN_RERANK_CANDIDATES, annExpression, annIndexKind, annQueryOperand, uu
  * exactly until the background indexer moves it). Every transaction that writes either table takes
  * its locks in this order, so none can wait for another in a cycle (no deadlock, SQLSTATE 40P01):
  *
- *   1. The dataset row (`lockDataset`, FOR UPDATE): ingest, deleteItem, deleteDataset and the
- *      refit switch. The indexer takes none (it works across datasets).
+ *   1. The dataset lock: shared by ingest batches (`lockDatasetShared`), exclusive with the row
+ *      FOR UPDATE (`lockDataset`) for deleteItem, deleteDataset and the refit switch. The indexer
+ *      takes none (it works across datasets).
  *   2. The `item_ann` table (`lockAnnTable`): ROW EXCLUSIVE as the first statement of the indexer
  *      and, before their first row lock, of ingest with replaced items and of deleteItem;
  *      ACCESS EXCLUSIVE for deleteDataset (DROP INDEX).
@@ -22,9 +23,12 @@ import { ANN_RERANK_CANDIDATES, annExpression, annIndexKind, annQueryOperand, uu
  *      SHARE on the items rows).
  *
  * Ingest writes its items rows (COPY of new ones, UPDATE of replaced ones) right after step 1, before
- * 2-4; that stays outside the order because every other writer of items rows holds step 1 first and
- * the one lock taken on them without it, the indexer's KEY SHARE, does not conflict with an UPDATE
- * of non-key columns.
+ * 2-4. Concurrent batches take those in one global order of their own (new ids in external id
+ * order, existing rows FOR NO KEY UPDATE in item id order: store/items.ts upsertItems), and a
+ * batch's later steps touch only its own new items or items whose rows it already locked, so two
+ * batches never wait for each other in a cycle. Every other writer of items rows holds step 1
+ * exclusively, and the one lock taken on them without it, the indexer's KEY SHARE, does not
+ * conflict with NO KEY UPDATE.
  *
  * Consistency (no stale vector in the index): whoever changes an item's vector holds its pending
  * row (3) before it removes the item_ann row (4). The indexer reads `items.embedding` in a statement

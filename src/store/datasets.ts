@@ -120,9 +120,34 @@ export async function listDatasets(db: Database): Promise<DatasetRow[]> {
   return (await db.prisma.dataset.findMany({ orderBy: { name: 'asc' } })).map(fromPrisma);
 }
 
-/** Locks the dataset row for the rest of the transaction: ingest batches and version switches of one dataset serialise here. */
+/**
+ * The advisory lock space of the dataset locks (the second key is hashtext(dataset id); two
+ * datasets that share a hash only wait for each other now and then). An advisory lock and not the
+ * row's FOR SHARE: PostgreSQL grants FOR SHARE past a waiting FOR UPDATE, so a steady stream of
+ * ingests would starve a version switch; the lock manager queues a shared request behind a waiting
+ * exclusive one.
+ */
+const DATASET_LOCK_SPACE = 0x70700001;
+
+/**
+ * Takes the dataset lock exclusively for the rest of the transaction, then the row FOR UPDATE:
+ * version switches, refit snapshots, item and dataset deletion. Waits for every ingest batch in
+ * flight and holds off new ones.
+ */
 export async function lockDataset(tx: Sql, id: string): Promise<DatasetRow | undefined> {
+  await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [DATASET_LOCK_SPACE, id]);
   const rows = await tx.query<DatasetRow>(`SELECT ${COLUMNS} FROM datasets WHERE id = $1 FOR UPDATE`, [id]);
+  return rows[0];
+}
+
+/**
+ * Takes the dataset lock shared for the rest of the transaction, then reads the row: ingest
+ * batches of one dataset run side by side, each sees the active version an exclusive holder
+ * (a switch) committed before, and none is in flight while one holds it.
+ */
+export async function lockDatasetShared(tx: Sql, id: string): Promise<DatasetRow | undefined> {
+  await tx.query('SELECT pg_advisory_xact_lock_shared($1, hashtext($2))', [DATASET_LOCK_SPACE, id]);
+  const rows = await tx.query<DatasetRow>(`SELECT ${COLUMNS} FROM datasets WHERE id = $1`, [id]);
   return rows[0];
 }
 

@@ -38,34 +38,41 @@ export async function upsertItems(
   metadata: readonly string[],
 ): Promise<UpsertedItem[]> {
   const n = externalIds.length;
-  // The lookup costs one index probe per id (~5 ms per 1,000) and, on a dataset growing faster than
-  // autovacuum analyses it, a plan that reads the whole dataset per batch: skipped when all are new.
-  await tx.exec('SAVEPOINT upsert_items');
-  try {
-    const ids = await copyNewItems(tx, datasetId, dim, Array.from({ length: n }, (_, i) => i), externalIds, vectors, metadata);
-    await tx.exec('RELEASE SAVEPOINT upsert_items');
-    return ids.map((itemId) => ({ itemId, inserted: true }));
-  } catch (error) {
-    if ((error as { code?: unknown } | null)?.code !== UNIQUE_VIOLATION) throw error;
-    await tx.exec('ROLLBACK TO SAVEPOINT upsert_items');
-  }
-
+  // Batches of one dataset are written side by side (the dataset lock is shared by ingests), so
+  // each takes its row locks in one global order — new ids in external id order (unique index
+  // entries), existing rows in item id order (below) — and two batches that share ids wait for
+  // each other rather than deadlock.
+  const inIdOrder = Array.from({ length: n }, (_, i) => i).sort((a, b) => (externalIds[a] < externalIds[b] ? -1 : externalIds[a] > externalIds[b] ? 1 : 0));
   const out = new Array<UpsertedItem>(n);
-  // A join on unnest probes the (dataset_id, external_id) unique index once per id; `= ANY($2)`
-  // lets a stale row estimate pick the dataset's updated_at index and filter every item instead.
-  const existing = await tx.query<{ id: string; external_id: string }>(
-    `SELECT i.id::text AS id, i.external_id FROM unnest($2::text[]) AS e(external_id)
-       JOIN items i ON i.dataset_id = $1 AND i.external_id = e.external_id`,
-    [datasetId, externalIds],
-  );
-  const existingIds = new Map(existing.map((r) => [r.external_id, BigInt(r.id)]));
-  const fresh: number[] = [];
-  const replaced: number[] = [];
-  for (let i = 0; i < n; i++) (existingIds.has(externalIds[i]) ? replaced : fresh).push(i);
-
-  if (fresh.length > 0) {
-    const ids = await copyNewItems(tx, datasetId, dim, fresh, externalIds, vectors, metadata);
-    fresh.forEach((i, f) => (out[i] = { itemId: ids[f], inserted: true }));
+  // New ids go in by COPY under a savepoint; the per-id lookup runs only when one already exists
+  // (it costs one index probe per id, ~5 ms per 1,000, and on a dataset growing faster than
+  // autovacuum analyses it, a plan that reads the whole dataset per batch). A concurrent batch may
+  // commit one of our "new" ids meanwhile: the COPY then fails, and the lookup runs again.
+  let fresh = inIdOrder;
+  let replaced: number[] = [];
+  let existingIds = new Map<string, bigint>();
+  for (;;) {
+    await tx.exec('SAVEPOINT upsert_items');
+    try {
+      const ids = fresh.length > 0 ? await copyNewItems(tx, datasetId, dim, fresh, externalIds, vectors, metadata) : [];
+      await tx.exec('RELEASE SAVEPOINT upsert_items');
+      fresh.forEach((i, f) => (out[i] = { itemId: ids[f], inserted: true }));
+      break;
+    } catch (error) {
+      if ((error as { code?: unknown } | null)?.code !== UNIQUE_VIOLATION) throw error;
+      await tx.exec('ROLLBACK TO SAVEPOINT upsert_items');
+    }
+    // A join on unnest probes the (dataset_id, external_id) unique index once per id; `= ANY($2)`
+    // lets a stale row estimate pick the dataset's updated_at index and filter every item instead.
+    const existing = await tx.query<{ id: string; external_id: string }>(
+      `SELECT i.id::text AS id, i.external_id FROM unnest($2::text[]) AS e(external_id)
+         JOIN items i ON i.dataset_id = $1 AND i.external_id = e.external_id`,
+      [datasetId, externalIds],
+    );
+    existingIds = new Map(existing.map((r) => [r.external_id, BigInt(r.id)]));
+    fresh = [];
+    replaced = [];
+    for (const i of inIdOrder) (existingIds.has(externalIds[i]) ? replaced : fresh).push(i);
   }
 
   if (replaced.length > 0) {
@@ -82,6 +89,9 @@ export async function upsertItems(
       yield copyTrailer();
     }
     await tx.copyIn('ingest_batch (external_id, embedding, metadata)', 'binary', inChunks(tuples()));
+    // The UPDATE's join locks rows in the plan's order; taken first in id order (NO KEY: the
+    // indexer's foreign key checks take KEY SHARE on these rows and must not wait).
+    await tx.query('SELECT 1 FROM items WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE', [replaced.map((i) => String(existingIds.get(externalIds[i])!))]);
     await tx.query(
       `UPDATE items i SET embedding = b.embedding, metadata = b.metadata, updated_at = clock_timestamp()
          FROM ingest_batch b WHERE i.dataset_id = $1 AND i.external_id = b.external_id`,

@@ -41,13 +41,13 @@ export async function findPrototypeSetRow(db: Sql, datasetId: string, version: n
 const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** k × d centroids in PostgreSQL's binary float4 layout (big-endian), as stored in prototype_sets.centroids. */
-function encodeCentroids(centroids: Float32Array): Buffer {
+export function encodeCentroids(centroids: Float32Array): Buffer {
   const bytes = Buffer.alloc(centroids.byteLength);
   bytes.set(new Uint8Array(centroids.buffer, centroids.byteOffset, centroids.byteLength));
   return LITTLE_ENDIAN_HOST ? bytes.swap32() : bytes;
 }
 
-function decodeCentroids(stored: Uint8Array, into: Float32Array): void {
+export function decodeCentroids(stored: Uint8Array, into: Float32Array): void {
   if (stored.byteLength !== into.byteLength) throw new Error(`stored centroids hold ${stored.byteLength} bytes, expected ${into.byteLength}`);
   const bytes = Buffer.alloc(stored.byteLength); // Buffer.alloc is 4-byte aligned
   bytes.set(stored);
@@ -120,9 +120,9 @@ export async function loadPrototypeSet(db: Sql, row: PrototypeSetRow, dim: numbe
 }
 
 /**
- * Persists a mini-batch update: the set's centroids and counts (one row, rewritten whole: cheaper
- * than updating each touched centroid's row), its revision and its arrived-item count. Runs inside
- * the ingest transaction.
+ * Persists folded centroid deltas: the set's centroids and counts (one row, rewritten whole:
+ * cheaper than updating each touched centroid's row), its revision and its arrived-item count.
+ * Runs in the dataset folder's transaction.
  */
 export async function saveMiniBatch(tx: Sql, setId: bigint, centroids: Float32Array, counts: Int32Array, arrived: number): Promise<number> {
   const [row] = await tx.query<{ revision: number }>(

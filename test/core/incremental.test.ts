@@ -1,8 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  applyCentroidDelta,
+  centroidDelta,
   centroidDrift,
   DEFAULT_REFIT_THRESHOLDS,
   miniBatchUpdate,
+  type MiniBatchUpdate,
   shouldRefit,
 } from '../../src/core/incremental.js';
 import { fitKMeans } from '../../src/core/kmeans.js';
@@ -143,5 +146,79 @@ describe('shouldRefit', () => {
     expect(shouldRefit(still, 0.05, { meanDrift: 1, maxDrift: 1, arrivedFraction: 0.05 }).refit).toBe(true);
     expect(() => shouldRefit(still, 1.5)).toThrow(RangeError);
     expect(() => shouldRefit(still, Number.NaN)).toThrow(RangeError);
+  });
+});
+
+describe('centroid deltas', () => {
+  const dim = 5;
+  const k = 3;
+  const rng = new Rng(9);
+  const unit = (n: number) => {
+    const rows = new Float32Array(n * dim);
+    for (let i = 0; i < n; i++) {
+      let norm = 0;
+      for (let j = 0; j < dim; j++) norm += (rows[i * dim + j] = gaussian(rng)) ** 2;
+      for (let j = 0; j < dim; j++) rows[i * dim + j] /= Math.sqrt(norm);
+    }
+    return rows;
+  };
+
+  /** Sculley's step one row at a time (rate 1/count), re-normalised at the end of the batch: what a delta must reproduce. */
+  function rowByRow(centroids: Float32Array, counts: Int32Array, batch: Float32Array, clusters: Int32Array) {
+    const c = Float64Array.from(centroids);
+    const n = Int32Array.from(counts);
+    const touched = new Set<number>();
+    clusters.forEach((cluster, i) => {
+      touched.add(cluster);
+      const rate = 1 / ++n[cluster];
+      for (let j = 0; j < dim; j++) c[cluster * dim + j] += rate * (batch[i * dim + j] - c[cluster * dim + j]);
+    });
+    for (const cluster of touched) {
+      const norm = Math.hypot(...c.subarray(cluster * dim, (cluster + 1) * dim));
+      for (let j = 0; j < dim; j++) c[cluster * dim + j] /= norm;
+    }
+    return { centroids: c, counts: n };
+  }
+
+  it('sums each touched centroid\'s rows, and applying the sums equals the row-by-row running mean', () => {
+    const centroids = unit(k);
+    const counts = Int32Array.from([10, 3, 7]);
+    const batch = unit(40);
+    const clusters = Int32Array.from({ length: 40 }, (_, i) => (i * 7) % 2 === 0 ? 0 : 2); // centroid 1 untouched
+    const delta = centroidDelta(batch, 40, dim, clusters, k);
+    expect(Array.from(delta.clusters)).toEqual([0, 2]);
+    expect(Array.from(delta.counts)).toEqual([clusters.filter((c) => c === 0).length, clusters.filter((c) => c === 2).length]);
+    expect(delta.items).toBe(40);
+    let sum0 = 0;
+    clusters.forEach((c, i) => c === 0 && (sum0 += batch[i * dim]));
+    expect(delta.sums[0]).toBeCloseTo(sum0, 5);
+
+    const applied = applyCentroidDelta(centroids, counts, k, dim, delta);
+    const expected = rowByRow(centroids, counts, batch, clusters);
+    expect(Array.from(applied.counts)).toEqual(Array.from(expected.counts));
+    for (let j = 0; j < k * dim; j++) expect(applied.centroids[j]).toBeCloseTo(expected.centroids[j], 5);
+    expect(Array.from(applied.centroids.subarray(dim, 2 * dim))).toEqual(Array.from(centroids.subarray(dim, 2 * dim)));
+    expect(Array.from(counts)).toEqual([10, 3, 7]); // inputs untouched
+  });
+
+  it('deltas folded one after another equal their batches applied in turn', () => {
+    const centroids = unit(k);
+    const counts = Int32Array.from([4, 4, 4]);
+    const first = unit(12);
+    const second = unit(9);
+    const c1 = Int32Array.from({ length: 12 }, (_, i) => i % k);
+    const c2 = Int32Array.from({ length: 9 }, (_, i) => (i * 2) % k);
+    let folded: MiniBatchUpdate = { centroids, counts };
+    for (const delta of [centroidDelta(first, 12, dim, c1, k), centroidDelta(second, 9, dim, c2, k)]) folded = applyCentroidDelta(folded.centroids, folded.counts, k, dim, delta);
+    const once = miniBatchUpdate(centroids, counts, k, dim, first, 12, c1);
+    const inTurn = miniBatchUpdate(once.centroids, once.counts, k, dim, second, 9, c2);
+    expect(Array.from(folded.counts)).toEqual(Array.from(inTurn.counts));
+    for (let j = 0; j < k * dim; j++) expect(folded.centroids[j]).toBeCloseTo(inTurn.centroids[j], 6);
+  });
+
+  it('refuses a cluster outside [0, k)', () => {
+    expect(() => centroidDelta(unit(2), 2, dim, Int32Array.from([0, 3]), k)).toThrow(RangeError);
+    const bad = { clusters: Int32Array.from([5]), counts: Int32Array.from([1]), sums: new Float32Array(dim), items: 1 };
+    expect(() => applyCentroidDelta(unit(k), new Int32Array(k), k, dim, bad)).toThrow(RangeError);
   });
 });
