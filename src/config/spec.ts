@@ -103,7 +103,7 @@ export const VARIABLES = {
     default: 512,
     min: 1,
     max: 65536,
-    doc: 'Most memory the sample a refit fits on may take: a refit reads about 256 items per centroid (faiss\'s rule), fewer when their vectors would exceed this; assignment and rescoring then stream over every item in bounded pages, so a refit\'s memory does not grow with the dataset.',
+    doc: 'Most memory the sample a refit fits on may take: a refit reads about 512 items per centroid (twice faiss\'s rule: within 1% of fitting on all items), fewer when their vectors would exceed this; assignment and rescoring then stream over every item in bounded pages, so a refit\'s memory does not grow with the dataset.',
   },
   ANN_INDEX_BATCH: {
     kind: 'int',

@@ -2,10 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { fitSampleSize, REFIT_DEFAULTS, rescoreParts } from '../../src/service/refit.js';
 
 describe('how a refit bounds its memory', () => {
-  it('fits on every item of a small dataset and on ~256 per centroid of a large one, within the byte budget', () => {
+  it('fits on every item of a small dataset and on ~512 per centroid of a large one, within the byte budget', () => {
     expect(fitSampleSize(10_000, 100, 256)).toBe(10_000);
-    expect(fitSampleSize(10_000_000, 1000, 256)).toBe(256_000);
-    // 512 MiB of 2,048-d float32 vectors: 65,536 rows, fewer than 256 × 1000.
+    expect(fitSampleSize(10_000_000, 1000, 256)).toBe(512_000);
+    // 512 MiB of 2,048-d float32 vectors: 65,536 rows, fewer than 512 × 1000.
     expect(fitSampleSize(10_000_000, 1000, 2048)).toBe(65_536);
     // Never fewer than k, whatever the budget says.
     expect(fitSampleSize(10_000_000, 1000, 256, { ...REFIT_DEFAULTS, sampleBytes: 1024 })).toBe(1000);

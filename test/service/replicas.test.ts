@@ -332,7 +332,8 @@ describe.each(NATIVE_URL ? [BACKENDS.find((b) => b.name === 'native')!] : [])('r
 
   it("a refit's rescore parts are shared by both replicas' workers, each written once", async () => {
     const dataset = await planted(layerA, 'shared-rescore', 4000, 17);
-    const refit = { ...REFIT_DEFAULTS, partItems: 200, pageItems: 64 };
+    // 256 per centroid at k = 8: a sample smaller than the 4,000 items.
+    const refit = { ...REFIT_DEFAULTS, samplePerCentroid: 256, partItems: 200, pageItems: 64 };
     const a = replicaWorker(dbA, layerA, { refit, partDelayMs: 20 });
     const b = replicaWorker(dbB, layerB, { refit, partDelayMs: 20, pollMs: 10 });
     a.worker.start();
@@ -348,7 +349,7 @@ describe.each(NATIVE_URL ? [BACKENDS.find((b) => b.name === 'native')!] : [])('r
       expect(written.length).toBeGreaterThanOrEqual(19); // ~4000 / 200 (equal id widths)
       expect(await activeScoreProblems(dataset.id)).toEqual({ items: 4000, scored: 4000, wrong: 0, active: 1, set: 1 });
       expect(await waitForJob(dbB, job.id)).toMatchObject({ state: 'succeeded', result: { fitItems: 4000 } });
-      // k = 8: the fit reads a seeded sample of about 256 per centroid, not all 4,000.
+      // The fit reads a seeded sample of about 256 per centroid, not all 4,000.
       const { sampleItems } = (await waitForJob(dbB, job.id)).result as { sampleItems: number };
       expect(sampleItems).toBeGreaterThan(1800);
       expect(sampleItems).toBeLessThan(2300);
