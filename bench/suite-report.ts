@@ -56,9 +56,9 @@ export async function writePerformanceDoc(r: SuiteResults, file: string, table: 
     '',
     '- **Embedding ingest** (precomputed vectors). protoprune decodes base64, validates and L2-normalises each vector, looks up which external ids exist (idempotent ingest: ' +
       'one unique-index probe per row), binary-COPYs the new rows straight into `items` (replacements go through a scratch table and one UPDATE), queues each item for the HNSW index (`ann_pending`), and — once a dataset has prototypes — assigns and scores the batch ' +
-      'and folds it into the centroids, all in one transaction under the dataset lock. psql `\\copy` is the floor: the same rows written straight into `items` by one binary COPY, nothing else. ' +
+      'and appends its centroid delta, all in one transaction holding the dataset lock shared (the dataset\'s folder applies the deltas after commit). psql `\\copy` is the floor: the same rows written straight into `items` by one binary COPY, nothing else. ' +
       'Both are bound by the Postgres write path (WAL, heap and index inserts of a ~2 KiB row per 512-d vector); the gap is the existence check, the second table, the scores and the JSON/base64 handling in Node. ' +
-      'Ingest requests of one dataset are serialised by the dataset lock, so more client concurrency does not help.',
+      'Batches of one dataset no longer wait for each other; on two cores one stream of batches already keeps both busy (bench/ingest-replicas.ts).',
     '- **Image ingest** is bound by model FLOPs: MobileNetV2-1.4 at 224×224 is about 0.58 G multiply-adds per image, so ~100 images/s is ~60 GMAC/s on two cores, ' +
       'close to what onnxruntime reaches there. The service adds JPEG decoding and resizing (libvips, roughly a quarter of the inference CPU), the 64×64 thumbnail, HTTP/JSON/base64 and the database write, ' +
       'all competing for the same two cores; decoding runs beside inference (inference sits on a worker thread), so the gap is the extra CPU work, not waiting.',

@@ -1,6 +1,6 @@
 import { applyCentroidDelta, centroidDrift, shouldRefit } from '../core/incremental.js';
 import { datasetsWithDeltas, deleteCentroidDeltas, readCentroidDeltas, tryBecomeFolder } from '../store/centroid-deltas.js';
-import { findDatasetById } from '../store/datasets.js';
+import { lockDatasetShared } from '../store/datasets.js';
 import { saveMiniBatch, type PrototypeSet } from '../store/prototypes.js';
 import type { Logger } from 'pino';
 import type { Database } from '../store/database.js';
@@ -142,7 +142,9 @@ export class CentroidFolds {
   private async round(datasetId: string): Promise<RoundOutcome> {
     const outcome = await this.deps.db.transaction(async (tx): Promise<RoundOutcome> => {
       if (!(await tryBecomeFolder(tx, datasetId))) return { kind: 'busy' };
-      const row = await findDatasetById(tx, datasetId);
+      // Shared, as an ingest batch holds it: a deletion or a version switch (exclusive) never runs
+      // beside a fold, so their row locks on the set and its deltas cannot cross the fold's.
+      const row = await lockDatasetShared(tx, datasetId);
       if (!row || row.activeVersion === null) return { kind: 'done', folded: 0, more: false, set: null, dataset: null };
       const dataset = { ...row, settings: resolveSettings(row.settings) };
       const set = await this.deps.prototypes.get(tx, datasetId, row.activeVersion, dataset.dimension);

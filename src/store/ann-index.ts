@@ -8,8 +8,9 @@ import { ANN_RERANK_CANDIDATES, annExpression, annIndexKind, annQueryOperand, uu
  * its locks in this order, so none can wait for another in a cycle (no deadlock, SQLSTATE 40P01):
  *
  *   1. The dataset lock: shared by ingest batches (`lockDatasetShared`), exclusive with the row
- *      FOR UPDATE (`lockDataset`) for deleteItem, deleteDataset and the refit switch. The indexer
- *      takes none (it works across datasets).
+ *      FOR UPDATE (`lockDataset`) for deleteItem, deleteDataset and the refit switch; shared by
+ *      the dataset's centroid folder too, after it got its own lock (only ever tried, never waited
+ *      for). The indexer takes none (it works across datasets).
  *   2. The `item_ann` table (`lockAnnTable`): ROW EXCLUSIVE as the first statement of the indexer
  *      and, before their first row lock, of ingest with replaced items and of deleteItem;
  *      ACCESS EXCLUSIVE for deleteDataset (DROP INDEX).
