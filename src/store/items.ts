@@ -1,7 +1,7 @@
 import { lockAnnTable } from './ann-index.js';
 import type { Sql } from './database.js';
 import { uuidLiteral } from './datasets.js';
-import { CopyBinaryParser, copyHeader, copyTrailer, decodeVectorInto, encodeTuple } from './pgcopy.js';
+import { CopyBinaryParser, copyHeader, copyTrailer, decodeVectorInto, encodeTuple, inChunks } from './pgcopy.js';
 
 export interface UpsertedItem {
   itemId: bigint;
@@ -140,25 +140,6 @@ async function copyNewItems(
   }
   await tx.copyIn('items (id, dataset_id, external_id, embedding, metadata, updated_at)', 'binary', inChunks(tuples()));
   return ids;
-}
-
-/** Bytes per COPY data message: one write per row cost as much Node time as the rows' encoding. */
-const COPY_CHUNK_BYTES = 256 * 1024;
-
-/** Joins encoded COPY rows into chunks of about COPY_CHUNK_BYTES. */
-async function* inChunks(rows: Iterable<Buffer>): AsyncGenerator<Buffer> {
-  let pending: Buffer[] = [];
-  let size = 0;
-  for (const row of rows) {
-    pending.push(row);
-    size += row.length;
-    if (size >= COPY_CHUNK_BYTES) {
-      yield Buffer.concat(pending, size);
-      pending = [];
-      size = 0;
-    }
-  }
-  if (size > 0) yield Buffer.concat(pending, size);
 }
 
 /** Embeddings of many items, row-major, with their ids. */

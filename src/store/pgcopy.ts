@@ -174,3 +174,22 @@ export function decodeVectorInto(field: Buffer, target: Float32Array, offset: nu
   destination.swap32();
   return dim;
 }
+
+/** Bytes per COPY data message: one write per row cost as much Node time as the rows' encoding. */
+const COPY_CHUNK_BYTES = 256 * 1024;
+
+/** Joins encoded COPY rows into chunks of about COPY_CHUNK_BYTES. */
+export async function* inChunks(rows: Iterable<Buffer>): AsyncGenerator<Buffer> {
+  let pending: Buffer[] = [];
+  let size = 0;
+  for (const row of rows) {
+    pending.push(row);
+    size += row.length;
+    if (size >= COPY_CHUNK_BYTES) {
+      yield Buffer.concat(pending, size);
+      pending = [];
+      size = 0;
+    }
+  }
+  if (size > 0) yield Buffer.concat(pending, size);
+}

@@ -1,7 +1,7 @@
 import { fnv1a32, fnv1a32Bytes } from '../core/random.js';
 import type { Database, Sql } from './database.js';
 import { uuidLiteral } from './datasets.js';
-import { CopyBinaryParser, copyHeader, copyTrailer, decodeVectorInto, encodeTuple } from './pgcopy.js';
+import { CopyBinaryParser, copyHeader, copyTrailer, decodeVectorInto, encodeTuple, inChunks } from './pgcopy.js';
 
 /** Writes scores of one version (set-based upsert). */
 export async function upsertScores(
@@ -32,7 +32,7 @@ export async function copyScores(
   from = 0,
   to = itemIds.length,
 ): Promise<number> {
-  async function* tuples() {
+  function* tuples() {
     yield copyHeader();
     for (let i = from; i < to; i++) {
       yield encodeTuple([
@@ -45,7 +45,7 @@ export async function copyScores(
     }
     yield copyTrailer();
   }
-  return db.copyIn('item_scores (dataset_id, version, item_id, score, cluster)', 'binary', tuples());
+  return db.copyIn('item_scores (dataset_id, version, item_id, score, cluster)', 'binary', inChunks(tuples()));
 }
 
 /** Everything selection and dedup need about one version's scored items, sorted by external id. */
