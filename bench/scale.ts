@@ -7,8 +7,11 @@
  * switch), rescore rate per replica count, and the refit process's peak RSS (VmHWM), which must
  * not grow with N. With `--compare`, the refit's full-data objective (fitted on a sample) is
  * compared with k-means fitted on every item in this process (same k, seed and iterations).
+ * With `--dedup`, SemDeDup then runs as a job in a fresh service process (time, peak RSS, groups);
+ * `--duplicates=F` makes a fraction F of the N items planted near-duplicates (cosine 0.98–0.999
+ * to a source item), and the run must put each one in a group with its source (recall).
  *
- *   BENCH_DATABASE_URL=postgres://… npm run bench -- scale [--sizes=1000000,4000000] [--dim=256] [--k=1000] [--replicas=1,2,3] [--compare] [--keep]
+ *   BENCH_DATABASE_URL=postgres://… npm run bench -- scale [--sizes=1000000,4000000] [--dim=256] [--k=1000] [--replicas=1,2,3] [--compare] [--keep] [--dedup] [--duplicates=0.1]
  *
  * The machine's cores are shared by PostgreSQL, the refit processes and this one.
  */
@@ -26,13 +29,15 @@ import { createDataset, getDataset } from '../src/service/datasets.js';
 import { ingestItems } from '../src/service/ingest.js';
 import { getJobView, watchJob } from '../src/service/jobs.js';
 import { requestRefit } from '../src/service/refit.js';
+import { requestDedup } from '../src/service/dedup.js';
+import { Rng } from '../src/core/random.js';
 import { startServiceLayer } from '../src/service/runtime.js';
 import { readDatasetEmbeddings } from '../src/store/items.js';
 import { openDatabase } from '../src/store/open.js';
 import { Flags } from './lib/args.js';
 import { SyntheticSphere } from './synthetic.js';
 
-const flags = new Flags(process.argv.slice(2), ['sizes', 'dim', 'k', 'planted', 'replicas', 'compare', 'keep', 'child', 'role']);
+const flags = new Flags(process.argv.slice(2), ['sizes', 'dim', 'k', 'planted', 'replicas', 'compare', 'keep', 'dedup', 'duplicates', 'child', 'role']);
 const DIM = flags.int('dim', 256);
 const K = flags.int('k', 1000);
 const BATCH = 10_000;
@@ -50,16 +55,16 @@ function peakRssKb(): number {
 async function child(url: string, role: string): Promise<void> {
   const { db } = await openDatabase({ backend: 'native', url, poolMax: 6 });
   const layer = await startServiceLayer(db, pino({ level: 'warn' }), { kernelThreads: 2, jobs: { pollMs: 20, staleMs: 600_000, annIndexBatch: 0 }, embedding: null });
-  if (role !== 'lead') {
+  if (role === 'helper') {
     process.on('SIGTERM', () => void layer.stop().then(() => db.close()).then(() => process.exit(0)));
     return;
   }
   const started = performance.now();
-  const job = await requestRefit(layer.ctx, 'scale');
+  const job = role === 'dedup' ? await requestDedup(layer.ctx, 'scale') : await requestRefit(layer.ctx, 'scale');
   let last;
   for await (const view of watchJob(db, job.id, 100)) last = view;
   const wallMs = performance.now() - started;
-  if (last?.state !== 'succeeded') throw new Error(`refit ended ${last?.state}: ${last?.error}`);
+  if (last?.state !== 'succeeded') throw new Error(`${job.kind} ended ${last?.state}: ${last?.error}`);
   console.log(JSON.stringify({ wallMs, result: last.result, peakRssKb: peakRssKb() }));
   await layer.stop();
   await db.close();
@@ -71,13 +76,42 @@ interface RefitRun {
   peakRssKb: number;
 }
 
-/** Runs one refit with `replicas` service processes; returns the lead's report. */
-async function refitWith(url: string, replicas: number): Promise<RefitRun> {
+interface DedupRun {
+  wallMs: number;
+  result: { jobId?: string; items: number; largestCluster: number; groups: number; duplicates: number; timings: Record<string, number> };
+  peakRssKb: number;
+}
+
+/**
+ * Which items are planted near-duplicates: with a fraction F of duplicates, every `stride`-th
+ * source item (stride = round((1 − F) / F)) has one twin, `d<k>` next to `i<k>`.
+ */
+function duplicateStride(fraction: number): number {
+  return fraction > 0 ? Math.max(1, Math.round((1 - fraction) / fraction)) : 0;
+}
+
+/** A unit vector near `source` (cosine about 0.98–0.999): source + Gaussian noise of norm U(0.05, 0.2). */
+function twinOf(source: Float32Array, rng: Rng): Float32Array {
+  const dim = source.length;
+  const sigma = (0.05 + 0.15 * rng.next()) / Math.sqrt(dim);
+  const out = new Float32Array(dim);
+  let squared = 0;
+  for (let j = 0; j < dim; j++) {
+    const u = 1 - rng.next();
+    const g = Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rng.next());
+    squared += (out[j] = source[j] + sigma * g) ** 2;
+  }
+  for (let j = 0; j < dim; j++) out[j] /= Math.sqrt(squared);
+  return out;
+}
+
+/** Runs one refit (or, for role "dedup", one SemDeDup run) with `replicas` service processes; returns the lead's report. */
+async function refitWith(url: string, replicas: number, role = 'lead'): Promise<RefitRun> {
   const script = fileURLToPath(import.meta.url);
   const start = (role: string) => spawn(process.execPath, ['--import', 'tsx', script, `--child=${url}`, `--role=${role}`], { stdio: ['ignore', 'pipe', 'inherit'] });
   const helpers = Array.from({ length: replicas - 1 }, () => start('helper'));
   await new Promise((r) => setTimeout(r, helpers.length > 0 ? 3000 : 0)); // helpers booted and polling
-  const lead = start('lead');
+  const lead = start(role);
   let out = '';
   lead.stdout.on('data', (d) => (out += d));
   const code = await new Promise<number | null>((resolve) => lead.on('exit', resolve));
@@ -93,11 +127,14 @@ async function main(): Promise<void> {
   const sizes = flags.string('sizes', '1000000,4000000,10000000').split(',').map(Number);
   const replicaCounts = flags.string('replicas', '1').split(',').map(Number);
   const planted = flags.int('planted', K);
+  const duplicates = Number(flags.string('duplicates', '0'));
+  const stride = duplicateStride(duplicates);
   const rows: string[] = [];
+  const dedupRows: string[] = [];
   for (const n of sizes) {
     // --keep: the ingested dataset stays in a schema named after its shape, and a later run reuses it.
     const keep = flags.has('keep');
-    const schema = keep ? `bench_scale_${n}_d${DIM}_k${K}` : `bench_scale_${randomBytes(4).toString('hex')}`;
+    const schema = keep ? `bench_scale_${n}_d${DIM}_k${K}${stride ? `_dup${stride}` : ''}` : `bench_scale_${randomBytes(4).toString('hex')}`;
     const admin = new pg.Client({ connectionString: nativeUrl });
     await admin.connect();
     const reused = keep && (await admin.query('SELECT 1 FROM information_schema.schemata WHERE schema_name = $1', [schema])).rowCount === 1;
@@ -118,10 +155,21 @@ async function main(): Promise<void> {
         const data = new SyntheticSphere(planted, DIM, 7);
         log(`N = ${n.toLocaleString('en')}: ingesting ${DIM}-d items`);
         const ingestStarted = performance.now();
-        for (let from = 0; from < n; from += BATCH) {
-          const count = Math.min(BATCH, n - from);
-          const points = data.take(count);
-          const items = Array.from({ length: count }, (_, i) => ({ externalId: `i${from + i}`, embedding: points.subarray(i * DIM, (i + 1) * DIM) }));
+        // Source items, and after every stride-th one its twin, until N items in all.
+        const twinRng = new Rng(11);
+        let written = 0;
+        for (let from = 0; written < n; ) {
+          const items: { externalId: string; embedding: Float32Array }[] = [];
+          while (items.length < BATCH && written < n) {
+            const embedding = data.take(1);
+            items.push({ externalId: `i${from}`, embedding });
+            written++;
+            if (stride > 0 && from % stride === 0 && written < n) {
+              items.push({ externalId: `d${from}`, embedding: twinOf(embedding, twinRng) });
+              written++;
+            }
+            from++;
+          }
           const result = await ingestItems(ctx, 'scale', items);
           if (result.items.some((r) => r.status === 'error')) throw new Error('ingest reported errors');
         }
@@ -135,6 +183,33 @@ async function main(): Promise<void> {
         const run = await refitWith(url.toString(), replicas);
         log(`  ${JSON.stringify(run)}`);
         runs.push({ replicas, run });
+      }
+      if (flags.has('dedup')) {
+        log('SemDeDup as a job (one replica)');
+        const run = (await refitWith(url.toString(), 1, 'dedup')) as unknown as DedupRun;
+        log(`  ${JSON.stringify(run)}`);
+        let recall = '–';
+        if (stride > 0) {
+          // Planted pairs whose twin and source share a group (one of them kept, or both duplicates of a third item).
+          const [{ planted: total, found }] = (
+            await admin.query(
+              `WITH pairs AS (
+                 SELECT k.external_id AS kept, d.external_id AS dup FROM ${schema}.dedup_pairs x
+                   JOIN ${schema}.items k ON k.id = x.kept_id JOIN ${schema}.items d ON d.id = x.duplicate_id
+                  WHERE x.job_id = (SELECT job_id FROM ${schema}.dedup_runs ORDER BY completed_at DESC LIMIT 1)),
+               member AS (SELECT kept AS grp, kept AS id FROM pairs UNION SELECT kept, dup FROM pairs),
+               twins AS (SELECT external_id AS twin, 'i' || substr(external_id, 2) AS source FROM ${schema}.items WHERE external_id LIKE 'd%')
+               SELECT count(*)::int AS planted,
+                      count(*) FILTER (WHERE EXISTS (SELECT 1 FROM member a JOIN member b ON a.grp = b.grp WHERE a.id = t.twin AND b.id = t.source))::int AS found
+                 FROM twins t`,
+            )
+          ).rows as { planted: number; found: number }[];
+          recall = `${found.toLocaleString('en')} of ${total.toLocaleString('en')} (${((found / total) * 100).toFixed(2)}%)`;
+        }
+        const r = run.result;
+        dedupRows.push(
+          `| ${n.toLocaleString('en')} | ${(run.wallMs / 1000).toFixed(1)} | ${Math.round(r.items / (run.wallMs / 1000)).toLocaleString('en')} | ${r.largestCluster.toLocaleString('en')} | ${r.groups.toLocaleString('en')} | ${r.duplicates.toLocaleString('en')} | ${recall} | ${(run.peakRssKb / 1024 / 1024).toFixed(2)} |`,
+        );
       }
       let compare = '';
       if (flags.has('compare')) {
@@ -165,6 +240,12 @@ async function main(): Promise<void> {
   console.log(`| N | ingest (items/s) | replicas | refit wall (s) | sample read / fit / rescore / switch (s) | rescore (items/s) | sample | peak RSS of the refit process (GiB)${flags.has('compare') ? ' | objective fit on all | fit on sample' : ''} |`);
   console.log(`|---:|---:|---:|---:|---|---:|---:|---:|${flags.has('compare') ? '---:|---:|' : ''}`);
   for (const row of rows) console.log(row);
+  if (dedupRows.length > 0) {
+    console.log(`\nSemDeDup job at the dataset's ε (0.05), one replica${stride ? `; ${duplicates} of the items are planted near-duplicates` : ''}`);
+    console.log('| N | dedup wall (s) | items/s | largest cluster | groups | duplicates | planted pairs found | peak RSS of the dedup process (GiB) |');
+    console.log('|---:|---:|---:|---:|---:|---:|---|---:|');
+    for (const row of dedupRows) console.log(row);
+  }
 }
 
 const childUrl = flags.string('child', '');

@@ -6,6 +6,8 @@ export interface DuplicateGroup {
   kept: number;
   /** Items judged near-duplicates of it, ascending. */
   duplicates: number[];
+  /** Cosine similarity of each duplicate to the kept item (parallel to `duplicates`). */
+  similarities: number[];
 }
 
 export interface NearDuplicateOptions {
@@ -67,20 +69,23 @@ export async function findNearDuplicates(
 
   /** duplicateOf[i] = the kept item i duplicates, or −1. */
   const duplicateOf = new Int32Array(n).fill(-1);
+  const similarityToKept = new Float32Array(n);
   for (let c = 0; c < k; c++) {
     if (starts[c + 1] - starts[c] < 2) continue;
     await dedupCluster(visitOrder.subarray(starts[c], starts[c + 1]));
   }
 
-  const groups = new Map<number, number[]>();
+  const groups = new Map<number, DuplicateGroup>();
   for (let i = 0; i < n; i++) {
     const kept = duplicateOf[i];
     if (kept < 0) continue;
     const group = groups.get(kept);
-    if (group) group.push(i);
-    else groups.set(kept, [i]);
+    if (group) {
+      group.duplicates.push(i);
+      group.similarities.push(similarityToKept[i]);
+    } else groups.set(kept, { kept, duplicates: [i], similarities: [similarityToKept[i]] });
   }
-  return [...groups.entries()].sort((a, b) => a[0] - b[0]).map(([kept, duplicates]) => ({ kept, duplicates }));
+  return [...groups.values()].sort((a, b) => a.kept - b.kept);
 
   async function dedupCluster(members: Int32Array): Promise<void> {
     const m = members.length;
@@ -123,6 +128,7 @@ export async function findNearDuplicates(
         }
         if (bestSimilarity[r] >= threshold) {
           duplicateOf[members[start + r]] = bestKept[r];
+          similarityToKept[members[start + r]] = bestSimilarity[r];
         } else {
           keptInBlock.push(r);
           keptRows.set(block.subarray(r * dim, (r + 1) * dim), keptCount * dim);

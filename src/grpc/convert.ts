@@ -8,7 +8,7 @@ import { float32FromLittleEndian } from '../embedding/vectors.js';
 import type * as pb from '../generated/proto/protoprune/v1/protoprune.js';
 import type { ApiKeyView } from '../service/auth.js';
 import type { Dataset, CreateDatasetInput } from '../service/datasets.js';
-import type { DuplicateReport } from '../service/duplicates.js';
+import type { DedupRunView, DuplicateGroupView } from '../service/dedup.js';
 import { ServiceError } from '../service/errors.js';
 import { textProblem } from '../service/text.js';
 import type { ItemView } from '../service/items.js';
@@ -289,8 +289,16 @@ export function prototypeStatusMessage(p: PrototypeStatus): Outgoing<pb.Prototyp
   };
 }
 
-export function duplicateReportMessage(r: DuplicateReport): Outgoing<pb.DuplicateReport> {
-  return { prototypeVersion: r.version, epsilon: r.epsilon, groups: r.groups, duplicateCount: r.duplicateCount };
+export function duplicateReportMessage(run: DedupRunView, groups: DuplicateGroupView[], nextPageToken: string | null): Outgoing<pb.DuplicateReport> {
+  return {
+    jobId: run.jobId,
+    prototypeVersion: run.version,
+    epsilon: run.epsilon,
+    groupCount: run.groups,
+    duplicateCount: run.duplicates,
+    groups,
+    nextPageToken: nextPageToken ?? '',
+  };
 }
 
 export function statsMessage(s: DatasetStats): Outgoing<pb.DatasetStats> {

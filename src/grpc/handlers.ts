@@ -4,7 +4,7 @@ import type { Config } from '../config/index.js';
 import { authorize, authorizeJob, listApiKeys, mayAccessDataset, mintApiKey, revokeApiKey, type Principal } from '../service/auth.js';
 import type { ServiceContext } from '../service/context.js';
 import { createDataset, createImageDataset, deleteDataset, getDataset, listDatasets } from '../service/datasets.js';
-import { findDuplicates } from '../service/duplicates.js';
+import { duplicatePage, requestDedup, streamDuplicates } from '../service/dedup.js';
 import { checkItemCount, refuseIfNoItemUsable, ServiceError } from '../service/errors.js';
 import { deleteItem, getItem } from '../service/items.js';
 import { getJobView, watchJob } from '../service/jobs.js';
@@ -12,6 +12,7 @@ import { prototypeStatus } from '../service/prototypes.js';
 import { requestRefit } from '../service/refit.js';
 import { scoreBatch, type CandidateScore } from '../service/score.js';
 import { ID_CHUNK, streamSelection } from '../service/selection.js';
+import { DEFAULT_GROUP_PAGE_LIMIT, MAX_GROUP_PAGE_LIMIT } from '../service/limits.js';
 import { datasetStats } from '../service/stats.js';
 import {
   apiKeyMessage,
@@ -299,9 +300,31 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
       for await (const view of watchJob(ctx.db, req.id, watchIntervalMs, signal)) yield jobMessage(view);
     }),
 
+    RequestDedup: unary<pb.RequestDedupRequest, pb.Job>('RequestDedup', async (req, principal) => {
+      authorize(principal, 'write', req.dataset);
+      return jobMessage(await requestDedup(ctx, req.dataset, req.epsilon));
+    }),
+
     FindDuplicates: unary<pb.FindDuplicatesRequest, pb.DuplicateReport>('FindDuplicates', async (req, principal) => {
       authorize(principal, 'read', req.dataset);
-      return duplicateReportMessage(await findDuplicates(ctx, req.dataset, req.epsilon));
+      const limit = req.pageSize ?? DEFAULT_GROUP_PAGE_LIMIT;
+      if (!(Number.isInteger(limit) && limit >= 1 && limit <= MAX_GROUP_PAGE_LIMIT)) {
+        throw new ServiceError('invalid', 'INVALID_PAGE_SIZE', `page_size must be an integer from 1 to ${MAX_GROUP_PAGE_LIMIT}`, { field: 'page_size' });
+      }
+      const page = await duplicatePage(ctx, req.dataset, { epsilon: req.epsilon, jobId: req.jobId, cursor: req.pageToken || undefined, limit });
+      return duplicateReportMessage(page.run, page.groups, page.nextCursor);
+    }),
+
+    StreamDuplicates: serverStream<pb.FindDuplicatesRequest, pb.DuplicateReport>('StreamDuplicates', async function* (req, principal, signal) {
+      authorize(principal, 'read', req.dataset);
+      const stream = await streamDuplicates(ctx, req.dataset, { epsilon: req.epsilon, jobId: req.jobId });
+      let sent = false;
+      for await (const groups of stream.groups) {
+        if (signal.aborted) return;
+        yield duplicateReportMessage(stream.run, groups, null);
+        sent = true;
+      }
+      if (!sent) yield duplicateReportMessage(stream.run, [], null);
     }),
 
     GetStats: unary<pb.GetStatsRequest, pb.DatasetStats>('GetStats', async (req, principal) => {

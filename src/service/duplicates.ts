@@ -1,40 +1,13 @@
-import { findNearDuplicates } from '../core/dedup.js';
 import type { DistanceKernel, NearestResult } from '../kernels/types.js';
 import { movePendingToIndex, nearestStoredCandidates, type PendingProbes } from '../store/ann-index.js';
 import type { PrototypeSet } from '../store/prototypes.js';
 import type { ServiceContext } from './context.js';
-import { getDataset, type Dataset } from './datasets.js';
+import type { Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
-import { readActiveScores } from './selection.js';
 
-export interface DuplicateGroupView {
-  /** The item SemDeDup keeps. */
-  kept: string;
-  /** External ids of its near-duplicates. */
-  duplicates: string[];
-}
-
-export interface DuplicateReport {
-  version: number;
-  epsilon: number;
-  groups: DuplicateGroupView[];
-  /** Items that would be dropped (all duplicates of all groups). */
-  duplicateCount: number;
-}
-
-function checkEpsilon(epsilon: number): void {
+/** Validates a near-duplicate threshold (ε ∈ [0, 2]; cosine similarity ≥ 1 − ε is a duplicate). */
+export function checkEpsilon(epsilon: number): void {
   if (!(epsilon >= 0 && epsilon <= 2)) throw new ServiceError('invalid', 'INVALID_EPSILON', 'epsilon must be in [0, 2]', { field: 'epsilon' });
-}
-
-/** SemDeDup over the whole dataset: near-duplicate groups within each cluster of the active version. */
-export async function findDuplicates(ctx: ServiceContext, datasetName: string, epsilon?: number): Promise<DuplicateReport> {
-  const dataset = await getDataset(ctx, datasetName);
-  const eps = epsilon ?? dataset.settings.duplicateEpsilon;
-  checkEpsilon(eps);
-  const { version, items } = await readActiveScores(ctx, dataset, true);
-  const groups = await findNearDuplicates(items.vectors!, items.n, dataset.dimension, items.clusters, items.scores, { epsilon: eps, kernel: ctx.kernel });
-  const views = groups.map((g) => ({ kept: items.externalIds[g.kept], duplicates: g.duplicates.map((d) => items.externalIds[d]) }));
-  return { version, epsilon: eps, groups: views, duplicateCount: views.reduce((sum, g) => sum + g.duplicates.length, 0) };
 }
 
 export interface NearestStored {

@@ -56,6 +56,37 @@ export interface RescorePartResult {
   distanceSum: number;
 }
 
+/** A SemDeDup run's record on its job row: the version it pinned (its checkpoint, with its parts), then its totals. */
+export interface DedupResult {
+  version: number;
+  epsilon: number;
+  /** Clusters and items it compares within (as counted when it started). */
+  clusters: number;
+  items: number;
+  /** Members of the largest cluster: what bounds a part's memory. */
+  largestCluster: number;
+  /** Groups found and the items they would drop. */
+  groups: number;
+  duplicates: number;
+  /** Phase durations in milliseconds (planMs, compareMs, totalMs). */
+  timings: Record<string, number>;
+}
+
+/** One part of a SemDeDup run: whole clusters of `version`, each compared within itself at `epsilon`. */
+export interface DedupPart {
+  version: number;
+  epsilon: number;
+  clusters: number[];
+  /** Each cluster's members when counted (sizes the read; the cluster may have grown since). */
+  sizes: number[];
+}
+
+export interface DedupPartResult {
+  items: number;
+  groups: number;
+  duplicates: number;
+}
+
 /**
  * Every kind of job, each with its params (stored on the row), its result (merged into the row
  * as the job goes), its payload: what only the submitting process holds (`undefined` for a kind
@@ -65,6 +96,7 @@ export interface RescorePartResult {
 export interface JobKinds {
   refit: { params: { reason: string }; result: RefitResult; payload: undefined; part: RescorePart; partResult: RescorePartResult };
   ingest: { params: { items: number; transport: string }; result: IngestJobResult; payload: IngestPayload; part: never; partResult: never };
+  dedup: { params: { epsilon: number }; result: DedupResult; payload: undefined; part: DedupPart; partResult: DedupPartResult };
 }
 
 export type JobKind = keyof JobKinds;
@@ -82,6 +114,7 @@ type FieldType = 'number' | 'string' | 'object' | 'number-or-null';
 const RESULT_FIELDS: { [K in JobKind]: Record<keyof JobResult<K>, FieldType> } = {
   refit: { version: 'number', snapshotAt: 'string', previousVersion: 'number-or-null', k: 'number', fitItems: 'number', sampleItems: 'number', objective: 'number-or-null', timings: 'object' },
   ingest: { counts: 'object', errors: 'object', prototypeVersion: 'number-or-null', scheduledJobIds: 'object' },
+  dedup: { version: 'number', epsilon: 'number', clusters: 'number', items: 'number', largestCluster: 'number', groups: 'number', duplicates: 'number', timings: 'object' },
 };
 
 export const JOB_KINDS = Object.keys(RESULT_FIELDS) as JobKind[];
@@ -89,6 +122,7 @@ export const JOB_KINDS = Object.keys(RESULT_FIELDS) as JobKind[];
 /** The type of each part field (as RESULT_FIELDS; a part row missing one is refused). */
 const PART_FIELDS: { [K in PartedJobKind]: Record<keyof JobPart<K>, FieldType> } = {
   refit: { version: 'number', from: 'string', to: 'string' },
+  dedup: { version: 'number', epsilon: 'number', clusters: 'object', sizes: 'object' },
 };
 
 export const PARTED_JOB_KINDS = Object.keys(PART_FIELDS) as PartedJobKind[];

@@ -47,3 +47,7 @@ export function codePointLength(text: string): number {
   }
   return text.length - surrogatePairs;
 }
+
+/** Duplicate groups per page when a request names no page size, and the most a page holds. */
+export const DEFAULT_GROUP_PAGE_LIMIT = 500;
+export const MAX_GROUP_PAGE_LIMIT = 5000;

@@ -9,6 +9,7 @@ import { JobWorker, type RetryPolicy } from './jobs.js';
 import { ingestHandler, startIngest } from './ingest-jobs.js';
 import type { Metrics } from '../metrics.js';
 import { REFIT_DEFAULTS, rescorePart, runRefit } from './refit.js';
+import { dedupPart, runDedup } from './dedup.js';
 import { startEmbedder, type EmbedderOptions } from '../embedding/embedder.js';
 
 export interface ServiceLayerOptions {
@@ -60,8 +61,8 @@ export async function startServiceLayer(db: Database, logger: Logger, options: S
   const worker = new JobWorker(
     db,
     logger,
-    { refit: (job, run) => runRefit(ctx, job, run, refit), ingest: ingestHandler(ctx, { retry }) },
-    { refit: (job, part, run) => rescorePart(ctx, job, part, run, refit) },
+    { refit: (job, run) => runRefit(ctx, job, run, refit), ingest: ingestHandler(ctx, { retry }), dedup: (job, run) => runDedup(ctx, job, run) },
+    { refit: (job, part, run) => rescorePart(ctx, job, part, run, refit), dedup: (job, part, run) => dedupPart(ctx, job, part, run) },
     {
       pollMs: options.jobs.pollMs,
       leaseMs,

@@ -15,7 +15,7 @@ import {
 import { readSelectionSlice, saveSelection, sweepSelections, touchSelection } from '../store/selections.js';
 import { fnv1a32 } from '../core/random.js';
 import { externalIdsOf } from '../store/items.js';
-import { readAtActiveVersion, readScoreColumns, readScoredItems, scoresPerCluster, type ScoredItems } from '../store/scores.js';
+import { readAtActiveVersion, readScoreColumns, scoresPerCluster } from '../store/scores.js';
 import type { Sql } from '../store/database.js';
 import type { ServiceContext } from './context.js';
 import { getDataset, type Dataset } from './datasets.js';
@@ -63,16 +63,6 @@ export function checkSelectionRequest(r: SelectionRequest): void {
   if (r.seed !== undefined && !Number.isSafeInteger(r.seed)) invalid('seed', 'seed must be an integer');
   if (r.outlierFraction !== undefined && !(r.outlierFraction >= 0 && r.outlierFraction < 1)) invalid('outlierFraction', 'outlierFraction must be in [0, 1)');
   if (r.bins !== undefined && !(Number.isInteger(r.bins) && r.bins >= 1 && r.bins <= MAX_SELECTION_BINS)) invalid('bins', `bins must be an integer from 1 to ${MAX_SELECTION_BINS}`);
-}
-
-/**
- * Reads the active version and its scores in one snapshot (readAtActiveVersion): a version switch
- * committing meanwhile cannot mix versions or remove the scores being read.
- */
-export async function readActiveScores(ctx: ServiceContext, dataset: Dataset, withVectors = false): Promise<{ version: number; items: ScoredItems }> {
-  const read = await readAtActiveVersion(ctx.db, dataset.id, (tx, version) => readScoredItems(tx, dataset.id, version, withVectors ? dataset.dimension : null));
-  if (!read) noPrototypes(dataset);
-  return { version: read.version, items: read.value };
 }
 
 /** A computed selection: item row ids in policy order, read back to external ids page by page. */

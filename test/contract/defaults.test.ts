@@ -71,9 +71,18 @@ describe('REST and gRPC resolve the same defaults', () => {
   });
 
   it('FindDuplicates: the same epsilon (the dataset’s)', async () => {
+    // The job each transport queues without an ε runs at the dataset's, and both read that run back.
+    const restJob = await http.post('/v1/datasets/shared/duplicates/jobs').set('authorization', bearer(h.keys.writer)).expect(202);
+    const grpcJob = await grpc.unary('RequestDedup', { dataset: 'shared' });
+    expect(grpcJob.id).toBe(restJob.body.id);
+    const views = await grpc.stream('WatchJob', { id: restJob.body.id });
+    expect(views.at(-1)!.state).toBe('JOB_STATE_SUCCEEDED');
     const rest = await http.get('/v1/datasets/shared/duplicates').set('authorization', bearer(h.keys.reader)).expect(200);
     const overGrpc = await grpc.unary('FindDuplicates', { dataset: 'shared' });
+    const settings = await http.get('/v1/datasets/shared').set('authorization', bearer(h.keys.reader)).expect(200);
+    expect(rest.body.epsilon).toBe(settings.body.settings.duplicateEpsilon);
     expect(overGrpc.epsilon).toBe(rest.body.epsilon);
+    expect(overGrpc.jobId).toBe(rest.body.jobId);
     expect(overGrpc.duplicateCount).toBe(rest.body.duplicateCount);
   });
 });

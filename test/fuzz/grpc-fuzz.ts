@@ -77,11 +77,12 @@ const SCOPES: Record<string, Scope> = {
   IngestItems: 'write',
   DeleteItem: 'write',
   RequestRefit: 'write',
+  RequestDedup: 'write',
   CreateApiKey: 'admin',
   ListApiKeys: 'admin',
   RevokeApiKey: 'admin',
 };
-const READ_PREFIX = /^(Get|List|Watch|Find|Select|Score)/;
+const READ_PREFIX = /^(Get|List|Watch|Find|Stream|Select|Score)/;
 
 export function scopeOf(method: string): Scope | null {
   return SCOPES[method] ?? (READ_PREFIX.test(method) ? 'read' : null);
@@ -121,6 +122,9 @@ function templateFor(method: Method, proto: Proto, world: World): fc.Arbitrary<M
     case 'WatchJob':
       return one(fc.constantFrom(world.jobId, world.otherJobId).map((id) => ({ id })));
     case 'FindDuplicates':
+    case 'StreamDuplicates':
+      return one(fc.constantFrom({ dataset: world.main.name, epsilon: 0.05 }, { dataset: world.main.name, pageSize: 10 }, { dataset: world.main.name, jobId: world.jobId }));
+    case 'RequestDedup':
       return one(fc.constant({ dataset: world.main.name, epsilon: 0.05 }));
     case 'GetItem':
     case 'DeleteItem':
@@ -308,8 +312,12 @@ function valueFatal(method: string, msgs: Msg[], world: World): { fatal: string 
       return f(null);
     }
     case 'FindDuplicates':
+    case 'StreamDuplicates':
+    case 'RequestDedup':
       if (!known.has(ds ?? '')) return f('unknown-dataset');
-      return f(msg.epsilon !== undefined && !inRange(msg.epsilon, 0, 2) ? 'epsilon-range' : null);
+      if (msg.epsilon !== undefined && !inRange(msg.epsilon, 0, 2)) return f('epsilon-range');
+      if (method === 'FindDuplicates' && msg.pageSize !== undefined && !inRange(msg.pageSize, 1, 5000)) return f('page-size');
+      return f(null);
     default:
       if (ds !== undefined && !known.has(ds)) return f('unknown-dataset');
       return f(null);

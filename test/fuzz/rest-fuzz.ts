@@ -44,6 +44,7 @@ const KNOWN_SCOPES: Record<string, Scope> = {
   'POST /v1/datasets/{dataset}/items': 'write',
   'DELETE /v1/datasets/{dataset}/items/{externalId}': 'write',
   'POST /v1/datasets/{dataset}/prototypes/refit': 'write',
+  'POST /v1/datasets/{dataset}/duplicates/jobs': 'write',
   'POST /v1/datasets/{dataset}/score': 'read',
   'POST /v1/keys': 'admin',
   'GET /v1/keys': 'admin',
@@ -430,7 +431,9 @@ function templateArb(op: Op, world: World): fc.Arbitrary<Template> {
           return t(params(ds), q);
         });
     case 'GET /v1/datasets/{dataset}/duplicates':
-      return dataset.map((ds) => t(params(ds), [['epsilon', '0.05']]));
+      return fc
+        .tuple(dataset, fc.constantFrom<Array<[string, string]>>([['epsilon', '0.05']], [['format', 'ndjson']], [['format', 'csv']], [['limit', '3']], [['cursor', 'x.1']], [['job', world.jobId]]))
+        .map(([ds, q]) => t(params(ds), q));
     case 'GET /v1/jobs/{id}':
       return fc.constantFrom(world.jobId, world.otherJobId).map((id) => t(params('', { id })));
     default: {

@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { streamDuplicates } from '../../src/service/dedup.js';
 import { loadConfig } from '../../src/config/index.js';
 import { startService, type RunningService } from '../../src/server.js';
 import { mintApiKey, OPERATOR } from '../../src/service/auth.js';
-import { findDuplicates } from '../../src/service/duplicates.js';
 import { getItem } from '../../src/service/items.js';
 import { scoreBatch } from '../../src/service/score.js';
 import { selectItems } from '../../src/service/selection.js';
@@ -338,14 +338,36 @@ describe.each(BACKENDS.map((b) => [b.name, b] as [string, TestBackend]))('gRPC A
     expect(await reader.streamFails('WatchJob', { id: 'not-a-uuid' })).toMatchObject({ code: grpc.status.NOT_FOUND, errorCode: 'JOB_NOT_FOUND' });
   });
 
-  it('finds near-duplicates like the service', async () => {
-    await writer.ingest([{ dataset: 'vecs', items: [{ externalId: 'twin-of-7', embedding: row(planted.points, 7) }] }]);
-    const report = await reader.unary('FindDuplicates', { dataset: 'vecs', epsilon: 0.0001 });
-    const expected = await findDuplicates(service.services.ctx, 'vecs', 0.0001);
-    expect(report).toEqual({ prototypeVersion: expected.version, epsilon: 0.0001, groups: expected.groups, duplicateCount: expected.duplicateCount });
-    const group = report.groups.find((g: Msg) => [g.kept, ...g.duplicates].includes('twin-of-7'));
-    expect([group.kept, ...group.duplicates].sort()).toEqual(['item-7', 'twin-of-7']);
+  it('runs SemDeDup as a job and pages and streams its groups like the service', async () => {
+    await writer.ingest([{ dataset: 'vecs', items: [{ externalId: 'twin-of-7', embedding: row(planted.points, 7) }, { externalId: 'twin-of-9', embedding: row(planted.points, 9) }] }]);
+    expect(await reader.fails('FindDuplicates', { dataset: 'vecs', epsilon: 0.0001 })).toMatchObject({ code: grpc.status.FAILED_PRECONDITION, errorCode: 'DEDUP_NOT_RUN' });
+    expect(await reader.fails('RequestDedup', { dataset: 'vecs', epsilon: 0.0001 })).toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    const job = await writer.unary('RequestDedup', { dataset: 'vecs', epsilon: 0.0001 });
+    expect(job).toMatchObject({ kind: 'dedup', dataset: 'vecs' });
+    const states = await watchUntilDone(reader, job.id);
+    expect(states[states.length - 1].state).toBe('JOB_STATE_SUCCEEDED');
+    const streamed = await reader.stream('StreamDuplicates', { dataset: 'vecs', epsilon: 0.0001 });
+    const groups = streamed.flatMap((m: Msg) => m.groups);
+    expect(streamed[0]).toMatchObject({ jobId: job.id, epsilon: 0.0001, groupCount: groups.length, duplicateCount: 2 });
+    const expected = await streamDuplicates(service.services.ctx, 'vecs', { jobId: job.id });
+    const viaService = [];
+    for await (const chunk of expected.groups) viaService.push(...chunk);
+    expect(groups).toEqual(viaService);
+    for (const twin of [7, 9]) {
+      const group = groups.find((g: Msg) => [g.kept, ...g.duplicates].includes(`twin-of-${twin}`));
+      expect([group.kept, ...group.duplicates].sort()).toEqual([`item-${twin}`, `twin-of-${twin}`]);
+      expect(group.similarities[0]).toBeGreaterThan(0.9999);
+    }
+    // Paged one group at a time: the same groups, the token pins the run.
+    const first = await reader.unary('FindDuplicates', { dataset: 'vecs', epsilon: 0.0001, pageSize: 1 });
+    expect(first.groups).toEqual([groups[0]]);
+    const second = await reader.unary('FindDuplicates', { dataset: 'vecs', pageToken: first.nextPageToken, pageSize: 1 });
+    expect(second.groups).toEqual([groups[1]]);
+    expect(second.nextPageToken).toBe('');
     expect(await reader.fails('FindDuplicates', { dataset: 'vecs', epsilon: 3 })).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, errorCode: 'INVALID_EPSILON' });
+    expect(await reader.fails('FindDuplicates', { dataset: 'vecs', pageToken: 'garbage' })).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, errorCode: 'INVALID_CURSOR' });
+    expect(await reader.fails('FindDuplicates', { dataset: 'vecs', pageSize: 0 })).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, errorCode: 'INVALID_PAGE_SIZE' });
+    expect(await reader.fails('FindDuplicates', { dataset: 'vecs', jobId: 'not-a-job' })).toMatchObject({ code: grpc.status.NOT_FOUND, errorCode: 'DEDUP_RUN_NOT_FOUND' });
   });
 
   it('gets and deletes single items', async () => {

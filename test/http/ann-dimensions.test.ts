@@ -136,6 +136,9 @@ describe.each(BACKENDS)('REST with 2,048-d embeddings on the $name backend', (ba
   });
 
   it('GET /duplicates groups each stored twin with its original', async () => {
+    const job = await http.post('/v1/datasets/swav/duplicates/jobs').send({ epsilon: EPSILON }).set('authorization', bearer(h.keys.writer)).expect(202);
+    const done = await grpcAdmin.stream("WatchJob", { id: job.body.id });
+    expect(done.at(-1)!.state).toBe('JOB_STATE_SUCCEEDED');
     const res = await http.get('/v1/datasets/swav/duplicates').query({ epsilon: EPSILON }).set('authorization', bearer(h.keys.reader)).expect(200);
     const groups = res.body.groups.map((g: { kept: string; duplicates: string[] }) => [g.kept, ...g.duplicates].sort()).sort();
     expect(groups).toEqual([...TWINS.map((i) => [`img-${i}`, `twin-of-img-${i}`].sort()), ['exact-nearest', 'halfvec-nearest']].sort());

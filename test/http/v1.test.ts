@@ -251,19 +251,55 @@ describe.each(BACKENDS)('REST /v1 on the $name backend', (backend) => {
       await http.get(`/v1/jobs/${refit.body.id}`).set('authorization', bearer(h.keys.otherOnly)).expect(403);
       await http.get('/v1/jobs/00000000-0000-0000-0000-000000000000').set('authorization', bearer(h.keys.reader)).expect(404);
 
-      // An exact copy makes a near-duplicate group.
-      await http.post('/v1/datasets/emb/items').set('authorization', bearer(h.keys.writer)).send({ items: [{ externalId: 'twin-of-0', embedding: vector(0) }] }).expect(200);
+      // Exact copies make near-duplicate groups, found by a dedup job and served once it succeeded.
+      const twins = [0, 1, 2].map((i) => ({ externalId: i === 2 ? 'twin, "quoted"' : `twin-of-${i}`, embedding: vector(i) }));
+      await http.post('/v1/datasets/emb/items').set('authorization', bearer(h.keys.writer)).send({ items: twins }).expect(200);
+      const notRun = await http.get('/v1/datasets/emb/duplicates').query({ epsilon: 0.0001 }).set('authorization', bearer(h.keys.reader)).expect(409);
+      expect(notRun.body.error).toMatchObject({ code: 'DEDUP_NOT_RUN', details: { epsilon: 0.0001, jobId: null } });
+      await http.post('/v1/datasets/emb/duplicates/jobs').set('authorization', bearer(h.keys.reader)).send({ epsilon: 0.0001 }).expect(403);
+      await http.post('/v1/datasets/emb/duplicates/jobs').set('authorization', bearer(h.keys.writer)).send({ epsilon: 3 }).expect(400);
+      const dedup = await http.post('/v1/datasets/emb/duplicates/jobs').set('authorization', bearer(h.keys.writer)).send({ epsilon: 0.0001 }).expect(202);
+      expect(dedup.body).toMatchObject({ kind: 'dedup', dataset: 'emb' });
+      const dedupDone = await waitJob(dedup.body.id);
+      expect(dedupDone).toMatchObject({ state: 'succeeded', result: { epsilon: 0.0001, duplicates: 3, groups: 3, items: N + 3 } });
       const dups = await http.get('/v1/datasets/emb/duplicates').query({ epsilon: 0.0001 }).set('authorization', bearer(h.keys.reader)).expect(200);
-      const group = dups.body.groups.find((g: { kept: string; duplicates: string[] }) => [g.kept, ...g.duplicates].includes('twin-of-0'));
-      expect([group.kept, ...group.duplicates].sort()).toEqual([id(0), 'twin-of-0']);
+      expect(dups.body).toMatchObject({ jobId: dedup.body.id, epsilon: 0.0001, groupCount: 3, duplicateCount: 3, nextCursor: null });
+      for (const [i, twin] of twins.entries()) {
+        const group = dups.body.groups.find((g: { kept: string; duplicates: string[] }) => [g.kept, ...g.duplicates].includes(twin.externalId));
+        expect([group.kept, ...group.duplicates].sort()).toEqual([id(i), twin.externalId].sort());
+        expect(group.similarities[0]).toBeGreaterThan(0.9999);
+      }
+      // Paged: the same groups one at a time.
+      const paged = [];
+      let cursor: string | undefined;
+      do {
+        const page = await http.get('/v1/datasets/emb/duplicates').query({ epsilon: 0.0001, limit: 1, ...(cursor ? { cursor } : {}) }).set('authorization', bearer(h.keys.reader)).expect(200);
+        paged.push(...page.body.groups);
+        cursor = page.body.nextCursor ?? undefined;
+      } while (cursor);
+      expect(paged).toEqual(dups.body.groups);
+      // Streamed: NDJSON groups and CSV pairs.
+      const ndjson = await http.get('/v1/datasets/emb/duplicates').query({ epsilon: 0.0001 }).set('accept', 'application/x-ndjson').set('authorization', bearer(h.keys.reader)).expect(200);
+      expect(ndjson.headers['x-dedup-job']).toBe(dedup.body.id);
+      expect(ndjson.text.trim().split('\n').map((line) => JSON.parse(line))).toEqual(dups.body.groups);
+      const csv = await http.get('/v1/datasets/emb/duplicates').query({ epsilon: 0.0001, format: 'csv' }).set('authorization', bearer(h.keys.reader)).expect(200);
+      const csvLines = csv.text.trim().split('\n');
+      expect(csvLines[0]).toBe('kept_id,duplicate_id,similarity');
+      expect(csvLines).toHaveLength(4);
+      expect(csv.text).toContain('"twin, ""quoted"""');
+      // Bad requests answer 4xx in the error shape.
       await http.get('/v1/datasets/emb/duplicates').query({ epsilon: 3 }).set('authorization', bearer(h.keys.reader)).expect(400);
+      const badCursor = await http.get('/v1/datasets/emb/duplicates').query({ cursor: 'nope' }).set('authorization', bearer(h.keys.reader)).expect(400);
+      expect(badCursor.body.error.code).toBe('INVALID_CURSOR');
+      const unknownRun = await http.get('/v1/datasets/emb/duplicates').query({ job: '00000000-0000-4000-8000-000000000000' }).set('authorization', bearer(h.keys.reader)).expect(404);
+      expect(unknownRun.body.error.code).toBe('DEDUP_RUN_NOT_FOUND');
 
       const stats = await http.get('/v1/datasets/emb/stats').set('authorization', bearer(h.keys.reader)).expect(200);
-      expect(stats.body.itemCount).toBe(N + 1);
+      expect(stats.body.itemCount).toBe(N + 3);
       expect(stats.body.prototypeVersion).toBe(version + 1);
-      expect(stats.body.histogram.counts.reduce((a: number, b: number) => a + b, 0)).toBe(N + 1);
-      expect(stats.body.clusterSizes.reduce((a: number, b: number) => a + b, 0)).toBe(N + 1);
-      expect(stats.body.ingest.last24Hours).toBe(N + 1);
+      expect(stats.body.histogram.counts.reduce((a: number, b: number) => a + b, 0)).toBe(N + 3);
+      expect(stats.body.clusterSizes.reduce((a: number, b: number) => a + b, 0)).toBe(N + 3);
+      expect(stats.body.ingest.last24Hours).toBe(N + 3);
       expect(stats.body.lastRefit.version).toBe(version + 1);
     });
 
@@ -273,8 +309,12 @@ describe.each(BACKENDS)('REST /v1 on the $name backend', (backend) => {
       const gone = await http.get('/v1/datasets/emb/items/twin-of-0').set('authorization', bearer(h.keys.reader)).expect(404);
       expect(gone.body.error.code).toBe('ITEM_NOT_FOUND');
       const stats = await http.get('/v1/datasets/emb/stats').set('authorization', bearer(h.keys.reader)).expect(200);
-      expect(stats.body.itemCount).toBe(N);
-      expect(stats.body.histogram.counts.reduce((a: number, b: number) => a + b, 0)).toBe(N);
+      expect(stats.body.itemCount).toBe(N + 2);
+      expect(stats.body.histogram.counts.reduce((a: number, b: number) => a + b, 0)).toBe(N + 2);
+      // The dedup run no longer lists the deleted item: its only pair went with it.
+      const dups = await http.get('/v1/datasets/emb/duplicates').query({ epsilon: 0.0001 }).set('authorization', bearer(h.keys.reader)).expect(200);
+      expect(dups.body.groups.flatMap((g: { kept: string; duplicates: string[] }) => [g.kept, ...g.duplicates])).not.toContain('twin-of-0');
+      expect(dups.body.groups).toHaveLength(2);
     });
   });
 

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../../src/core/random.js';
 import { createDataset } from '../../src/service/datasets.js';
-import { findDuplicates, indexPendingVectors } from '../../src/service/duplicates.js';
+import { indexPendingVectors } from '../../src/service/duplicates.js';
+import { dedupNow } from '../helpers/dedup.js';
 import { checkNearDuplicates } from '../helpers/near-duplicates.js';
 import { prototypeStatus } from '../../src/service/prototypes.js';
 import { requestRefit } from '../../src/service/refit.js';
@@ -141,10 +142,11 @@ describe.each(BACKENDS)('pruning engine on the $name backend', (backend) => {
   it('finds planted exact duplicates with SemDeDup at ε = 0, and nothing else', async () => {
     const copies = [3, 77, 150].map((i) => ({ externalId: `copy-of-${i}`, embedding: planted.items[i].embedding }));
     await ingestItems(h.layer.ctx, 'planted', copies);
-    const report = await findDuplicates(h.layer.ctx, 'planted', 0);
+    const report = await dedupNow(h.layer.ctx, 'planted', 0);
     const pairs = report.groups.map((g) => [g.kept, ...g.duplicates].sort());
     expect(pairs.sort()).toEqual([3, 77, 150].map((i) => [`copy-of-${i}`, planted.items[i].externalId].sort()).sort());
-    expect(report.duplicateCount).toBe(3);
+    expect(report.run.duplicates).toBe(3);
+    expect(report.groups.flatMap((g) => g.similarities).every((s) => s > 0.9999)).toBe(true);
   });
 
   it('checks new items for near-duplicates among stored ones, before and after HNSW indexing', async () => {

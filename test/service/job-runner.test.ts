@@ -34,7 +34,7 @@ const unexpected = async (): Promise<never> => {
 function runner(db: Database, handlers: Partial<JobHandlers>, options: Partial<JobWorkerOptions> = {}) {
   const ended: Ended[] = [];
   const waiters: Array<() => void> = [];
-  const r = new JobWorker(db, silentLogger, { refit: unexpected, ingest: unexpected, ...handlers }, { refit: unexpected }, {
+  const r = new JobWorker(db, silentLogger, { refit: unexpected, ingest: unexpected, dedup: unexpected, ...handlers }, { refit: unexpected, dedup: unexpected }, {
     ...OPTIONS,
     onFinished: (job, state, _ms, result) => {
       ended.push({ job, state, at: Date.now(), result });
@@ -172,9 +172,12 @@ describe.each(BACKENDS)('the job runner on the $name backend', (backend) => {
 
   it('refuses to boot without a handler for every job kind', () => {
     const handlers = { refit: unexpected } as Partial<JobHandlers> as JobHandlers; // what the type of the map rules out
-    expect(() => new JobWorker(db, silentLogger, handlers, { refit: unexpected }, OPTIONS)).toThrow('the job worker has no handler for job kind ingest');
-    expect(() => new JobWorker(db, silentLogger, { refit: unexpected, ingest: unexpected }, {} as JobPartHandlers, OPTIONS)).toThrow('the job worker has no handler for job kind refit (parts)');
-    expect(() => new JobWorker(db, silentLogger, { refit: unexpected, ingest: unexpected }, { refit: unexpected }, OPTIONS)).not.toThrow();
+    const all = { refit: unexpected, ingest: unexpected, dedup: unexpected };
+    const parts = { refit: unexpected, dedup: unexpected };
+    expect(() => new JobWorker(db, silentLogger, handlers, parts, OPTIONS)).toThrow('the job worker has no handler for job kind ingest');
+    expect(() => new JobWorker(db, silentLogger, all, {} as JobPartHandlers, OPTIONS)).toThrow('the job worker has no handler for job kind refit (parts)');
+    expect(() => new JobWorker(db, silentLogger, all, { refit: unexpected } as unknown as JobPartHandlers, OPTIONS)).toThrow('the job worker has no handler for job kind dedup (parts)');
+    expect(() => new JobWorker(db, silentLogger, all, parts, OPTIONS)).not.toThrow();
   });
 
   it("reads a job's result back typed: a handler's result round trips, a field of the wrong type is left out", async () => {

@@ -4,6 +4,9 @@ import { createDataset, getDataset } from '../../src/service/datasets.js';
 import { ingestHandler, startIngest } from '../../src/service/ingest-jobs.js';
 import { JobWorker, type JobHandler, type RunEnd } from '../../src/service/jobs.js';
 import { REFIT_DEFAULTS, requestRefit, rescorePart, runRefit, type RefitOptions } from '../../src/service/refit.js';
+import { DEDUP_DEFAULTS, dedupPart, requestDedup, runDedup, streamDuplicates, type DedupOptions } from '../../src/service/dedup.js';
+import { findNearDuplicates } from '../../src/core/dedup.js';
+import { OrtDistanceKernel } from '../../src/kernels/ort.js';
 import { startServiceLayer, type ServiceLayer } from '../../src/service/runtime.js';
 import type { Database } from '../../src/store/database.js';
 import { LeaseLostError } from '../../src/store/jobs.js';
@@ -80,10 +83,12 @@ function stallWhen(db: Database, when: () => Promise<boolean>) {
 }
 
 /** A job worker like the service layer's, for one replica, that records how each run ended. */
-function replicaWorker(db: Database, layer: ServiceLayer, options: { pollMs?: number; ingestChunk?: number; refit?: RefitOptions; partDelayMs?: number } = {}) {
+function replicaWorker(db: Database, layer: ServiceLayer, options: { pollMs?: number; ingestChunk?: number; refit?: RefitOptions; dedup?: DedupOptions; partDelayMs?: number } = {}) {
   const ends: { id: string; attempt: number; state: RunEnd }[] = [];
   /** Rescore parts this replica wrote (job id, part number). */
   const parts: { jobId: string; from: string }[] = [];
+  /** Dedup parts this replica wrote (job id, first cluster). */
+  const dedupParts: { jobId: string; first: number }[] = [];
   /** What each failed refit run threw. */
   const errors = new Map<string, unknown>();
   const refit: JobHandler<'refit'> = async (job, run) => {
@@ -97,7 +102,7 @@ function replicaWorker(db: Database, layer: ServiceLayer, options: { pollMs?: nu
   const worker = new JobWorker(
     db,
     silentLogger,
-    { refit, ingest: ingestHandler(layer.ctx, { retry: RETRY, chunk: options.ingestChunk }) },
+    { refit, ingest: ingestHandler(layer.ctx, { retry: RETRY, chunk: options.ingestChunk }), dedup: (job, run) => runDedup(layer.ctx, job, run, options.dedup) },
     {
       refit: async (job, part, run) => {
         if (options.partDelayMs) await sleep(options.partDelayMs); // slower parts, so that every replica gets some
@@ -105,10 +110,16 @@ function replicaWorker(db: Database, layer: ServiceLayer, options: { pollMs?: nu
         parts.push({ jobId: job.id, from: part.from });
         return result;
       },
+      dedup: async (job, part, run) => {
+        if (options.partDelayMs) await sleep(options.partDelayMs);
+        const result = await dedupPart(layer.ctx, job, part, run);
+        dedupParts.push({ jobId: job.id, first: part.clusters[0] });
+        return result;
+      },
     },
     { pollMs: options.pollMs ?? 50, ...LEASE, retry: RETRY, onFinished: (job, state) => ends.push({ id: job.id, attempt: job.attempts, state }) },
   );
-  return { worker, ends, errors, parts, endOf: (id: string, attempt: number) => until(`run ${attempt} of ${id} to end`, async () => ends.find((e) => e.id === id && e.attempt === attempt)) };
+  return { worker, ends, errors, parts, dedupParts, endOf: (id: string, attempt: number) => until(`run ${attempt} of ${id} to end`, async () => ends.find((e) => e.id === id && e.attempt === attempt)) };
 }
 
 async function planted(layer: ServiceLayer, name: string, n: number, seed: number) {
@@ -355,6 +366,59 @@ describe.each(NATIVE_URL ? [BACKENDS.find((b) => b.name === 'native')!] : [])('r
       expect(sampleItems).toBeLessThan(2300);
       expect((await dbB.query('SELECT 1 FROM job_parts WHERE job_id = $1', [job.id])).length).toBe(0);
     } finally {
+      await a.worker.stop();
+      await b.worker.stop();
+    }
+  });
+
+  it("a dedup run's clusters are shared by both replicas' workers, each part written once, and its groups are the core's", async () => {
+    const dataset = await planted(layerA, 'shared-dedup', 3000, 23);
+    // Near-duplicates of every 10th item, written after the items so the fit is the same either way.
+    const twins = [];
+    const data = plantedClusters({ seed: 23, clusters: 8, perCluster: Math.ceil(3000 / 8), dim: DIM, noise: 0.5 });
+    for (let i = 0; i < 3000; i += 10) {
+      const v = row(data.points, i, DIM).map((x, j) => x + (j === i % DIM ? 0.01 : 0));
+      twins.push({ externalId: `twin-${i}`, embedding: v });
+    }
+    await ingestItems(layerA.ctx, dataset.name, twins);
+    const a = replicaWorker(dbA, layerA, { refit: { ...REFIT_DEFAULTS, partItems: 1000 }, dedup: { ...DEDUP_DEFAULTS, partItems: 300 }, partDelayMs: 20 });
+    const b = replicaWorker(dbB, layerB, { refit: { ...REFIT_DEFAULTS, partItems: 1000 }, dedup: { ...DEDUP_DEFAULTS, partItems: 300 }, partDelayMs: 20, pollMs: 10 });
+    a.worker.start();
+    b.worker.start();
+    const kernel = await OrtDistanceKernel.create({ intraOpNumThreads: 1 });
+    try {
+      const refit = await requestRefit(layerA.ctx, dataset.name);
+      await until('the refit to end', async () => [...a.ends, ...b.ends].find((e) => e.id === refit.id && e.state === 'succeeded'));
+      const job = await requestDedup(layerB.ctx, dataset.name, 0.001);
+      await until('the dedup to end', async () => [...a.ends, ...b.ends].find((e) => e.id === job.id));
+      expect([...a.ends, ...b.ends].filter((e) => e.id === job.id).map((e) => e.state)).toEqual(['succeeded']);
+      const written = [...a.dedupParts, ...b.dedupParts].filter((p) => p.jobId === job.id);
+      expect(a.dedupParts.filter((p) => p.jobId === job.id).length).toBeGreaterThan(0);
+      expect(b.dedupParts.filter((p) => p.jobId === job.id).length).toBeGreaterThan(0);
+      expect(new Set(written.map((p) => p.first)).size).toBe(written.length); // no part written twice
+      expect(written.length).toBeGreaterThanOrEqual(8); // 8 clusters of ~412 items, one part each at 300 items per part
+      // The same groups as the core over the whole dataset, read back here in one process.
+      const rows = await dbB.query<{ external_id: string; embedding: string; score: number; cluster: number }>(
+        `SELECT i.external_id, i.embedding::text AS embedding, s.score, s.cluster FROM items i JOIN item_scores s ON s.item_id = i.id
+          WHERE i.dataset_id = $1 AND s.version = 1 ORDER BY i.id`,
+        [dataset.id],
+      );
+      const points = new Float32Array(rows.length * DIM);
+      rows.forEach((r, i) => points.set(JSON.parse(r.embedding), i * DIM));
+      const core = await findNearDuplicates(points, rows.length, DIM, Int32Array.from(rows, (r) => r.cluster), Float32Array.from(rows, (r) => r.score), { epsilon: 0.001, kernel });
+      const expected = core.map((g) => [rows[g.kept].external_id, g.duplicates.map((d) => rows[d].external_id).sort()]).sort();
+      const stream = await streamDuplicates(layerA.ctx, dataset.name, { epsilon: 0.001 });
+      const served: [string, string[]][] = [];
+      for await (const chunk of stream.groups) served.push(...chunk.map((g): [string, string[]] => [g.kept, [...g.duplicates].sort()]));
+      expect(served.sort()).toEqual(expected);
+      expect(stream.run).toMatchObject({ jobId: job.id, version: 1, epsilon: 0.001, duplicates: core.reduce((n, g) => n + g.duplicates.length, 0) });
+      // Every planted twin is in a group with its original.
+      const together = new Set(served.flatMap(([kept, dups]) => dups.map((d) => `${kept}|${d}`)));
+      const missed = twins.filter((t) => !together.has(`${dataset.name}-${t.externalId.slice(5)}|${t.externalId}`) && !together.has(`${t.externalId}|${dataset.name}-${t.externalId.slice(5)}`));
+      expect(missed).toEqual([]);
+      expect((await dbB.query('SELECT 1 FROM job_parts WHERE job_id = $1', [job.id])).length).toBe(0);
+    } finally {
+      await kernel.dispose();
       await a.worker.stop();
       await b.worker.stop();
     }

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../../src/core/random.js';
 import { createDataset, getDataset, listDatasets, MAX_DIMENSION, type Dataset } from '../../src/service/datasets.js';
-import { findDuplicates, indexPendingVectors } from '../../src/service/duplicates.js';
+import { indexPendingVectors } from '../../src/service/duplicates.js';
+import { dedupNow } from '../helpers/dedup.js';
 import { checkNearDuplicates } from '../helpers/near-duplicates.js';
 import { nearestStoredSql } from '../../src/store/ann-index.js';
 import { scoreBatch } from '../../src/service/score.js';
@@ -234,7 +235,7 @@ describe.each(BACKENDS)('datasets up to 4,000 dimensions on the $name backend', 
     });
 
     it('SemDeDup over the stored items groups each planted twin with its original', async () => {
-      const report = await findDuplicates(h.layer.ctx, name, EPSILON);
+      const report = await dedupNow(h.layer.ctx, name, EPSILON);
       const groups = report.groups.map((g) => [g.kept, ...g.duplicates].sort()).sort();
       expect(groups).toEqual([...TWINS.map((i) => [`b-${i}`, `twin-of-b-${i}`].sort()), ['exact-nearest', 'halfvec-nearest']].sort());
     });

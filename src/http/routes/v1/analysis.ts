@@ -3,7 +3,6 @@ import { Type } from '@sinclair/typebox';
 import type { Config } from '../../../config/index.js';
 import { authorizeJob } from '../../../service/auth.js';
 import type { ServiceContext } from '../../../service/context.js';
-import { findDuplicates } from '../../../service/duplicates.js';
 import { getJobView, type JobView } from '../../../service/jobs.js';
 import { prototypeStatus } from '../../../service/prototypes.js';
 import { requestRefit } from '../../../service/refit.js';
@@ -11,7 +10,7 @@ import { scoreBatch } from '../../../service/score.js';
 import { datasetStats } from '../../../service/stats.js';
 import { checkItemCount, refuseIfNoItemUsable } from '../../../service/errors.js';
 import { ErrorBody } from '../../schemas.js';
-import { DatasetParams, Duplicates, DuplicatesQuery, Prototypes, ScoreBody, ScoreResponse, Stats } from './schemas.js';
+import { DatasetParams, Prototypes, ScoreBody, ScoreResponse, Stats } from './schemas.js';
 
 const iso = (d: Date | null) => (d === null ? null : new Date(d).toISOString());
 
@@ -22,7 +21,7 @@ export function jobBody(job: JobView) {
 const JobRef = Type.Ref('Job');
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody };
 
-/** Scoring new items, prototypes and their jobs, near-duplicates and dashboard statistics. */
+/** Scoring new items, prototypes and their jobs, and dashboard statistics. */
 export const analysisRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; api: Config['api'] }> = async (app, { ctx, api }) => {
   app.post(
     '/datasets/:dataset/score',
@@ -86,18 +85,6 @@ export const analysisRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; ap
       const job = await getJobView(ctx.db, request.params.id);
       authorizeJob(request.principal!, job);
       return jobBody(job);
-    },
-  );
-
-  app.get(
-    '/datasets/:dataset/duplicates',
-    {
-      config: { scope: 'read' },
-      schema: { operationId: 'findDuplicates', summary: 'SemDeDup near-duplicate groups within each cluster', tags: ['duplicates'], params: DatasetParams, querystring: DuplicatesQuery, response: { 200: Duplicates, ...errors } },
-    },
-    async (request) => {
-      const report = await findDuplicates(ctx, request.params.dataset, request.query.epsilon);
-      return { prototypeVersion: report.version, epsilon: report.epsilon, duplicateCount: report.duplicateCount, groups: report.groups };
     },
   );
 

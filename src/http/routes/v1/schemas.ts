@@ -1,7 +1,7 @@
 import { Type, type TLiteral, type TSchema } from '@sinclair/typebox';
 import { DEFAULT_BINS, DEFAULT_OUTLIER_FRACTION, DEFAULT_SELECTION_ORDER, SELECTION_ORDER_NAMES, type SelectionOrder } from '../../../core/selection.js';
 import { MAX_DIMENSION, MAX_K } from '../../../service/datasets.js';
-import { DATASET_NAME_MAX_LENGTH, DATASET_NAME_PATTERN, EXTERNAL_ID_MAX_LENGTH, KEY_MAX_DATASETS, KEY_NAME_MAX_LENGTH, MAX_SELECTION_BINS } from '../../../service/limits.js';
+import { DEFAULT_GROUP_PAGE_LIMIT, MAX_GROUP_PAGE_LIMIT, DATASET_NAME_MAX_LENGTH, DATASET_NAME_PATTERN, EXTERNAL_ID_MAX_LENGTH, KEY_MAX_DATASETS, KEY_NAME_MAX_LENGTH, MAX_SELECTION_BINS } from '../../../service/limits.js';
 import { DEFAULT_SCORE_POLICY } from '../../../service/score.js';
 import { MAX_PAGE_LIMIT } from '../../../service/selection.js';
 import { DatasetSettingsInputSchema, DatasetSettingsSchema } from '../../../service/settings.js';
@@ -230,17 +230,41 @@ export const Prototypes = Type.Object(
   { $id: 'Prototypes' },
 );
 
+const Epsilon = Type.Number({ minimum: 0, maximum: 2, description: 'similarity ≥ 1 − ε is a duplicate; default: the dataset’s' });
+
+export const DedupJobBody = Type.Object({ epsilon: Type.Optional(Epsilon) }, { additionalProperties: false });
+
+
 export const DuplicatesQuery = Type.Object(
-  { epsilon: Type.Optional(Type.Number({ minimum: 0, maximum: 2, description: 'similarity ≥ 1 − ε is a duplicate; default: the dataset’s' })) },
+  {
+    epsilon: Type.Optional(Epsilon),
+    job: Type.Optional(Type.String({ maxLength: 64, description: 'A dedup job id: its run instead of the newest of the active version at ε' })),
+    format: Type.Optional(Type.Union([Type.Literal('json'), Type.Literal('ndjson'), Type.Literal('csv')], { description: 'Overrides the Accept header' })),
+    cursor: Type.Optional(Type.String({ maxLength: 80, description: 'json: nextCursor of the previous page (it pins the run)' })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_GROUP_PAGE_LIMIT, description: `json: groups per page (default ${DEFAULT_GROUP_PAGE_LIMIT})` })),
+  },
+  { additionalProperties: false },
+);
+
+export const DuplicateGroup = Type.Object(
+  {
+    kept: Type.String({ description: 'The item SemDeDup keeps (the farthest from its prototype)' }),
+    duplicates: Type.Array(Type.String(), { description: 'Its near-duplicates, most similar first' }),
+    similarities: Type.Array(Type.Number(), { description: 'Cosine similarity of each duplicate to the kept item' }),
+  },
   { additionalProperties: false },
 );
 
 export const Duplicates = Type.Object(
   {
+    jobId: Type.String({ description: 'The dedup job whose run this is' }),
     prototypeVersion: Type.Integer(),
     epsilon: Type.Number(),
-    duplicateCount: Type.Integer(),
-    groups: Type.Array(Type.Object({ kept: Type.String(), duplicates: Type.Array(Type.String()) })),
+    groupCount: Type.Integer({ description: 'Groups in the whole run' }),
+    duplicateCount: Type.Integer({ description: 'Items the whole run would drop (all duplicates of all groups)' }),
+    completedAt: Type.String({ format: 'date-time' }),
+    groups: Type.Array(DuplicateGroup),
+    nextCursor: Nullable(Type.String()),
   },
   { $id: 'Duplicates' },
 );

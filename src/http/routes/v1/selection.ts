@@ -4,23 +4,9 @@ import { Type } from '@sinclair/typebox';
 import type { ServiceContext } from '../../../service/context.js';
 import { selectPage, streamSelection, type SelectionRequest } from '../../../service/selection.js';
 import { ErrorBody } from '../../schemas.js';
+import { csvField, pickFormat } from '../../formats.js';
 import { DatasetParams, DEFAULT_PAGE_LIMIT, SelectionPage, SelectionQuery } from './schemas.js';
 import { DEFAULT_SELECTION_ORDER } from '../../../core/selection.js';
-
-type Format = 'json' | 'ndjson' | 'csv';
-
-/** `format=` wins; otherwise the Accept header picks NDJSON or CSV; JSON pages by default. */
-function pickFormat(format: Format | undefined, accept: string | undefined): Format {
-  if (format) return format;
-  const wanted = (accept ?? '').toLowerCase();
-  if (wanted.includes('application/x-ndjson')) return 'ndjson';
-  if (wanted.includes('text/csv')) return 'csv';
-  return 'json';
-}
-
-function csvField(value: string): string {
-  return /[",\r\n]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value;
-}
 
 export const selectionRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }> = async (app, { ctx }) => {
   app.get(

@@ -510,24 +510,51 @@ export interface WatchJobRequest {
   id: string;
 }
 
-export interface FindDuplicatesRequest {
+export interface RequestDedupRequest {
   dataset: string;
   /** In [0, 2]; unset: the dataset's duplicate_epsilon. */
   epsilon?: number | undefined;
 }
 
+export interface FindDuplicatesRequest {
+  dataset: string;
+  /** In [0, 2]; unset: the dataset's duplicate_epsilon. */
+  epsilon?:
+    | number
+    | undefined;
+  /** A dedup job's id: its run instead of the newest of the active version at epsilon. */
+  jobId?:
+    | string
+    | undefined;
+  /** next_page_token of the previous page (it pins the run). */
+  pageToken?:
+    | string
+    | undefined;
+  /** Groups per page, 1 to 5000 (default 500). */
+  pageSize?: number | undefined;
+}
+
 export interface DuplicateGroup {
-  /** The item SemDeDup keeps. */
+  /** The item SemDeDup keeps (the farthest from its prototype). */
   kept: string;
+  /** Its near-duplicates, most similar first. */
   duplicates: string[];
+  /** Cosine similarity of each duplicate to the kept item. */
+  similarities: number[];
 }
 
 export interface DuplicateReport {
   prototypeVersion: number;
   epsilon: number;
   groups: DuplicateGroup[];
-  /** Items that would be dropped (all duplicates of all groups). */
+  /** Items the whole run would drop (all duplicates of all groups). */
   duplicateCount: number;
+  /** The dedup job whose run this is. */
+  jobId: string;
+  /** Groups in the whole run. */
+  groupCount: number;
+  /** Empty on the last page. */
+  nextPageToken: string;
 }
 
 export interface GetStatsRequest {

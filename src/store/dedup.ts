@@ -1,0 +1,169 @@
+import type { Database, Sql } from './database.js';
+import { uuidLiteral } from './datasets.js';
+import { CopyBinaryParser, copyHeader, copyTrailer, decodeVectorInto, encodeTuple, inChunks } from './pgcopy.js';
+
+/** A SemDeDup run (a dedup job) of one prototype version at one ε. */
+export interface DedupRunRow {
+  jobId: string;
+  datasetId: string;
+  version: number;
+  epsilon: number;
+  /** Totals; null until the run completed. */
+  groups: number | null;
+  duplicates: number | null;
+  completedAt: Date | null;
+}
+
+const RUN_COLUMNS = `job_id AS "jobId", dataset_id AS "datasetId", version, epsilon, groups, duplicates, completed_at AS "completedAt"`;
+
+/** Records a run (with its job's first checkpoint); its pairs come with its parts. */
+export async function createDedupRun(tx: Sql, run: { jobId: string; datasetId: string; version: number; epsilon: number }): Promise<void> {
+  await tx.query('INSERT INTO dedup_runs (job_id, dataset_id, version, epsilon) VALUES ($1, $2, $3, $4) ON CONFLICT (job_id) DO NOTHING', [
+    run.jobId,
+    run.datasetId,
+    run.version,
+    run.epsilon,
+  ]);
+}
+
+/** Marks a run served, with its totals. */
+export async function completeDedupRun(tx: Sql, jobId: string, totals: { groups: number; duplicates: number }): Promise<void> {
+  await tx.query('UPDATE dedup_runs SET groups = $2, duplicates = $3, completed_at = now() WHERE job_id = $1', [jobId, totals.groups, totals.duplicates]);
+}
+
+export async function getDedupRun(db: Sql | Database, jobId: string): Promise<DedupRunRow | undefined> {
+  const [row] = await db.query<DedupRunRow>(`SELECT ${RUN_COLUMNS} FROM dedup_runs WHERE job_id = $1`, [jobId]);
+  return row;
+}
+
+/** The newest completed run of the dataset at `version` and `epsilon`. */
+export async function latestDedupRun(db: Sql | Database, datasetId: string, version: number, epsilon: number): Promise<DedupRunRow | undefined> {
+  const [row] = await db.query<DedupRunRow>(
+    `SELECT ${RUN_COLUMNS} FROM dedup_runs WHERE dataset_id = $1 AND version = $2 AND epsilon = $3 AND completed_at IS NOT NULL ORDER BY completed_at DESC LIMIT 1`,
+    [datasetId, version, epsilon],
+  );
+  return row;
+}
+
+/**
+ * Deletes the dataset's completed runs (and their pairs) beyond the newest `keep`, every completed
+ * run of a version other than `activeVersion` (a client paging one finds it gone), and the partial
+ * pairs of runs whose job failed or was cancelled.
+ */
+export async function pruneDedupRuns(tx: Sql, datasetId: string, activeVersion: number, keep: number): Promise<void> {
+  await tx.query(
+    `DELETE FROM dedup_runs r WHERE r.dataset_id = $1 AND (
+       (r.completed_at IS NOT NULL AND (r.version <> $2 OR r.job_id NOT IN (
+          SELECT job_id FROM dedup_runs WHERE dataset_id = $1 AND completed_at IS NOT NULL ORDER BY completed_at DESC LIMIT $3)))
+       OR (r.completed_at IS NULL AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = r.job_id AND j.state IN ('failed', 'cancelled'))))`,
+    [datasetId, activeVersion, keep],
+  );
+}
+
+/** One cluster's scored items under `version`, in item id order. */
+export interface ClusterMembers {
+  n: number;
+  itemIds: BigInt64Array;
+  scores: Float32Array;
+  vectors: Float32Array;
+}
+
+/** Reads one cluster's members with their scores and embeddings (binary COPY over the (dataset, version, cluster, score) index). */
+export async function readClusterMembers(db: Sql | Database, datasetId: string, version: number, cluster: number, dim: number, expected: number): Promise<ClusterMembers> {
+  let capacity = Math.max(1, expected);
+  let itemIds = new BigInt64Array(capacity);
+  let scores = new Float32Array(capacity);
+  let vectors = new Float32Array(capacity * dim);
+  let n = 0;
+  const parser = new CopyBinaryParser((fields) => {
+    if (n === capacity) {
+      // Grows only when items joined the cluster since it was counted.
+      capacity *= 2;
+      itemIds = grow(itemIds, new BigInt64Array(capacity));
+      scores = grow(scores, new Float32Array(capacity));
+      vectors = grow(vectors, new Float32Array(capacity * dim));
+    }
+    itemIds[n] = fields[0]!.readBigInt64BE(0);
+    scores[n] = fields[1]!.readFloatBE(0);
+    const got = decodeVectorInto(fields[2]!, vectors, n * dim);
+    if (got !== dim) throw new Error(`stored vector has dimension ${got}, dataset has ${dim}`);
+    n++;
+  });
+  const source = `(SELECT s.item_id, s.score, i.embedding FROM item_scores s JOIN items i ON i.id = s.item_id
+     WHERE s.dataset_id = ${uuidLiteral(datasetId)} AND s.version = ${Number(version)} AND s.cluster = ${Number(cluster)} ORDER BY s.item_id)`;
+  for await (const chunk of db.copyOut(source, 'binary')) parser.push(chunk);
+  parser.end();
+  return { n, itemIds: itemIds.subarray(0, n), scores: scores.subarray(0, n), vectors: vectors.subarray(0, n * dim) };
+}
+
+function grow<T extends BigInt64Array | Float32Array>(from: T, to: T): T {
+  to.set(from as never);
+  return to;
+}
+
+/** Near-duplicate pairs of one run: duplicate item, the kept item it duplicates, their similarity. */
+export interface DedupPairs {
+  duplicateIds: BigInt64Array;
+  keptIds: BigInt64Array;
+  similarities: Float32Array;
+}
+
+/** Writes pairs of a run (binary COPY; in the transaction that marks their part done). */
+export async function copyDedupPairs(tx: Sql, jobId: string, pairs: DedupPairs): Promise<void> {
+  const n = pairs.duplicateIds.length;
+  if (n === 0) return;
+  function* tuples() {
+    yield copyHeader();
+    for (let i = 0; i < n; i++) {
+      yield encodeTuple([
+        { type: 'uuid', value: jobId },
+        { type: 'int8', value: pairs.duplicateIds[i] },
+        { type: 'int8', value: pairs.keptIds[i] },
+        { type: 'float4', value: pairs.similarities[i] },
+      ]);
+    }
+    yield copyTrailer();
+  }
+  await tx.copyIn('dedup_pairs (job_id, duplicate_id, kept_id, similarity)', 'binary', inChunks(tuples()));
+}
+
+/** A group as stored: the kept item and its duplicates, most similar first (external ids). */
+export interface StoredDuplicateGroup {
+  /** The kept item's row id: the keyset of the next page. */
+  keptItemId: bigint;
+  kept: string;
+  duplicates: string[];
+  similarities: number[];
+}
+
+/** A page of groups and the keyset after it (null: nothing was left after `afterKeptId`). */
+export interface DuplicateGroupPage {
+  groups: StoredDuplicateGroup[];
+  lastKeptItemId: bigint | null;
+}
+
+/**
+ * Up to `limit` groups of a run, by kept item id after `afterKeptId`. Items deleted since the run
+ * drop out: a deleted kept item takes its group along, a deleted duplicate leaves its group (so a
+ * page can hold fewer groups than `limit` and still not be the last).
+ */
+export async function readDuplicateGroups(db: Sql | Database, jobId: string, afterKeptId: bigint, limit: number): Promise<DuplicateGroupPage> {
+  const rows = await db.query<{ kept_id: string; kept: string | null; duplicates: string[] | null; similarities: number[] | null }>(
+    `WITH page AS (
+       SELECT DISTINCT kept_id FROM dedup_pairs WHERE job_id = $1 AND kept_id > $2 ORDER BY kept_id LIMIT $3)
+     SELECT p.kept_id::text AS kept_id, k.external_id AS kept,
+            array_agg(d.external_id ORDER BY x.similarity DESC, x.duplicate_id) FILTER (WHERE d.id IS NOT NULL) AS duplicates,
+            array_agg(x.similarity::float8 ORDER BY x.similarity DESC, x.duplicate_id) FILTER (WHERE d.id IS NOT NULL) AS similarities
+     FROM page p
+     JOIN dedup_pairs x ON x.job_id = $1 AND x.kept_id = p.kept_id
+     LEFT JOIN items k ON k.id = p.kept_id
+     LEFT JOIN items d ON d.id = x.duplicate_id
+     GROUP BY p.kept_id, k.external_id
+     ORDER BY p.kept_id`,
+    [jobId, String(afterKeptId), limit],
+  );
+  const groups = rows
+    .filter((r) => r.kept !== null && r.duplicates !== null)
+    .map((r) => ({ keptItemId: BigInt(r.kept_id), kept: r.kept!, duplicates: r.duplicates!, similarities: r.similarities!.map(Number) }));
+  return { groups, lastKeptItemId: rows.length > 0 ? BigInt(rows[rows.length - 1].kept_id) : null };
+}
