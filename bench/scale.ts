@@ -190,20 +190,22 @@ async function main(): Promise<void> {
         log(`  ${JSON.stringify(run)}`);
         let recall = '–';
         if (stride > 0) {
-          // Planted pairs whose twin and source share a group (one of them kept, or both duplicates of a third item).
-          const [{ planted: total, found }] = (
-            await admin.query(
-              `WITH pairs AS (
-                 SELECT k.external_id AS kept, d.external_id AS dup FROM ${schema}.dedup_pairs x
-                   JOIN ${schema}.items k ON k.id = x.kept_id JOIN ${schema}.items d ON d.id = x.duplicate_id
-                  WHERE x.job_id = (SELECT job_id FROM ${schema}.dedup_runs ORDER BY completed_at DESC LIMIT 1)),
-               member AS (SELECT kept AS grp, kept AS id FROM pairs UNION SELECT kept, dup FROM pairs),
-               twins AS (SELECT external_id AS twin, 'i' || substr(external_id, 2) AS source FROM ${schema}.items WHERE external_id LIKE 'd%')
-               SELECT count(*)::int AS planted,
-                      count(*) FILTER (WHERE EXISTS (SELECT 1 FROM member a JOIN member b ON a.grp = b.grp WHERE a.id = t.twin AND b.id = t.source))::int AS found
-                 FROM twins t`,
-            )
-          ).rows as { planted: number; found: number }[];
+          // A planted pair is found when following "duplicate of" from the twin and from its source
+          // ends at the same kept item (one of them kept, both duplicates of a third, or a chain
+          // across a cluster boundary).
+          const { rows: pairs } = await admin.query(
+            `SELECT d.external_id AS dup, k.external_id AS kept FROM ${schema}.dedup_pairs x
+               JOIN ${schema}.items k ON k.id = x.kept_id JOIN ${schema}.items d ON d.id = x.duplicate_id
+              WHERE x.job_id = (SELECT job_id FROM ${schema}.dedup_runs ORDER BY completed_at DESC LIMIT 1)`,
+          );
+          const keptOf = new Map((pairs as { dup: string; kept: string }[]).map((p) => [p.dup, p.kept]));
+          const root = (id: string) => {
+            for (let hops = 0; keptOf.has(id) && hops < 1000; hops++) id = keptOf.get(id)!;
+            return id;
+          };
+          const { rows: twins } = await admin.query(`SELECT external_id AS twin FROM ${schema}.items WHERE external_id LIKE 'd%'`);
+          const total = twins.length;
+          const found = (twins as { twin: string }[]).filter(({ twin }) => root(twin) === root(`i${twin.slice(1)}`)).length;
           recall = `${found.toLocaleString('en')} of ${total.toLocaleString('en')} (${((found / total) * 100).toFixed(2)}%)`;
         }
         const r = run.result;

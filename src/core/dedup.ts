@@ -21,7 +21,7 @@ export interface NearDuplicateOptions {
 }
 
 /** Keeps exact duplicates (similarity 1 up to float32 rounding) duplicates at ε = 0. */
-const SIMILARITY_TOLERANCE = 1e-6;
+export const SIMILARITY_TOLERANCE = 1e-6;
 
 /**
  * SemDeDup (Abbas et al., 2023) within clusters. Each cluster's items are visited from the least

@@ -1,8 +1,12 @@
-import { findNearDuplicates } from '../core/dedup.js';
+import { findNearDuplicates, SIMILARITY_TOLERANCE } from '../core/dedup.js';
 import { findDatasetById, isUuid } from '../store/datasets.js';
 import {
+  boundaryCounts,
   completeDedupRun,
+  copyBoundaryItems,
   copyDedupPairs,
+  insertDedupPairs,
+  readBoundaryItems,
   createDedupRun,
   getDedupRun,
   latestDedupRun,
@@ -12,11 +16,12 @@ import {
   type DedupRunRow,
   type StoredDuplicateGroup,
 } from '../store/dedup.js';
-import { activeJob, createJobParts, deleteJobParts, mergeJobResult, readJobPartResults } from '../store/jobs.js';
+import { activeJob, countJobParts, createJobParts, deleteJobParts, mergeJobResult } from '../store/jobs.js';
+import { findPrototypeSetRow, loadPrototypeSet, type PrototypeSet } from '../store/prototypes.js';
 import { scoresPerCluster } from '../store/scores.js';
 import type { ServiceContext } from './context.js';
 import { getDataset, toDataset, type Dataset } from './datasets.js';
-import { checkEpsilon } from './duplicates.js';
+import { checkEpsilon, PENDING_PROBE_MARGIN } from './duplicates.js';
 import { ServiceError } from './errors.js';
 import type { DedupPart, DedupPartResult, DedupResult, Job } from './job-kinds.js';
 import { JobAbortedError, jobView, queueJob, type JobRun, type JobView, type PartRun } from './jobs.js';
@@ -27,6 +32,13 @@ export const DEDUP_DEFAULTS = {
   partItems: 50_000,
   /** Completed runs kept per dataset (older ones, and runs of other versions, are deleted with their pairs). */
   keepRuns: 4,
+  /**
+   * A kept item is also compared with the kept items of its second-nearest cluster when that
+   * prototype is within this much cosine similarity of its own (the margin of the near-duplicate
+   * lookup's probes, PENDING_PROBE_MARGIN, for the same reason: only then can a near-duplicate sit
+   * on the other side of the boundary).
+   */
+  boundaryMargin: PENDING_PROBE_MARGIN,
 };
 
 export type DedupOptions = typeof DEDUP_DEFAULTS;
@@ -57,17 +69,17 @@ function noPrototypes(dataset: Dataset): never {
 }
 
 /**
- * The run's parts: whole clusters packed largest first into parts of at most `partItems` items (a
+ * A stage's parts: whole clusters packed largest first into parts of at most `partItems` items (a
  * larger cluster is a part of its own). A part's memory is bounded by its largest cluster.
  */
-export function dedupParts(version: number, epsilon: number, sizes: readonly { cluster: number; n: number }[], partItems: number): DedupPart[] {
-  const bySize = [...sizes].filter((s) => s.n >= 2).sort((a, b) => b.n - a.n || a.cluster - b.cluster);
+export function dedupParts(stage: DedupPart['stage'], version: number, epsilon: number, sizes: readonly { cluster: number; n: number }[], partItems: number): DedupPart[] {
+  const bySize = [...sizes].filter((s) => s.n >= (stage === 'clusters' ? 2 : 1)).sort((a, b) => b.n - a.n || a.cluster - b.cluster);
   const parts: DedupPart[] = [];
   let current: DedupPart | null = null;
   let items = 0;
   for (const { cluster, n } of bySize) {
     if (current === null || items + n > partItems) {
-      current = { version, epsilon, clusters: [], sizes: [] };
+      current = { stage, version, epsilon, clusters: [], sizes: [] };
       parts.push(current);
       items = 0;
     }
@@ -79,12 +91,15 @@ export function dedupParts(version: number, epsilon: number, sizes: readonly { c
 }
 
 /**
- * The dedup job: SemDeDup (Abbas et al., 2023) of the active version, cluster by cluster. It pins
- * the version and creates its parts (groups of clusters, any replica's worker claims them: dedupPart),
- * works on them, and completes the run when all are done — only if the version is still the active
- * one (a refit's cleanup deletes the scores the parts read: a run that straddled a switch fails
- * with VERSION_SUPERSEDED, and is asked again). A restarted run keeps its parts: only the open
- * ones are done again, and each part's pairs are written once, with its mark done.
+ * The dedup job: SemDeDup (Abbas et al., 2023) of the active version, cluster by cluster, in two
+ * stages of parts any replica's worker claims (dedupPart). It pins the version and creates the
+ * first stage's parts: each cluster compared within itself, and its kept items that lie near the
+ * boundary of a neighbouring cluster recorded. Then the second stage: each cluster's kept items
+ * compared with the boundary items aimed at it, so a near-duplicate pair split by the clustering
+ * is found too. The run completes only if the version is still the active one (a refit's cleanup
+ * deletes the scores the parts read: a run that straddled a switch fails with VERSION_SUPERSEDED,
+ * and is asked again). A restarted run keeps its parts: only the open ones are done again, and
+ * each part's pairs are written once, with its mark done.
  */
 export async function runDedup(ctx: ServiceContext, job: Job<'dedup'>, run: JobRun, options: DedupOptions = DEDUP_DEFAULTS): Promise<DedupResult> {
   const row = await findDatasetById(ctx.db, job.datasetId!);
@@ -112,7 +127,7 @@ export async function runDedup(ctx: ServiceContext, job: Job<'dedup'>, run: JobR
     // Under the dataset's lock: the run's foreign key locks the dataset row, which comes before the job row.
     await run.writeLocked(dataset.id, async (tx) => {
       await createDedupRun(tx, { jobId: job.id, datasetId: dataset.id, version: pinned, epsilon });
-      await createJobParts(tx, job.id, dedupParts(pinned, epsilon, sizes, options.partItems));
+      await createJobParts(tx, job.id, dedupParts('clusters', pinned, epsilon, sizes, options.partItems));
       await mergeJobResult(tx, run.lease, plan);
     });
   }
@@ -120,54 +135,169 @@ export async function runDedup(ctx: ServiceContext, job: Job<'dedup'>, run: JobR
   const compareStarted = Date.now();
   await run.runParts((done, total) => run.progress('compare', done, total));
   const compareMs = Date.now() - compareStarted;
-  const totals = { groups: 0, duplicates: 0 };
-  for (const r of (await readJobPartResults(ctx.db, job.id)) as unknown as DedupPartResult[]) {
-    totals.groups += r.groups;
-    totals.duplicates += r.duplicates;
+  let boundaryItems = job.result.boundaryItems;
+  const boundaryStarted = Date.now();
+  if (boundaryItems === undefined) {
+    const aimed = await run.read((tx) => boundaryCounts(tx, job.id));
+    const sizes = new Map((await run.read((tx) => scoresPerCluster(tx, dataset.id, plan.version))).map((s) => [s.cluster, s.n]));
+    boundaryItems = aimed.reduce((sum, a) => sum + a.n, 0);
+    // A boundary part costs about its clusters' members plus the items aimed at them.
+    const weights = aimed.map((a) => ({ cluster: a.cluster, n: (sizes.get(a.cluster) ?? 0) + a.n }));
+    const firstPart = (await countJobParts(ctx.db, job.id)).total;
+    const found = boundaryItems;
+    await run.write(async (tx) => {
+      await createJobParts(tx, job.id, dedupParts('boundary', plan.version, epsilon, weights, options.partItems), firstPart);
+      await mergeJobResult(tx, run.lease, { boundaryItems: found });
+    });
   }
-  await run.writeLocked(dataset.id, async (tx, locked) => {
+  await run.runParts((done, total) => run.progress('boundary', done, total));
+  const boundaryMs = Date.now() - boundaryStarted;
+  const totals = await run.writeLocked(dataset.id, async (tx, locked) => {
     if (locked.activeVersion !== plan.version) {
       throw new ServiceError('conflict', 'VERSION_SUPERSEDED', `dataset ${dataset.name} switched to version ${locked.activeVersion} while this dedup compared version ${plan.version}`);
     }
-    await completeDedupRun(tx, job.id, totals);
+    const counted = await completeDedupRun(tx, job.id);
     await pruneDedupRuns(tx, dataset.id, plan.version, options.keepRuns);
     await deleteJobParts(tx, job.id);
+    return counted;
   });
-  return { ...plan, ...totals, timings: { planMs, compareMs, totalMs: Date.now() - started } };
+  return { ...plan, boundaryItems, ...totals, timings: { planMs, compareMs, boundaryMs, totalMs: Date.now() - started } };
+}
+
+/** Similarities per kernel call at most (rows × columns), bounding a part's scratch memory. */
+const SIMILARITY_BLOCK = 512 * 8192;
+
+/**
+ * For each row, the best cluster other than its own when that prototype's similarity is within
+ * `margin` of its own prototype's (−1 otherwise).
+ */
+async function secondClusters(ctx: ServiceContext, vectors: Float32Array, n: number, own: number, set: PrototypeSet, margin: number): Promise<Int32Array> {
+  const { k, dim } = set;
+  const out = new Int32Array(n).fill(-1);
+  const block = Math.max(1, Math.floor(SIMILARITY_BLOCK / k));
+  for (let start = 0; start < n; start += block) {
+    const rows = Math.min(block, n - start);
+    const sims = await ctx.kernel.similarities(vectors.subarray(start * dim, (start + rows) * dim), rows, set.centroids, k, dim);
+    for (let r = 0; r < rows; r++) {
+      let best = -1;
+      let bestSim = -Infinity;
+      for (let c = 0; c < k; c++) {
+        if (c !== own && sims[r * k + c] > bestSim) [best, bestSim] = [c, sims[r * k + c]];
+      }
+      if (best >= 0 && bestSim >= sims[r * k + own] - margin) out[start + r] = best;
+    }
+  }
+  return out;
 }
 
 /**
- * A dedup part: each of its clusters read on its own (members, scores, embeddings of the pinned
- * version), compared within itself through the distance kernel, its pairs kept; all of the part's
- * pairs are written in one fenced COPY with the mark done. Holds one cluster's vectors at a time.
+ * A dedup part. Stage "clusters": each of its clusters read on its own (members, scores and
+ * embeddings of the pinned version), compared within itself through the distance kernel; its
+ * pairs, and its kept items near a neighbouring cluster, written in one fenced transaction with
+ * the mark done. Stage "boundary": each cluster's kept items against the boundary items aimed at
+ * it; a pair across the boundary drops the item SemDeDup would visit later (the lower score, then
+ * the higher item id), so following duplicates to what they duplicate always ends at a kept item.
+ * Holds one cluster's vectors at a time.
  */
-export async function dedupPart(ctx: ServiceContext, job: { id: string; datasetId: string | null }, part: DedupPart, run: PartRun): Promise<DedupPartResult> {
+export async function dedupPart(ctx: ServiceContext, job: { id: string; datasetId: string | null }, part: DedupPart, run: PartRun, options: DedupOptions = DEDUP_DEFAULTS): Promise<DedupPartResult> {
   const row = job.datasetId ? await findDatasetById(ctx.db, job.datasetId) : undefined;
   if (!row) throw new ServiceError('not_found', 'DATASET_NOT_FOUND', `dataset ${job.datasetId} was deleted`);
+  const setRow = await findPrototypeSetRow(ctx.db, row.id, part.version);
+  if (!setRow) throw new ServiceError('conflict', 'VERSION_SUPERSEDED', `prototype version ${part.version} of dataset ${row.name} is gone`);
   const dim = row.dimension;
-  const duplicateIds: bigint[] = [];
-  const keptIds: bigint[] = [];
-  const similarities: number[] = [];
-  const result: DedupPartResult = { items: 0, groups: 0, duplicates: 0 };
+  const pairs = { duplicateIds: [] as bigint[], keptIds: [] as bigint[], similarities: [] as number[] };
+  const boundary = { itemIds: [] as bigint[], clusters: [] as number[] };
+  const result: DedupPartResult = { items: 0, duplicates: 0, boundary: 0 };
+  const set = part.stage === 'clusters' ? await loadPrototypeSet(ctx.db, setRow, dim) : null;
   for (let c = 0; c < part.clusters.length; c++) {
     if (run.signal.aborted) throw new JobAbortedError('shutdown');
-    const members = await readClusterMembers(ctx.db, row.id, part.version, part.clusters[c], dim, part.sizes[c] ?? 1024);
-    result.items += members.n;
-    // One cluster at a time: every member is in "cluster 0" of the core's view.
-    const groups = await findNearDuplicates(members.vectors, members.n, dim, new Int32Array(members.n), members.scores, { epsilon: part.epsilon, kernel: ctx.kernel });
-    for (const group of groups) {
-      result.groups++;
-      group.duplicates.forEach((d, j) => {
-        duplicateIds.push(members.itemIds[d]);
-        keptIds.push(members.itemIds[group.kept]);
-        similarities.push(group.similarities[j]);
-      });
+    const cluster = part.clusters[c];
+    if (set) {
+      const members = await readClusterMembers(ctx.db, row.id, part.version, cluster, dim, part.sizes[c] ?? 1024);
+      result.items += members.n;
+      // One cluster at a time: every member is in "cluster 0" of the core's view.
+      const groups = await findNearDuplicates(members.vectors, members.n, dim, new Int32Array(members.n), members.scores, { epsilon: part.epsilon, kernel: ctx.kernel });
+      const dropped = new Set<number>();
+      for (const group of groups) {
+        group.duplicates.forEach((d, j) => {
+          dropped.add(d);
+          pairs.duplicateIds.push(members.itemIds[d]);
+          pairs.keptIds.push(members.itemIds[group.kept]);
+          pairs.similarities.push(group.similarities[j]);
+        });
+      }
+      const second = await secondClusters(ctx, members.vectors, members.n, cluster, set, options.boundaryMargin);
+      for (let i = 0; i < members.n; i++) {
+        if (second[i] >= 0 && !dropped.has(i)) {
+          boundary.itemIds.push(members.itemIds[i]);
+          boundary.clusters.push(second[i]);
+        }
+      }
+    } else {
+      await compareAcross(ctx, job.id, row.id, part, cluster, dim, pairs, result);
     }
   }
-  result.duplicates = duplicateIds.length;
-  const pairs = { duplicateIds: BigInt64Array.from(duplicateIds), keptIds: BigInt64Array.from(keptIds), similarities: Float32Array.from(similarities) };
-  await run.finish((tx) => copyDedupPairs(tx, job.id, pairs), result);
+  const written = { duplicateIds: BigInt64Array.from(pairs.duplicateIds), keptIds: BigInt64Array.from(pairs.keptIds), similarities: Float32Array.from(pairs.similarities) };
+  if (set) {
+    result.duplicates = written.duplicateIds.length;
+    result.boundary = boundary.itemIds.length;
+    await run.finish(async (tx) => {
+      await copyDedupPairs(tx, job.id, written);
+      await copyBoundaryItems(tx, job.id, BigInt64Array.from(boundary.itemIds), Int32Array.from(boundary.clusters));
+    }, result);
+  } else {
+    await run.finish(async (tx) => {
+      result.duplicates = await insertDedupPairs(tx, job.id, written);
+    }, result);
+  }
   return result;
+}
+
+/** Stage "boundary" for one cluster: its kept items against the boundary items aimed at it (see dedupPart). */
+async function compareAcross(
+  ctx: ServiceContext,
+  jobId: string,
+  datasetId: string,
+  part: DedupPart,
+  cluster: number,
+  dim: number,
+  pairs: { duplicateIds: bigint[]; keptIds: bigint[]; similarities: number[] },
+  result: DedupPartResult,
+): Promise<void> {
+  const aimed = await readBoundaryItems(ctx.db, jobId, datasetId, part.version, cluster, dim);
+  if (aimed.n === 0) return;
+  const kept = await readClusterMembers(ctx.db, datasetId, part.version, cluster, dim, part.sizes[part.clusters.indexOf(cluster)] ?? 1024, jobId);
+  result.items += aimed.n + kept.n;
+  if (kept.n === 0) return;
+  const threshold = 1 - part.epsilon - SIMILARITY_TOLERANCE;
+  const block = Math.max(1, Math.min(aimed.n, 512));
+  const tile = Math.max(1, Math.floor(SIMILARITY_BLOCK / block));
+  const madeDuplicate = new Set<bigint>();
+  for (let start = 0; start < aimed.n; start += block) {
+    const rows = Math.min(block, aimed.n - start);
+    const best = new Float32Array(rows).fill(-Infinity);
+    const bestAt = new Int32Array(rows).fill(-1);
+    for (let t = 0; t < kept.n; t += tile) {
+      const cols = Math.min(tile, kept.n - t);
+      const sims = await ctx.kernel.similarities(aimed.vectors.subarray(start * dim, (start + rows) * dim), rows, kept.vectors.subarray(t * dim, (t + cols) * dim), cols, dim);
+      for (let r = 0; r < rows; r++) {
+        for (let j = 0; j < cols; j++) if (sims[r * cols + j] > best[r]) [best[r], bestAt[r]] = [sims[r * cols + j], t + j];
+      }
+    }
+    for (let r = 0; r < rows; r++) {
+      if (!(best[r] >= threshold)) continue;
+      const b = start + r;
+      const a = bestAt[r];
+      // SemDeDup keeps the item farther from its prototype (the higher score; ties: the lower id).
+      const keepAimed = aimed.scores[b] > kept.scores[a] || (aimed.scores[b] === kept.scores[a] && aimed.itemIds[b] < kept.itemIds[a]);
+      const [dup, keep] = keepAimed ? [kept.itemIds[a], aimed.itemIds[b]] : [aimed.itemIds[b], kept.itemIds[a]];
+      if (madeDuplicate.has(dup)) continue;
+      madeDuplicate.add(dup);
+      pairs.duplicateIds.push(dup);
+      pairs.keptIds.push(keep);
+      pairs.similarities.push(best[r]);
+    }
+  }
 }
 
 /** A completed run as clients see it. */

@@ -65,6 +65,8 @@ export interface DedupResult {
   items: number;
   /** Members of the largest cluster: what bounds a part's memory. */
   largestCluster: number;
+  /** Items kept in their cluster but almost as near another (compared there too, in the second stage); set when that stage is planned. */
+  boundaryItems: number;
   /** Groups found and the items they would drop. */
   groups: number;
   duplicates: number;
@@ -72,8 +74,13 @@ export interface DedupResult {
   timings: Record<string, number>;
 }
 
-/** One part of a SemDeDup run: whole clusters of `version`, each compared within itself at `epsilon`. */
+/**
+ * One part of a SemDeDup run: whole clusters of `version`. Stage "clusters" compares each within
+ * itself at `epsilon`; stage "boundary" compares each cluster's kept items with the boundary items
+ * the first stage aimed at it.
+ */
 export interface DedupPart {
+  stage: 'clusters' | 'boundary';
   version: number;
   epsilon: number;
   clusters: number[];
@@ -83,8 +90,10 @@ export interface DedupPart {
 
 export interface DedupPartResult {
   items: number;
-  groups: number;
+  /** Pairs the part added. */
   duplicates: number;
+  /** Boundary items it recorded (stage "clusters"). */
+  boundary: number;
 }
 
 /**
@@ -114,7 +123,7 @@ type FieldType = 'number' | 'string' | 'object' | 'number-or-null';
 const RESULT_FIELDS: { [K in JobKind]: Record<keyof JobResult<K>, FieldType> } = {
   refit: { version: 'number', snapshotAt: 'string', previousVersion: 'number-or-null', k: 'number', fitItems: 'number', sampleItems: 'number', objective: 'number-or-null', timings: 'object' },
   ingest: { counts: 'object', errors: 'object', prototypeVersion: 'number-or-null', scheduledJobIds: 'object' },
-  dedup: { version: 'number', epsilon: 'number', clusters: 'number', items: 'number', largestCluster: 'number', groups: 'number', duplicates: 'number', timings: 'object' },
+  dedup: { version: 'number', epsilon: 'number', clusters: 'number', items: 'number', largestCluster: 'number', boundaryItems: 'number', groups: 'number', duplicates: 'number', timings: 'object' },
 };
 
 export const JOB_KINDS = Object.keys(RESULT_FIELDS) as JobKind[];
@@ -122,7 +131,7 @@ export const JOB_KINDS = Object.keys(RESULT_FIELDS) as JobKind[];
 /** The type of each part field (as RESULT_FIELDS; a part row missing one is refused). */
 const PART_FIELDS: { [K in PartedJobKind]: Record<keyof JobPart<K>, FieldType> } = {
   refit: { version: 'number', from: 'string', to: 'string' },
-  dedup: { version: 'number', epsilon: 'number', clusters: 'object', sizes: 'object' },
+  dedup: { stage: 'string', version: 'number', epsilon: 'number', clusters: 'object', sizes: 'object' },
 };
 
 export const PARTED_JOB_KINDS = Object.keys(PART_FIELDS) as PartedJobKind[];

@@ -26,9 +26,17 @@ export async function createDedupRun(tx: Sql, run: { jobId: string; datasetId: s
   ]);
 }
 
-/** Marks a run served, with its totals. */
-export async function completeDedupRun(tx: Sql, jobId: string, totals: { groups: number; duplicates: number }): Promise<void> {
-  await tx.query('UPDATE dedup_runs SET groups = $2, duplicates = $3, completed_at = now() WHERE job_id = $1', [jobId, totals.groups, totals.duplicates]);
+/** Marks a run served, with its totals (counted from its pairs), and drops its boundary rows. */
+export async function completeDedupRun(tx: Sql, jobId: string): Promise<{ groups: number; duplicates: number }> {
+  const [totals] = await tx.query<{ groups: number; duplicates: number }>(
+    `UPDATE dedup_runs SET completed_at = now(),
+            groups = (SELECT count(DISTINCT kept_id)::int FROM dedup_pairs WHERE job_id = $1),
+            duplicates = (SELECT count(*)::int FROM dedup_pairs WHERE job_id = $1)
+      WHERE job_id = $1 RETURNING groups, duplicates`,
+    [jobId],
+  );
+  await tx.query('DELETE FROM dedup_boundary WHERE job_id = $1', [jobId]);
+  return totals;
 }
 
 export async function getDedupRun(db: Sql | Database, jobId: string): Promise<DedupRunRow | undefined> {
@@ -68,8 +76,44 @@ export interface ClusterMembers {
   vectors: Float32Array;
 }
 
-/** Reads one cluster's members with their scores and embeddings (binary COPY over the (dataset, version, cluster, score) index). */
-export async function readClusterMembers(db: Sql | Database, datasetId: string, version: number, cluster: number, dim: number, expected: number): Promise<ClusterMembers> {
+/**
+ * Reads one cluster's members with their scores and embeddings (binary COPY over the (dataset,
+ * version, cluster, score) index); with `keptBy`, only those that run has not made duplicates.
+ */
+export async function readClusterMembers(
+  db: Sql | Database,
+  datasetId: string,
+  version: number,
+  cluster: number,
+  dim: number,
+  expected: number,
+  keptBy?: string,
+): Promise<ClusterMembers> {
+  const kept = keptBy ? ` AND NOT EXISTS (SELECT 1 FROM dedup_pairs p WHERE p.job_id = ${uuidLiteral(keptBy)} AND p.duplicate_id = s.item_id)` : '';
+  return readMembers(
+    db,
+    dim,
+    `(SELECT s.item_id, s.score, i.embedding FROM item_scores s JOIN items i ON i.id = s.item_id
+       WHERE s.dataset_id = ${uuidLiteral(datasetId)} AND s.version = ${Number(version)} AND s.cluster = ${Number(cluster)}${kept} ORDER BY s.item_id)`,
+    expected,
+  );
+}
+
+/** The boundary items a run aimed at `cluster` (kept in their own cluster, this one their second-nearest), with scores and embeddings. */
+export async function readBoundaryItems(db: Sql | Database, jobId: string, datasetId: string, version: number, cluster: number, dim: number): Promise<ClusterMembers> {
+  return readMembers(
+    db,
+    dim,
+    `(SELECT b.item_id, s.score, i.embedding FROM dedup_boundary b
+        JOIN item_scores s ON s.dataset_id = ${uuidLiteral(datasetId)} AND s.version = ${Number(version)} AND s.item_id = b.item_id
+        JOIN items i ON i.id = b.item_id
+       WHERE b.job_id = ${uuidLiteral(jobId)} AND b.cluster = ${Number(cluster)} ORDER BY b.item_id)`,
+    256,
+  );
+}
+
+/** Decodes a COPY of (item id, score, embedding) rows of `source`, a trusted query. */
+async function readMembers(db: Sql | Database, dim: number, source: string, expected: number): Promise<ClusterMembers> {
   let capacity = Math.max(1, expected);
   let itemIds = new BigInt64Array(capacity);
   let scores = new Float32Array(capacity);
@@ -89,8 +133,6 @@ export async function readClusterMembers(db: Sql | Database, datasetId: string, 
     if (got !== dim) throw new Error(`stored vector has dimension ${got}, dataset has ${dim}`);
     n++;
   });
-  const source = `(SELECT s.item_id, s.score, i.embedding FROM item_scores s JOIN items i ON i.id = s.item_id
-     WHERE s.dataset_id = ${uuidLiteral(datasetId)} AND s.version = ${Number(version)} AND s.cluster = ${Number(cluster)} ORDER BY s.item_id)`;
   for await (const chunk of db.copyOut(source, 'binary')) parser.push(chunk);
   parser.end();
   return { n, itemIds: itemIds.subarray(0, n), scores: scores.subarray(0, n), vectors: vectors.subarray(0, n * dim) };
@@ -125,6 +167,45 @@ export async function copyDedupPairs(tx: Sql, jobId: string, pairs: DedupPairs):
     yield copyTrailer();
   }
   await tx.copyIn('dedup_pairs (job_id, duplicate_id, kept_id, similarity)', 'binary', inChunks(tuples()));
+}
+
+/** Records boundary items (kept in their cluster; `clusters[i]` is item i's second-nearest). */
+export async function copyBoundaryItems(tx: Sql, jobId: string, itemIds: BigInt64Array, clusters: Int32Array): Promise<void> {
+  if (itemIds.length === 0) return;
+  function* tuples() {
+    yield copyHeader();
+    for (let i = 0; i < itemIds.length; i++) {
+      yield encodeTuple([
+        { type: 'uuid', value: jobId },
+        { type: 'int4', value: clusters[i] },
+        { type: 'int8', value: itemIds[i] },
+      ]);
+    }
+    yield copyTrailer();
+  }
+  await tx.copyIn('dedup_boundary (job_id, cluster, item_id)', 'binary', inChunks(tuples()));
+}
+
+/** Boundary items per cluster they are aimed at. */
+export async function boundaryCounts(db: Sql | Database, jobId: string): Promise<{ cluster: number; n: number }[]> {
+  return db.query<{ cluster: number; n: number }>('SELECT cluster, count(*)::int AS n FROM dedup_boundary WHERE job_id = $1 GROUP BY cluster', [jobId]);
+}
+
+/**
+ * Adds cross-boundary pairs; an item already a duplicate in this run stays the duplicate it was
+ * (first writer wins). Returns how many were added.
+ */
+export async function insertDedupPairs(tx: Sql, jobId: string, pairs: DedupPairs): Promise<number> {
+  if (pairs.duplicateIds.length === 0) return 0;
+  const [row] = await tx.query<{ n: number }>(
+    `WITH added AS (
+       INSERT INTO dedup_pairs (job_id, duplicate_id, kept_id, similarity)
+       SELECT $1, p.d, p.k, p.s FROM unnest($2::bigint[], $3::bigint[], $4::real[]) AS p(d, k, s)
+       ON CONFLICT (job_id, duplicate_id) DO NOTHING RETURNING 1)
+     SELECT count(*)::int AS n FROM added`,
+    [jobId, Array.from(pairs.duplicateIds, String), Array.from(pairs.keptIds, String), Array.from(pairs.similarities)],
+  );
+  return row.n;
 }
 
 /** A group as stored: the kept item and its duplicates, most similar first (external ids). */

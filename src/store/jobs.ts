@@ -244,14 +244,17 @@ export class PartLostError extends Error {
   }
 }
 
-/** Splits a job into parts (idempotent: parts that exist are kept, with their state). Call under the job's lease. */
-export async function createJobParts(tx: Sql, jobId: string, params: readonly object[]): Promise<void> {
+/**
+ * Splits a job into parts numbered from `firstPart` (a later stage of the job adds its parts after
+ * the earlier ones); idempotent: parts that exist are kept, with their state. Call under the job's lease.
+ */
+export async function createJobParts(tx: Sql, jobId: string, params: readonly object[], firstPart = 0): Promise<void> {
   if (params.length === 0) return;
   await tx.query(
     `INSERT INTO job_parts (job_id, part, params)
-     SELECT $1, p.ordinality - 1, p.value FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS p
+     SELECT $1, $3::int + p.ordinality - 1, p.value FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS p
      ON CONFLICT (job_id, part) DO NOTHING`,
-    [jobId, JSON.stringify(params)],
+    [jobId, JSON.stringify(params), firstPart],
   );
 }
 

@@ -87,8 +87,8 @@ function replicaWorker(db: Database, layer: ServiceLayer, options: { pollMs?: nu
   const ends: { id: string; attempt: number; state: RunEnd }[] = [];
   /** Rescore parts this replica wrote (job id, part number). */
   const parts: { jobId: string; from: string }[] = [];
-  /** Dedup parts this replica wrote (job id, first cluster). */
-  const dedupParts: { jobId: string; first: number }[] = [];
+  /** Dedup parts this replica wrote (job id, stage and first cluster). */
+  const dedupParts: { jobId: string; first: string }[] = [];
   /** What each failed refit run threw. */
   const errors = new Map<string, unknown>();
   const refit: JobHandler<'refit'> = async (job, run) => {
@@ -113,7 +113,7 @@ function replicaWorker(db: Database, layer: ServiceLayer, options: { pollMs?: nu
       dedup: async (job, part, run) => {
         if (options.partDelayMs) await sleep(options.partDelayMs);
         const result = await dedupPart(layer.ctx, job, part, run);
-        dedupParts.push({ jobId: job.id, first: part.clusters[0] });
+        dedupParts.push({ jobId: job.id, first: `${part.stage}:${part.clusters[0]}` });
         return result;
       },
     },
@@ -396,8 +396,8 @@ describe.each(NATIVE_URL ? [BACKENDS.find((b) => b.name === 'native')!] : [])('r
       expect(a.dedupParts.filter((p) => p.jobId === job.id).length).toBeGreaterThan(0);
       expect(b.dedupParts.filter((p) => p.jobId === job.id).length).toBeGreaterThan(0);
       expect(new Set(written.map((p) => p.first)).size).toBe(written.length); // no part written twice
-      expect(written.length).toBeGreaterThanOrEqual(8); // 8 clusters of ~412 items, one part each at 300 items per part
-      // The same groups as the core over the whole dataset, read back here in one process.
+      expect(written.filter((p) => p.first.startsWith('clusters:')).length).toBeGreaterThanOrEqual(8); // 8 clusters of ~412 items, one part each at 300 items per part
+      // The core's groups over the whole dataset (read back here in one process), plus pairs across cluster boundaries.
       const rows = await dbB.query<{ external_id: string; embedding: string; score: number; cluster: number }>(
         `SELECT i.external_id, i.embedding::text AS embedding, s.score, s.cluster FROM items i JOIN item_scores s ON s.item_id = i.id
           WHERE i.dataset_id = $1 AND s.version = 1 ORDER BY i.id`,
@@ -406,12 +406,15 @@ describe.each(NATIVE_URL ? [BACKENDS.find((b) => b.name === 'native')!] : [])('r
       const points = new Float32Array(rows.length * DIM);
       rows.forEach((r, i) => points.set(JSON.parse(r.embedding), i * DIM));
       const core = await findNearDuplicates(points, rows.length, DIM, Int32Array.from(rows, (r) => r.cluster), Float32Array.from(rows, (r) => r.score), { epsilon: 0.001, kernel });
-      const expected = core.map((g) => [rows[g.kept].external_id, g.duplicates.map((d) => rows[d].external_id).sort()]).sort();
+      const clusterOf = new Map(rows.map((r) => [r.external_id, r.cluster]));
+      const expected = core.flatMap((g) => g.duplicates.map((d) => `${rows[g.kept].external_id}|${rows[d].external_id}`)).sort();
       const stream = await streamDuplicates(layerA.ctx, dataset.name, { epsilon: 0.001 });
       const served: [string, string[]][] = [];
       for await (const chunk of stream.groups) served.push(...chunk.map((g): [string, string[]] => [g.kept, [...g.duplicates].sort()]));
-      expect(served.sort()).toEqual(expected);
-      expect(stream.run).toMatchObject({ jobId: job.id, version: 1, epsilon: 0.001, duplicates: core.reduce((n, g) => n + g.duplicates.length, 0) });
+      const servedPairs = served.flatMap(([kept, dups]) => dups.map((d) => `${kept}|${d}`));
+      const within = servedPairs.filter((p) => clusterOf.get(p.split('|')[0]) === clusterOf.get(p.split('|')[1])).sort();
+      expect(within).toEqual(expected);
+      expect(stream.run).toMatchObject({ jobId: job.id, version: 1, epsilon: 0.001, duplicates: servedPairs.length });
       // Every planted twin is in a group with its original.
       const together = new Set(served.flatMap(([kept, dups]) => dups.map((d) => `${kept}|${d}`)));
       const missed = twins.filter((t) => !together.has(`${dataset.name}-${t.externalId.slice(5)}|${t.externalId}`) && !together.has(`${t.externalId}|${dataset.name}-${t.externalId.slice(5)}`));
