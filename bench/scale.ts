@@ -13,6 +13,8 @@
  *
  *   BENCH_DATABASE_URL=postgres://… npm run bench -- scale [--sizes=1000000,4000000] [--dim=256] [--k=1000] [--replicas=1,2,3] [--compare] [--keep] [--dedup] [--duplicates=0.1]
  *
+ * `--replicas=0` refits nothing: with `--keep` and `--dedup`, SemDeDup runs on the version an earlier run fitted.
+ *
  * The machine's cores are shared by PostgreSQL, the refit processes and this one.
  */
 import { spawn } from 'node:child_process';
@@ -178,7 +180,8 @@ async function main(): Promise<void> {
         await db.exec('VACUUM ANALYZE items');
       }
       const runs: { replicas: number; run: RefitRun }[] = [];
-      for (const replicas of replicaCounts) {
+      // --replicas=0: no refit (with --keep and --dedup, SemDeDup of the version a previous run fitted).
+      for (const replicas of replicaCounts.filter((r) => r > 0)) {
         log(`refit with ${replicas} replica(s)`);
         const run = await refitWith(url.toString(), replicas);
         log(`  ${JSON.stringify(run)}`);

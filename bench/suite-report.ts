@@ -86,10 +86,9 @@ export async function writePerformanceDoc(r: SuiteResults, file: string, table: 
       'A schema given with `?schema=` is created if missing and left in place (its benchmark datasets are deleted at the end); without one, a temporary schema is created and dropped.',
     '',
   ];
-  // The load benchmark's section (bench/load.ts --docs) and score-backlog's (bench/score-backlog.ts) are kept across rewrites.
+  // Sections other benchmarks wrote (marked <!-- name:begin --> … <!-- name:end -->: bench/load.ts --docs,
+  // bench/score-backlog.ts, the issue sections) are kept across rewrites.
   const previous = await readFile(file, 'utf8').catch(() => '');
-  const kept = [/<!-- load-bench:begin -->[\s\S]*?<!-- load-bench:end -->/, /<!-- score-backlog:begin -->[\s\S]*?<!-- score-backlog:end -->/]
-    .map((section) => section.exec(previous)?.[0])
-    .filter((section): section is string => section !== undefined);
+  const kept = [...previous.matchAll(/<!-- ([a-z][a-z0-9-]*):begin -->[\s\S]*?<!-- \1:end -->/g)].map((m) => m[0]);
   await writeFile(file, kept.length > 0 ? `${lines.join('\n').replace(/\s*$/, '')}\n\n${kept.join('\n\n')}\n` : lines.join('\n'));
 }
