@@ -115,6 +115,12 @@ export function frameBatchSize(dim: number): number {
 }
 
 /**
+ * Batches of one binary body written at once: two keep both of this machine's cores busy (one
+ * PostgreSQL backend each), where one at a time left the database half idle.
+ */
+export const FRAME_WRITES_IN_FLIGHT = 2;
+
+/**
  * Ingests a binary body of precomputed embeddings (see embedding-frames.ts) as it arrives: each
  * batch of `frameBatchSize` items goes through `ingestInto` (one transaction) while the next one
  * is read and decoded, and the vectors reach `storeBatch` as Float32Array views of the batch. A
@@ -146,17 +152,24 @@ export async function ingestFrames(ctx: ServiceContext, datasetName: string, bod
     scheduledJobId ??= result.scheduledJobId;
   };
 
-  // One batch is written while the next is decoded; the writes themselves stay one at a time.
-  let writing: Promise<void> = Promise.resolve();
+  // Batches are written while the next is decoded, FRAME_WRITES_IN_FLIGHT at a time (each its own
+  // transaction and connection: batches of one dataset do not wait for each other, and their row
+  // locks are taken in one order, so even overlapping ids cannot deadlock). A batch repeating an id
+  // of one in flight waits for it: the later item of a body must win.
+  const writing = new Map<Promise<void>, Set<string>>();
   try {
     for await (const batch of readEmbeddingFrames(body, dataset.dimension, frameBatchSize(dataset.dimension), maxBytes)) {
-      await writing;
-      writing = store(batch);
-      writing.catch(() => undefined);
+      const ids = new Set(batch.items.map((item) => item.externalId));
+      const overlaps = [...writing.values()].some((other) => [...ids].some((id) => other.has(id)));
+      if (overlaps) await Promise.all(writing.keys());
+      while (writing.size >= FRAME_WRITES_IN_FLIGHT) await Promise.race(writing.keys());
+      const write: Promise<void> = store(batch).finally(() => writing.delete(write));
+      write.catch(() => undefined);
+      writing.set(write, ids);
     }
-    await writing;
+    await Promise.all(writing.keys());
   } catch (error) {
-    await writing.catch(() => undefined);
+    await Promise.allSettled(writing.keys());
     const stored = outcomes.reduce((n, o) => (o && o.status !== 'error' ? n + 1 : n), 0);
     if (error instanceof ServiceError && stored > 0) throw new ServiceError(error.kind, error.code, error.message, { ...error.details, stored }, { cause: error });
     throw error;

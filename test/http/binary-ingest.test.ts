@@ -65,6 +65,39 @@ describe.each(BACKENDS)('binary embedding ingest on the $name backend', (backend
     expect(again.body.items).toEqual([]);
   });
 
+  it('writes a body in batches two at a time, and an id repeated in a later batch keeps its later vector', async () => {
+    // 1,024-d: 512 items per batch, so 1,100 items are three batches, the first two written at once.
+    const dim = 1024;
+    await http.post('/v1/datasets').set('authorization', bearer(h.keys.admin)).send({ name: 'wide', dimension: dim, settings: { minItemsForFit: 100000 } }).expect(201);
+    const n = 1100;
+    let state = 3;
+    const vectors = Float32Array.from({ length: n * dim }, () => ((state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) - 0.5);
+    const ids = Array.from({ length: n }, (_, i) => `w-${i}`);
+    ids[10] = 'repeated'; // batch 1
+    ids[600] = 'repeated'; // batch 2, in flight beside batch 1
+    ids[1050] = 'again'; // batch 3
+    ids[20] = 'again'; // batch 1
+    const res = await post('wide', encodeEmbeddingFrame(ids, vectors, dim)).expect(200);
+    expect(res.body.counts).toEqual({ stored: n - 2, updated: 2, failed: 0 });
+    const [{ id }] = await h.service.db.query<{ id: string }>("SELECT id::text AS id FROM datasets WHERE name = 'wide'");
+    const rows = await h.service.db.query<{ id: string; external_id: string }>('SELECT id::text AS id, external_id FROM items WHERE dataset_id = $1', [id]);
+    const matrix = await readDatasetEmbeddings(h.service.db, id, dim);
+    expect(matrix.n).toBe(n - 2);
+    const idOf = new Map(rows.map((r) => [r.id, r.external_id]));
+    const unit = (i: number) => {
+      const v = vectors.subarray(i * dim, (i + 1) * dim);
+      const norm = Math.hypot(...v);
+      return Array.from(v, (x) => x / norm);
+    };
+    for (let r = 0; r < matrix.n; r++) {
+      const name = idOf.get(String(matrix.ids[r]))!;
+      if (name !== 'repeated' && name !== 'again') continue;
+      const stored = Array.from(matrix.vectors.subarray(r * dim, (r + 1) * dim));
+      const later = unit(name === 'repeated' ? 600 : 1050);
+      stored.forEach((x, j) => expect(x).toBeCloseTo(later[j], 5));
+    }
+  });
+
   it('reports per-item problems item by item', async () => {
     const vectors = randomVectors(4, 9);
     vectors[DIM + 2] = NaN;
