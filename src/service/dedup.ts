@@ -4,7 +4,6 @@ import {
   boundaryCounts,
   completeDedupRun,
   copyBoundaryItems,
-  copyDedupPairs,
   insertDedupPairs,
   readBoundaryItems,
   createDedupRun,
@@ -73,7 +72,8 @@ function noPrototypes(dataset: Dataset): never {
  * larger cluster is a part of its own). A part's memory is bounded by its largest cluster.
  */
 export function dedupParts(stage: DedupPart['stage'], version: number, epsilon: number, sizes: readonly { cluster: number; n: number }[], partItems: number): DedupPart[] {
-  const bySize = [...sizes].filter((s) => s.n >= (stage === 'clusters' ? 2 : 1)).sort((a, b) => b.n - a.n || a.cluster - b.cluster);
+  // Every cluster with an item: a singleton has nothing to compare within, but can be a boundary item.
+  const bySize = [...sizes].filter((s) => s.n >= 1).sort((a, b) => b.n - a.n || a.cluster - b.cluster);
   const parts: DedupPart[] = [];
   let current: DedupPart | null = null;
   let items = 0;
@@ -239,10 +239,10 @@ export async function dedupPart(ctx: ServiceContext, job: { id: string; datasetI
   }
   const written = { duplicateIds: BigInt64Array.from(pairs.duplicateIds), keptIds: BigInt64Array.from(pairs.keptIds), similarities: Float32Array.from(pairs.similarities) };
   if (set) {
-    result.duplicates = written.duplicateIds.length;
     result.boundary = boundary.itemIds.length;
     await run.finish(async (tx) => {
-      await copyDedupPairs(tx, job.id, written);
+      // Not COPY: an item re-ingested into another cluster during the run can be a duplicate in two parts (the first one stays).
+      result.duplicates = await insertDedupPairs(tx, job.id, written);
       await copyBoundaryItems(tx, job.id, BigInt64Array.from(boundary.itemIds), Int32Array.from(boundary.clusters));
     }, result);
   } else {
@@ -354,6 +354,8 @@ async function resolveRun(ctx: ServiceContext, datasetName: string, query: Dedup
   return run;
 }
 
+const INT8_MAX = 2n ** 63n - 1n;
+
 /** A page cursor: the run and the last kept item id of the page before. */
 function encodeCursor(jobId: string, keptItemId: bigint): string {
   return `${jobId}.${keptItemId}`;
@@ -361,7 +363,8 @@ function encodeCursor(jobId: string, keptItemId: bigint): string {
 
 function decodeCursor(cursor: string): { jobId: string; keptItemId: bigint } {
   const match = /^([0-9a-f-]{36})\.(\d{1,19})$/.exec(cursor);
-  if (!match || !isUuid(match[1])) throw new ServiceError('invalid', 'INVALID_CURSOR', 'cursor is not one this endpoint returned', { field: 'cursor' });
+  // Item ids are int8: a larger number was never returned (and would fail in the query).
+  if (!match || !isUuid(match[1]) || BigInt(match[2]) > INT8_MAX) throw new ServiceError('invalid', 'INVALID_CURSOR', 'cursor is not one this endpoint returned', { field: 'cursor' });
   return { jobId: match[1], keptItemId: BigInt(match[2]) };
 }
 
@@ -393,7 +396,11 @@ export async function streamDuplicates(ctx: ServiceContext, datasetName: string,
     let after = 0n;
     for (;;) {
       const page = await readDuplicateGroups(ctx.db, run.jobId, after, GROUP_CHUNK);
-      if (page.lastKeptItemId === null) return;
+      if (page.lastKeptItemId === null) {
+        // A run pruned mid-stream (newer runs completed) would end the stream short without this.
+        if (!(await getDedupRun(ctx.db, run.jobId))) throw new ServiceError('conflict', 'DEDUP_RUN_GONE', `dedup run ${run.jobId} was deleted while it was being read; read the newest run again`);
+        return;
+      }
       if (page.groups.length > 0) yield page.groups.map(toView);
       after = page.lastKeptItemId;
     }

@@ -131,6 +131,7 @@ export async function ingestFrames(ctx: ServiceContext, datasetName: string, bod
   const dataset = await getDataset(ctx, datasetName);
   const outcomes: ItemOutcome[] = [];
   let prototypeVersion = dataset.activeVersion;
+  let lastFirst = -1;
   let scheduledJobId: string | null = null;
 
   const store = async (batch: FrameBatch) => {
@@ -148,7 +149,8 @@ export async function ingestFrames(ctx: ServiceContext, datasetName: string, bod
     if (good.length === 0) return;
     const result = await ingestInto(ctx, dataset, good);
     goodAt.forEach((at, j) => (outcomes[at] = result.items[j]));
-    prototypeVersion = result.prototypeVersion;
+    // The version the body's last batch was stored under (batches finish out of order).
+    if (batch.first >= lastFirst) [lastFirst, prototypeVersion] = [batch.first, result.prototypeVersion];
     scheduledJobId ??= result.scheduledJobId;
   };
 
@@ -157,17 +159,28 @@ export async function ingestFrames(ctx: ServiceContext, datasetName: string, bod
   // locks are taken in one order, so even overlapping ids cannot deadlock). A batch repeating an id
   // of one in flight waits for it: the later item of a body must win.
   const writing = new Map<Promise<void>, Set<string>>();
+  // The first write that failed: the body fails with it, however the loop was busy when it did.
+  let failed: { error: unknown } | undefined;
+  const check = () => {
+    if (failed) throw failed.error;
+  };
   try {
     for await (const batch of readEmbeddingFrames(body, dataset.dimension, frameBatchSize(dataset.dimension), maxBytes)) {
+      check();
       const ids = new Set(batch.items.map((item) => item.externalId));
       const overlaps = [...writing.values()].some((other) => [...ids].some((id) => other.has(id)));
-      if (overlaps) await Promise.all(writing.keys());
-      while (writing.size >= FRAME_WRITES_IN_FLIGHT) await Promise.race(writing.keys());
-      const write: Promise<void> = store(batch).finally(() => writing.delete(write));
-      write.catch(() => undefined);
+      if (overlaps) await Promise.allSettled(writing.keys());
+      while (writing.size >= FRAME_WRITES_IN_FLIGHT) await Promise.race(writing.keys()).catch(() => undefined);
+      check();
+      const write: Promise<void> = store(batch)
+        .catch((error: unknown) => {
+          failed ??= { error };
+        })
+        .finally(() => writing.delete(write));
       writing.set(write, ids);
     }
-    await Promise.all(writing.keys());
+    await Promise.allSettled(writing.keys());
+    check();
   } catch (error) {
     await Promise.allSettled(writing.keys());
     const stored = outcomes.reduce((n, o) => (o && o.status !== 'error' ? n + 1 : n), 0);

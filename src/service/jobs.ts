@@ -17,6 +17,7 @@ import {
   PartLostError,
   releaseJobPart,
   renewLease,
+  renewPartLease,
   reportProgress,
   requeueExpiredJobs,
   type JobLease,
@@ -506,6 +507,16 @@ export class JobWorker {
   private async executePart(row: JobPartRow, signal: AbortSignal): Promise<void> {
     const lease: PartLease = { jobId: row.jobId, part: row.part, token: row.token };
     const log = this.logger.child({ jobId: row.jobId, kind: row.kind, part: row.part, claim: row.token });
+    // A heartbeat on the control connection, as a job run's: a part that runs longer than its lease
+    // (a large cluster's SemDeDup) is not claimed again meanwhile. A paused process's lease runs out.
+    let beating = false;
+    const beat = setInterval(() => {
+      if (beating) return;
+      beating = true;
+      renewPartLease(this.db.control, lease, this.options.leaseMs)
+        .catch((error) => log.warn({ err: error }, 'job part heartbeat failed'))
+        .finally(() => (beating = false));
+    }, this.options.heartbeatMs);
     const run: PartRun = {
       lease,
       signal,
@@ -541,6 +552,8 @@ export class JobWorker {
         log.error({ err: error }, 'job part failed');
         await failJobPart(this.db, lease, messageOf(error)).catch(() => undefined);
       }
+    } finally {
+      clearInterval(beat);
     }
   }
 

@@ -26,8 +26,18 @@ export async function createDedupRun(tx: Sql, run: { jobId: string; datasetId: s
   ]);
 }
 
-/** Marks a run served, with its totals (counted from its pairs), and drops its boundary rows. */
+/**
+ * Marks a run served, with its totals (counted from its pairs), and drops its boundary rows. Items
+ * re-ingested while the run compared change their scores, and with them which of a pair SemDeDup
+ * keeps: of two items each marked the other's duplicate, the one with the higher item id stays a
+ * duplicate, so no pair of them is dropped entirely.
+ */
 export async function completeDedupRun(tx: Sql, jobId: string): Promise<{ groups: number; duplicates: number }> {
+  await tx.query(
+    `DELETE FROM dedup_pairs p USING dedup_pairs q
+      WHERE p.job_id = $1 AND q.job_id = $1 AND q.duplicate_id = p.kept_id AND q.kept_id = p.duplicate_id AND p.duplicate_id < p.kept_id`,
+    [jobId],
+  );
   const [totals] = await tx.query<{ groups: number; duplicates: number }>(
     `UPDATE dedup_runs SET completed_at = now(),
             groups = (SELECT count(DISTINCT kept_id)::int FROM dedup_pairs WHERE job_id = $1),
@@ -99,7 +109,10 @@ export async function readClusterMembers(
   );
 }
 
-/** The boundary items a run aimed at `cluster` (kept in their own cluster, this one their second-nearest), with scores and embeddings. */
+/**
+ * The boundary items a run aimed at `cluster` (kept in their own cluster, this one their
+ * second-nearest) and not made duplicates since, with scores and embeddings.
+ */
 export async function readBoundaryItems(db: Sql | Database, jobId: string, datasetId: string, version: number, cluster: number, dim: number): Promise<ClusterMembers> {
   return readMembers(
     db,
@@ -107,7 +120,9 @@ export async function readBoundaryItems(db: Sql | Database, jobId: string, datas
     `(SELECT b.item_id, s.score, i.embedding FROM dedup_boundary b
         JOIN item_scores s ON s.dataset_id = ${uuidLiteral(datasetId)} AND s.version = ${Number(version)} AND s.item_id = b.item_id
         JOIN items i ON i.id = b.item_id
-       WHERE b.job_id = ${uuidLiteral(jobId)} AND b.cluster = ${Number(cluster)} ORDER BY b.item_id)`,
+       WHERE b.job_id = ${uuidLiteral(jobId)} AND b.cluster = ${Number(cluster)}
+         AND NOT EXISTS (SELECT 1 FROM dedup_pairs p WHERE p.job_id = b.job_id AND p.duplicate_id = b.item_id)
+       ORDER BY b.item_id)`,
     256,
   );
 }
@@ -148,25 +163,6 @@ export interface DedupPairs {
   duplicateIds: BigInt64Array;
   keptIds: BigInt64Array;
   similarities: Float32Array;
-}
-
-/** Writes pairs of a run (binary COPY; in the transaction that marks their part done). */
-export async function copyDedupPairs(tx: Sql, jobId: string, pairs: DedupPairs): Promise<void> {
-  const n = pairs.duplicateIds.length;
-  if (n === 0) return;
-  function* tuples() {
-    yield copyHeader();
-    for (let i = 0; i < n; i++) {
-      yield encodeTuple([
-        { type: 'uuid', value: jobId },
-        { type: 'int8', value: pairs.duplicateIds[i] },
-        { type: 'int8', value: pairs.keptIds[i] },
-        { type: 'float4', value: pairs.similarities[i] },
-      ]);
-    }
-    yield copyTrailer();
-  }
-  await tx.copyIn('dedup_pairs (job_id, duplicate_id, kept_id, similarity)', 'binary', inChunks(tuples()));
 }
 
 /** Records boundary items (kept in their cluster; `clusters[i]` is item i's second-nearest). */

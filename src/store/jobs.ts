@@ -288,6 +288,17 @@ export async function holdPart(tx: Sql, lease: PartLease): Promise<void> {
   if (rows.length === 0) throw new PartLostError(lease);
 }
 
+/** Extends a held part's lease (its worker's heartbeat); false when the claim is no longer held. */
+export async function renewPartLease(db: Pick<Sql, 'query'>, lease: PartLease, leaseMs: number): Promise<boolean> {
+  const rows = await db.query(`UPDATE job_parts SET lease_expires_at = now() + make_interval(secs => $4::float8 / 1000) WHERE ${PART_HELD} RETURNING part`, [
+    lease.jobId,
+    lease.part,
+    lease.token,
+    leaseMs,
+  ]);
+  return rows.length > 0;
+}
+
 /** Marks a held part done with what it reports back; in the transaction of its writes, after holdPart. */
 export async function finishJobPart(tx: Sql, lease: PartLease, result: object): Promise<void> {
   const rows = await tx.query(

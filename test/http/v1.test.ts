@@ -291,6 +291,8 @@ describe.each(BACKENDS)('REST /v1 on the $name backend', (backend) => {
       await http.get('/v1/datasets/emb/duplicates').query({ epsilon: 3 }).set('authorization', bearer(h.keys.reader)).expect(400);
       const badCursor = await http.get('/v1/datasets/emb/duplicates').query({ cursor: 'nope' }).set('authorization', bearer(h.keys.reader)).expect(400);
       expect(badCursor.body.error.code).toBe('INVALID_CURSOR');
+      const beyondInt8 = await http.get('/v1/datasets/emb/duplicates').query({ cursor: `${dedup.body.id}.9999999999999999999` }).set('authorization', bearer(h.keys.reader)).expect(400);
+      expect(beyondInt8.body.error.code).toBe('INVALID_CURSOR');
       const unknownRun = await http.get('/v1/datasets/emb/duplicates').query({ job: '00000000-0000-4000-8000-000000000000' }).set('authorization', bearer(h.keys.reader)).expect(404);
       expect(unknownRun.body.error.code).toBe('DEDUP_RUN_NOT_FOUND');
 

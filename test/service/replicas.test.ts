@@ -87,6 +87,8 @@ function replicaWorker(db: Database, layer: ServiceLayer, options: { pollMs?: nu
   const ends: { id: string; attempt: number; state: RunEnd }[] = [];
   /** Rescore parts this replica wrote (job id, part number). */
   const parts: { jobId: string; from: string }[] = [];
+  /** Rescore parts this replica's handler started (a part claimed again after its lease ran out starts twice). */
+  const partStarts: { jobId: string; from: string }[] = [];
   /** Dedup parts this replica wrote (job id, stage and first cluster). */
   const dedupParts: { jobId: string; first: string }[] = [];
   /** What each failed refit run threw. */
@@ -105,6 +107,7 @@ function replicaWorker(db: Database, layer: ServiceLayer, options: { pollMs?: nu
     { refit, ingest: ingestHandler(layer.ctx, { retry: RETRY, chunk: options.ingestChunk }), dedup: (job, run) => runDedup(layer.ctx, job, run, options.dedup) },
     {
       refit: async (job, part, run) => {
+        partStarts.push({ jobId: job.id, from: part.from });
         if (options.partDelayMs) await sleep(options.partDelayMs); // slower parts, so that every replica gets some
         const result = await rescorePart(layer.ctx, job, part, run, options.refit);
         parts.push({ jobId: job.id, from: part.from });
@@ -119,7 +122,7 @@ function replicaWorker(db: Database, layer: ServiceLayer, options: { pollMs?: nu
     },
     { pollMs: options.pollMs ?? 50, ...LEASE, retry: RETRY, onFinished: (job, state) => ends.push({ id: job.id, attempt: job.attempts, state }) },
   );
-  return { worker, ends, errors, parts, dedupParts, endOf: (id: string, attempt: number) => until(`run ${attempt} of ${id} to end`, async () => ends.find((e) => e.id === id && e.attempt === attempt)) };
+  return { worker, ends, errors, parts, partStarts, dedupParts, endOf: (id: string, attempt: number) => until(`run ${attempt} of ${id} to end`, async () => ends.find((e) => e.id === id && e.attempt === attempt)) };
 }
 
 async function planted(layer: ServiceLayer, name: string, n: number, seed: number) {
@@ -370,6 +373,29 @@ describe.each(NATIVE_URL ? [BACKENDS.find((b) => b.name === 'native')!] : [])('r
       await b.worker.stop();
     }
   });
+
+  it('a part that runs longer than its lease keeps it (heartbeat): no part is claimed twice', async () => {
+    const dataset = await planted(layerA, 'long-parts', 2000, 29);
+    const refit = { ...REFIT_DEFAULTS, partItems: 500, pageItems: 100 };
+    // Each part takes 2.5 s, longer than the 1.5 s lease; the heartbeat renews it every 0.5 s.
+    const a = replicaWorker(dbA, layerA, { refit, partDelayMs: 2500 });
+    const b = replicaWorker(dbB, layerB, { refit, partDelayMs: 2500, pollMs: 10 });
+    a.worker.start();
+    b.worker.start();
+    try {
+      const job = await requestRefit(layerA.ctx, dataset.name);
+      await until('the refit to end', async () => [...a.ends, ...b.ends].find((e) => e.id === job.id), 60_000);
+      expect([...a.ends, ...b.ends].filter((e) => e.id === job.id).map((e) => e.state)).toEqual(['succeeded']);
+      const started = [...a.partStarts, ...b.partStarts].filter((p) => p.jobId === job.id);
+      const written = [...a.parts, ...b.parts].filter((p) => p.jobId === job.id);
+      expect(written.length).toBeGreaterThanOrEqual(4);
+      expect(started.length).toBe(written.length);
+      expect(await activeScoreProblems(dataset.id)).toEqual({ items: 2000, scored: 2000, wrong: 0, active: 1, set: 1 });
+    } finally {
+      await a.worker.stop();
+      await b.worker.stop();
+    }
+  }, 90_000);
 
   it("a dedup run's clusters are shared by both replicas' workers, each part written once, and its groups are the core's", async () => {
     const dataset = await planted(layerA, 'shared-dedup', 3000, 23);
