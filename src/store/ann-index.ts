@@ -1,4 +1,5 @@
 import { vectorLiteral, type Database, type Sql } from './database.js';
+import { copyHeader, copyTrailer, encodeTuple, inChunks } from './pgcopy.js';
 import { ANN_RERANK_CANDIDATES, annExpression, annIndexKind, annQueryOperand, uuidLiteral, type DatasetRow } from './datasets.js';
 
 /**
@@ -66,6 +67,24 @@ export async function markChanged(
     await lockAnnTable(tx, 'ROW EXCLUSIVE');
   }
   const labelled = activeVersion !== null && clusters !== null;
+  if (replaced.length === 0) {
+    // Only new items: their rows were created by this transaction, so no pending row can exist
+    // for them and no other transaction can lock one — a binary COPY, several times cheaper.
+    function* tuples() {
+      yield copyHeader();
+      for (let i = 0; i < itemIds.length; i++) {
+        yield encodeTuple([
+          { type: 'int8', value: itemIds[i] },
+          { type: 'uuid', value: datasetId },
+          labelled ? { type: 'int4', value: activeVersion } : null,
+          labelled ? { type: 'int4', value: clusters[i] } : null,
+        ]);
+      }
+      yield copyTrailer();
+    }
+    await tx.copyIn('ann_pending (item_id, dataset_id, version, cluster)', 'binary', inChunks(tuples()));
+    return;
+  }
   await tx.query(
     `INSERT INTO ann_pending (item_id, dataset_id, version, cluster)
      SELECT t.item_id, $2, $3::int, t.cluster FROM unnest($1::bigint[], $4::int[]) AS t(item_id, cluster) ORDER BY t.item_id

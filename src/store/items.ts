@@ -234,8 +234,17 @@ export async function countItems(db: Sql, datasetId: string): Promise<number> {
   return row.n;
 }
 
-/** Whether the dataset holds at least `n` items: reads at most `n` index entries, not the whole dataset. */
+/**
+ * Whether the dataset holds at least `n` items: reads at most `n` index entries, not the whole
+ * dataset — and first the span of its item ids (two index probes): ids are unique, so a span
+ * shorter than `n` answers no at once (a large first fit's threshold is not counted after every batch).
+ */
 export async function holdsAtLeast(db: Sql, datasetId: string, n: number): Promise<boolean> {
+  const [span] = await db.query<{ span: string | null }>(
+    'SELECT ((SELECT max(id) FROM items WHERE dataset_id = $1) - (SELECT min(id) FROM items WHERE dataset_id = $1) + 1)::text AS span',
+    [datasetId],
+  );
+  if (span.span === null || BigInt(span.span) < BigInt(n)) return false;
   const [row] = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM (SELECT 1 FROM items WHERE dataset_id = $1 LIMIT $2) s', [datasetId, n]);
   return row.n >= n;
 }

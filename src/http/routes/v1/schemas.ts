@@ -248,7 +248,9 @@ export const DuplicatesQuery = Type.Object(
 
 export const DuplicateGroup = Type.Object(
   {
-    kept: Type.String({ description: 'The item SemDeDup keeps (the farthest from its prototype)' }),
+    kept: Type.String({
+      description: 'The item SemDeDup keeps in this group (the farthest from its prototype); a pair across a cluster boundary can make it a duplicate of another group’s kept item — following duplicates always ends at a kept item',
+    }),
     duplicates: Type.Array(Type.String(), { description: 'Its near-duplicates, most similar first' }),
     similarities: Type.Array(Type.Number(), { description: 'Cosine similarity of each duplicate to the kept item' }),
   },

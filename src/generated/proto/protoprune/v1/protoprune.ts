@@ -535,7 +535,11 @@ export interface FindDuplicatesRequest {
 }
 
 export interface DuplicateGroup {
-  /** The item SemDeDup keeps (the farthest from its prototype). */
+  /**
+   * The item SemDeDup keeps in this group (the farthest from its prototype); a pair across a
+   * cluster boundary can make it a duplicate of another group's kept item (following duplicates
+   * always ends at a kept item).
+   */
   kept: string;
   /** Its near-duplicates, most similar first. */
   duplicates: string[];
