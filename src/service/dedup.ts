@@ -221,15 +221,15 @@ export async function dedupPart(ctx: ServiceContext, job: { id: string; datasetI
       for (const group of groups) {
         group.duplicates.forEach((d, j) => {
           dropped.add(d);
-          pairs.duplicateIds.push(members.itemIds[d]);
-          pairs.keptIds.push(members.itemIds[group.kept]);
+          pairs.duplicateIds.push(members.ids[d]);
+          pairs.keptIds.push(members.ids[group.kept]);
           pairs.similarities.push(group.similarities[j]);
         });
       }
       const second = await secondClusters(ctx, members.vectors, members.n, cluster, set, options.boundaryMargin);
       for (let i = 0; i < members.n; i++) {
         if (second[i] >= 0 && !dropped.has(i)) {
-          boundary.itemIds.push(members.itemIds[i]);
+          boundary.itemIds.push(members.ids[i]);
           boundary.clusters.push(second[i]);
         }
       }
@@ -289,8 +289,8 @@ async function compareAcross(
       const b = start + r;
       const a = bestAt[r];
       // SemDeDup keeps the item farther from its prototype (the higher score; ties: the lower id).
-      const keepAimed = aimed.scores[b] > kept.scores[a] || (aimed.scores[b] === kept.scores[a] && aimed.itemIds[b] < kept.itemIds[a]);
-      const [dup, keep] = keepAimed ? [kept.itemIds[a], aimed.itemIds[b]] : [aimed.itemIds[b], kept.itemIds[a]];
+      const keepAimed = aimed.scores[b] > kept.scores[a] || (aimed.scores[b] === kept.scores[a] && aimed.ids[b] < kept.ids[a]);
+      const [dup, keep] = keepAimed ? [kept.ids[a], aimed.ids[b]] : [aimed.ids[b], kept.ids[a]];
       if (madeDuplicate.has(dup)) continue;
       madeDuplicate.add(dup);
       pairs.duplicateIds.push(dup);

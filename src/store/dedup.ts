@@ -1,6 +1,7 @@
 import type { Database, Sql } from './database.js';
 import { uuidLiteral } from './datasets.js';
-import { CopyBinaryParser, copyHeader, copyTrailer, decodeVectorInto, encodeTuple, inChunks } from './pgcopy.js';
+import { copyHeader, copyTrailer, encodeTuple, inChunks } from './pgcopy.js';
+import { readScoredEmbeddingRows, type ScoredEmbeddingMatrix } from './items.js';
 
 /** A SemDeDup run (a dedup job) of one prototype version at one ε. */
 export interface DedupRunRow {
@@ -78,13 +79,8 @@ export async function pruneDedupRuns(tx: Sql, datasetId: string, activeVersion: 
   );
 }
 
-/** One cluster's scored items under `version`, in item id order. */
-export interface ClusterMembers {
-  n: number;
-  itemIds: BigInt64Array;
-  scores: Float32Array;
-  vectors: Float32Array;
-}
+/** One cluster's scored items under `version`, in item id order (`ids`: item row ids). */
+export type ClusterMembers = ScoredEmbeddingMatrix;
 
 /**
  * Reads one cluster's members with their scores and embeddings (binary COPY over the (dataset,
@@ -100,7 +96,7 @@ export async function readClusterMembers(
   keptBy?: string,
 ): Promise<ClusterMembers> {
   const kept = keptBy ? ` AND NOT EXISTS (SELECT 1 FROM dedup_pairs p WHERE p.job_id = ${uuidLiteral(keptBy)} AND p.duplicate_id = s.item_id)` : '';
-  return readMembers(
+  return readScoredEmbeddingRows(
     db,
     dim,
     `(SELECT s.item_id, s.score, i.embedding FROM item_scores s JOIN items i ON i.id = s.item_id
@@ -114,7 +110,7 @@ export async function readClusterMembers(
  * second-nearest) and not made duplicates since, with scores and embeddings.
  */
 export async function readBoundaryItems(db: Sql | Database, jobId: string, datasetId: string, version: number, cluster: number, dim: number): Promise<ClusterMembers> {
-  return readMembers(
+  return readScoredEmbeddingRows(
     db,
     dim,
     `(SELECT b.item_id, s.score, i.embedding FROM dedup_boundary b
@@ -125,37 +121,6 @@ export async function readBoundaryItems(db: Sql | Database, jobId: string, datas
        ORDER BY b.item_id)`,
     256,
   );
-}
-
-/** Decodes a COPY of (item id, score, embedding) rows of `source`, a trusted query. */
-async function readMembers(db: Sql | Database, dim: number, source: string, expected: number): Promise<ClusterMembers> {
-  let capacity = Math.max(1, expected);
-  let itemIds = new BigInt64Array(capacity);
-  let scores = new Float32Array(capacity);
-  let vectors = new Float32Array(capacity * dim);
-  let n = 0;
-  const parser = new CopyBinaryParser((fields) => {
-    if (n === capacity) {
-      // Grows only when items joined the cluster since it was counted.
-      capacity *= 2;
-      itemIds = grow(itemIds, new BigInt64Array(capacity));
-      scores = grow(scores, new Float32Array(capacity));
-      vectors = grow(vectors, new Float32Array(capacity * dim));
-    }
-    itemIds[n] = fields[0]!.readBigInt64BE(0);
-    scores[n] = fields[1]!.readFloatBE(0);
-    const got = decodeVectorInto(fields[2]!, vectors, n * dim);
-    if (got !== dim) throw new Error(`stored vector has dimension ${got}, dataset has ${dim}`);
-    n++;
-  });
-  for await (const chunk of db.copyOut(source, 'binary')) parser.push(chunk);
-  parser.end();
-  return { n, itemIds: itemIds.subarray(0, n), scores: scores.subarray(0, n), vectors: vectors.subarray(0, n * dim) };
-}
-
-function grow<T extends BigInt64Array | Float32Array>(from: T, to: T): T {
-  to.set(from as never);
-  return to;
 }
 
 /** Near-duplicate pairs of one run: duplicate item, the kept item it duplicates, their similarity. */

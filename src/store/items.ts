@@ -159,29 +159,50 @@ export async function readEmbeddings(db: Sql, dim: number, where: string, limit?
 }
 
 /** Decodes a COPY of (id, embedding) rows of `source`, a trusted query. */
-async function readEmbeddingRows(db: Sql, dim: number, source: string, expected: number): Promise<EmbeddingMatrix> {
+function readEmbeddingRows(db: Sql, dim: number, source: string, expected: number): Promise<EmbeddingMatrix> {
+  return decodeEmbeddingRows(db, dim, source, expected, false);
+}
+
+/** Embeddings with a score per row (SemDeDup's cluster members). */
+export interface ScoredEmbeddingMatrix extends EmbeddingMatrix {
+  scores: Float32Array;
+}
+
+/** Decodes a COPY of (id, score, embedding) rows of `source`, a trusted query (see readEmbeddings). */
+export function readScoredEmbeddingRows(db: Pick<Sql, 'copyOut'>, dim: number, source: string, expected: number): Promise<ScoredEmbeddingMatrix> {
+  return decodeEmbeddingRows(db, dim, source, expected, true) as Promise<ScoredEmbeddingMatrix>;
+}
+
+/** The columns grow by doubling (sized by `expected`, so normally never). */
+async function decodeEmbeddingRows(db: Pick<Sql, 'copyOut'>, dim: number, source: string, expected: number, scored: boolean): Promise<EmbeddingMatrix | ScoredEmbeddingMatrix> {
   let capacity = Math.max(1, expected);
   let ids = new BigInt64Array(capacity);
+  let scores = new Float32Array(scored ? capacity : 0);
   let vectors = new Float32Array(capacity * dim);
   let n = 0;
+  const vectorField = scored ? 2 : 1;
   const parser = new CopyBinaryParser((fields) => {
     if (n === capacity) {
       capacity *= 2;
-      const grownIds = new BigInt64Array(capacity);
-      grownIds.set(ids);
-      ids = grownIds;
-      const grown = new Float32Array(capacity * dim);
-      grown.set(vectors);
-      vectors = grown;
+      ids = grown(ids, new BigInt64Array(capacity));
+      if (scored) scores = grown(scores, new Float32Array(capacity));
+      vectors = grown(vectors, new Float32Array(capacity * dim));
     }
     ids[n] = fields[0]!.readBigInt64BE(0);
-    const got = decodeVectorInto(fields[1]!, vectors, n * dim);
+    if (scored) scores[n] = fields[1]!.readFloatBE(0);
+    const got = decodeVectorInto(fields[vectorField]!, vectors, n * dim);
     if (got !== dim) throw new Error(`stored vector has dimension ${got}, dataset has ${dim}`);
     n++;
   });
   for await (const chunk of db.copyOut(source, 'binary')) parser.push(chunk);
   parser.end();
-  return { ids: ids.subarray(0, n), vectors: vectors.subarray(0, n * dim), n };
+  const matrix = { ids: ids.subarray(0, n), vectors: vectors.subarray(0, n * dim), n };
+  return scored ? { ...matrix, scores: scores.subarray(0, n) } : matrix;
+}
+
+function grown<T extends BigInt64Array | Float32Array>(from: T, to: T): T {
+  to.set(from as never);
+  return to;
 }
 
 /** Which of a dataset's items `readDatasetEmbeddings` reads: all, or only those matching every given condition. */
