@@ -15,7 +15,7 @@ import {
   type DedupRunRow,
   type StoredDuplicateGroup,
 } from '../store/dedup.js';
-import { activeJob, countJobParts, createJobParts, deleteJobParts, mergeJobResult } from '../store/jobs.js';
+import { activeJob, countJobParts, createJobParts, deleteJobParts, mergeJobResult, readJobPartParams } from '../store/jobs.js';
 import { findPrototypeSetRow, loadPrototypeSet, type PrototypeSet } from '../store/prototypes.js';
 import { scoresPerCluster } from '../store/scores.js';
 import type { ServiceContext } from './context.js';
@@ -139,7 +139,11 @@ export async function runDedup(ctx: ServiceContext, job: Job<'dedup'>, run: JobR
   const boundaryStarted = Date.now();
   if (boundaryItems === undefined) {
     const aimed = await run.read((tx) => boundaryCounts(tx, job.id));
-    const sizes = new Map((await run.read((tx) => scoresPerCluster(tx, dataset.id, plan.version))).map((s) => [s.cluster, s.n]));
+    // Cluster sizes as the plan counted them, from the first stage's parts (not a second count over every score row).
+    const sizes = new Map<number, number>();
+    for (const params of (await readJobPartParams(ctx.db, job.id)) as unknown as DedupPart[]) {
+      if (params.stage === 'clusters') params.clusters.forEach((c, i) => sizes.set(c, params.sizes[i]));
+    }
     boundaryItems = aimed.reduce((sum, a) => sum + a.n, 0);
     // A boundary part costs about its clusters' members plus the items aimed at them.
     const weights = aimed.map((a) => ({ cluster: a.cluster, n: (sizes.get(a.cluster) ?? 0) + a.n }));

@@ -344,6 +344,12 @@ export async function readJobPartResults(db: Sql, jobId: string): Promise<Record
   return rows.map((r) => r.result);
 }
 
+/** The params of every part of the job, in part order. */
+export async function readJobPartParams(db: Sql, jobId: string): Promise<Record<string, unknown>[]> {
+  const rows = await db.query<{ params: Record<string, unknown> }>('SELECT params FROM job_parts WHERE job_id = $1 ORDER BY part', [jobId]);
+  return rows.map((r) => r.params);
+}
+
 /** Deletes the job's parts (once their results are folded into the job's). Call under the job's lease. */
 export async function deleteJobParts(tx: Sql, jobId: string): Promise<void> {
   await tx.query('DELETE FROM job_parts WHERE job_id = $1', [jobId]);
