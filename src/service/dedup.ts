@@ -242,18 +242,12 @@ export async function dedupPart(ctx: ServiceContext, job: { id: string; datasetI
     }
   }
   const written = { duplicateIds: BigInt64Array.from(pairs.duplicateIds), keptIds: BigInt64Array.from(pairs.keptIds), similarities: Float32Array.from(pairs.similarities) };
-  if (set) {
-    result.boundary = boundary.itemIds.length;
-    await run.finish(async (tx) => {
-      // Not COPY: an item re-ingested into another cluster during the run can be a duplicate in two parts (the first one stays).
-      result.duplicates = await insertDedupPairs(tx, job.id, written);
-      await copyBoundaryItems(tx, job.id, BigInt64Array.from(boundary.itemIds), Int32Array.from(boundary.clusters));
-    }, result);
-  } else {
-    await run.finish(async (tx) => {
-      result.duplicates = await insertDedupPairs(tx, job.id, written);
-    }, result);
-  }
+  result.boundary = boundary.itemIds.length;
+  await run.finish(async (tx) => {
+    // Not COPY: an item re-ingested into another cluster during the run can be a duplicate in two parts (the first one stays).
+    result.duplicates = await insertDedupPairs(tx, job.id, written);
+    await copyBoundaryItems(tx, job.id, BigInt64Array.from(boundary.itemIds), Int32Array.from(boundary.clusters));
+  }, result);
   return result;
 }
 
@@ -314,13 +308,8 @@ export interface DedupRunView {
   completedAt: Date;
 }
 
-export interface DuplicateGroupView {
-  /** The item SemDeDup keeps. */
-  kept: string;
-  /** Its near-duplicates, most similar first, and their cosine similarity to it. */
-  duplicates: string[];
-  similarities: number[];
-}
+/** A group: the item SemDeDup keeps, its near-duplicates (most similar first) and their cosine similarity to it. */
+export type DuplicateGroupView = StoredDuplicateGroup;
 
 /** Which run to read: a named one (`jobId`), else the newest completed run of the active version at ε. */
 export interface DedupRunQuery {
@@ -372,8 +361,6 @@ function decodeCursor(cursor: string): { jobId: string; keptItemId: bigint } {
   return { jobId: match[1], keptItemId: BigInt(match[2]) };
 }
 
-const toView = (g: StoredDuplicateGroup): DuplicateGroupView => ({ kept: g.kept, duplicates: g.duplicates, similarities: g.similarities });
-
 /** One page of a run's groups, by kept item; the cursor pins the run it started on. */
 export async function duplicatePage(
   ctx: ServiceContext,
@@ -386,8 +373,7 @@ export async function duplicatePage(
   }
   const run = await resolveRun(ctx, datasetName, position ? { jobId: position.jobId } : query);
   const page = await readDuplicateGroups(ctx.db, run.jobId, position?.keptItemId ?? 0n, query.limit);
-  const more = page.lastKeptItemId !== null && (await readDuplicateGroups(ctx.db, run.jobId, page.lastKeptItemId, 1)).lastKeptItemId !== null;
-  return { run: runView(run), groups: page.groups.map(toView), nextCursor: more ? encodeCursor(run.jobId, page.lastKeptItemId!) : null };
+  return { run: runView(run), groups: page.groups, nextCursor: page.more ? encodeCursor(run.jobId, page.lastKeptItemId!) : null };
 }
 
 /** Groups read per statement while streaming. */
@@ -400,14 +386,12 @@ export async function streamDuplicates(ctx: ServiceContext, datasetName: string,
     let after = 0n;
     for (;;) {
       const page = await readDuplicateGroups(ctx.db, run.jobId, after, GROUP_CHUNK);
-      if (page.lastKeptItemId === null) {
-        // A run pruned mid-stream (newer runs completed) would end the stream short without this.
-        if (!(await getDedupRun(ctx.db, run.jobId))) throw new ServiceError('conflict', 'DEDUP_RUN_GONE', `dedup run ${run.jobId} was deleted while it was being read; read the newest run again`);
-        return;
-      }
-      if (page.groups.length > 0) yield page.groups.map(toView);
-      after = page.lastKeptItemId;
+      if (page.groups.length > 0) yield page.groups;
+      if (!page.more) break;
+      after = page.lastKeptItemId!;
     }
+    // A run pruned mid-stream (newer runs completed) would end the stream short without this.
+    if (!(await getDedupRun(ctx.db, run.jobId))) throw new ServiceError('conflict', 'DEDUP_RUN_GONE', `dedup run ${run.jobId} was deleted while it was being read; read the newest run again`);
   }
   return { run: runView(run), groups: chunks() };
 }

@@ -172,16 +172,16 @@ export async function insertDedupPairs(tx: Sql, jobId: string, pairs: DedupPairs
 /** A group as stored: the kept item and its duplicates, most similar first (external ids). */
 export interface StoredDuplicateGroup {
   /** The kept item's row id: the keyset of the next page. */
-  keptItemId: bigint;
   kept: string;
   duplicates: string[];
   similarities: number[];
 }
 
-/** A page of groups and the keyset after it (null: nothing was left after `afterKeptId`). */
+/** A page of groups, the keyset after it (null: nothing was left after `afterKeptId`), and whether more follow. */
 export interface DuplicateGroupPage {
   groups: StoredDuplicateGroup[];
   lastKeptItemId: bigint | null;
+  more: boolean;
 }
 
 /**
@@ -190,10 +190,12 @@ export interface DuplicateGroupPage {
  * page can hold fewer groups than `limit` and still not be the last).
  */
 export async function readDuplicateGroups(db: Sql | Database, jobId: string, afterKeptId: bigint, limit: number): Promise<DuplicateGroupPage> {
-  const rows = await db.query<{ kept_id: string; kept: string | null; duplicates: string[] | null; similarities: number[] | null }>(
-    `WITH page AS (
-       SELECT DISTINCT kept_id FROM dedup_pairs WHERE job_id = $1 AND kept_id > $2 ORDER BY kept_id LIMIT $3)
-     SELECT p.kept_id::text AS kept_id, k.external_id AS kept,
+  // One kept id beyond the page tells whether another page follows.
+  const rows = await db.query<{ kept_id: string; more: boolean; kept: string | null; duplicates: string[] | null; similarities: number[] | null }>(
+    `WITH ids AS (
+       SELECT DISTINCT kept_id FROM dedup_pairs WHERE job_id = $1 AND kept_id > $2 ORDER BY kept_id LIMIT $3 + 1),
+     page AS (SELECT kept_id FROM ids ORDER BY kept_id LIMIT $3)
+     SELECT p.kept_id::text AS kept_id, (SELECT count(*) FROM ids) > $3 AS more, k.external_id AS kept,
             array_agg(d.external_id ORDER BY x.similarity DESC, x.duplicate_id) FILTER (WHERE d.id IS NOT NULL) AS duplicates,
             array_agg(x.similarity::float8 ORDER BY x.similarity DESC, x.duplicate_id) FILTER (WHERE d.id IS NOT NULL) AS similarities
      FROM page p
@@ -206,6 +208,6 @@ export async function readDuplicateGroups(db: Sql | Database, jobId: string, aft
   );
   const groups = rows
     .filter((r) => r.kept !== null && r.duplicates !== null)
-    .map((r) => ({ keptItemId: BigInt(r.kept_id), kept: r.kept!, duplicates: r.duplicates!, similarities: r.similarities!.map(Number) }));
-  return { groups, lastKeptItemId: rows.length > 0 ? BigInt(rows[rows.length - 1].kept_id) : null };
+    .map((r) => ({ kept: r.kept!, duplicates: r.duplicates!, similarities: r.similarities!.map(Number) }));
+  return { groups, lastKeptItemId: rows.length > 0 ? BigInt(rows[rows.length - 1].kept_id) : null, more: rows[0]?.more ?? false };
 }
