@@ -135,7 +135,6 @@ export function leaseJob(db: Database, logger: Logger, job: Pick<JobRow, 'id' | 
   // This run's native transactions in flight (backend pid, transaction start), for cancelling on abort.
   const inFlight = new Set<TransactionIdentity>();
   let lastReport = 0;
-  let beating = false;
 
   const abort = (why: AbortReason) => {
     if (reason) return;
@@ -170,22 +169,13 @@ export function leaseJob(db: Database, logger: Logger, job: Pick<JobRow, 'id' | 
       .catch(lost);
   };
 
-  const beat = setInterval(() => {
-    // A beat still waiting (an unreachable database) is not stacked with more.
-    if (beating || reason) return;
-    beating = true;
-    renewLease(db.control, lease, timing.leaseMs)
-      .then((held) => {
-        if (!held) {
-          logger.warn('job lease lost: another worker took the job over; stopping');
-          abort('lease-lost');
-        }
-      })
-      .catch((error) => logger.warn({ err: error }, 'job heartbeat failed'))
-      .finally(() => {
-        beating = false;
-      });
-  }, timing.heartbeatMs);
+  const beat = heartbeat(timing.heartbeatMs, logger, 'job heartbeat failed', async () => {
+    if (reason) return;
+    if (!(await renewLease(db.control, lease, timing.leaseMs))) {
+      logger.warn('job lease lost: another worker took the job over; stopping');
+      abort('lease-lost');
+    }
+  });
 
   return {
     lease,
@@ -509,14 +499,9 @@ export class JobWorker {
     const log = this.logger.child({ jobId: row.jobId, kind: row.kind, part: row.part, claim: row.token });
     // A heartbeat on the control connection, as a job run's: a part that runs longer than its lease
     // (a large cluster's SemDeDup) is not claimed again meanwhile. A paused process's lease runs out.
-    let beating = false;
-    const beat = setInterval(() => {
-      if (beating) return;
-      beating = true;
-      renewPartLease(this.db.control, lease, this.options.leaseMs)
-        .catch((error) => log.warn({ err: error }, 'job part heartbeat failed'))
-        .finally(() => (beating = false));
-    }, this.options.heartbeatMs);
+    const beat = heartbeat(this.options.heartbeatMs, log, 'job part heartbeat failed', async () => {
+      await renewPartLease(this.db.control, lease, this.options.leaseMs);
+    });
     const run: PartRun = {
       lease,
       signal,
@@ -603,6 +588,23 @@ export class JobWorker {
       this.logger.warn({ err: error }, 'job observer failed');
     }
   }
+}
+
+/**
+ * Runs `renew` every `intervalMs` until the returned timer is cleared; a renewal still waiting (an
+ * unreachable database) is not stacked with more, and a failed one is logged.
+ */
+function heartbeat(intervalMs: number, logger: Logger, failure: string, renew: () => Promise<void>): NodeJS.Timeout {
+  let beating = false;
+  return setInterval(() => {
+    if (beating) return;
+    beating = true;
+    renew()
+      .catch((error) => logger.warn({ err: error }, failure))
+      .finally(() => {
+        beating = false;
+      });
+  }, intervalMs);
 }
 
 function messageOf(error: unknown): string {
