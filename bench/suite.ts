@@ -40,7 +40,7 @@ import { preprocessImage } from '../src/embedding/preprocess.js';
 import { OrtDistanceKernel } from '../src/kernels/ort.js';
 import { indexPendingVectors } from '../src/service/duplicates.js';
 import { annExpression } from '../src/store/datasets.js';
-import { copyHeader, copyTrailer, encodeTuple } from '../src/store/pgcopy.js';
+import { binaryCopy, type BinaryField } from '../src/store/pgcopy.js';
 import { vectorLiteral } from '../src/store/database.js';
 import { jpeg, photoLikeRaw } from '../test/embedding/images.js';
 import { Flags } from './lib/args.js';
@@ -160,17 +160,17 @@ async function ingestCase(svc: HarnessService, tmp: string, usePsql: boolean): P
     const uuid = await datasetId(svc, 'bench-ingest-raw');
     const file = path.join(tmp, 'ingest.copy');
     const out = createWriteStream(file);
-    out.write(copyHeader());
-    for (let i = 0; i < INGEST_N; i++) {
-      out.write(
-        encodeTuple([
+    function* rows(): Generator<BinaryField[]> {
+      for (let i = 0; i < INGEST_N; i++) {
+        yield [
           { type: 'uuid', value: uuid },
           { type: 'text', value: `item-${String(i).padStart(8, '0')}` },
           { type: 'vector', value: points, offset: i * DIM, dim: DIM },
-        ]),
-      );
+        ];
+      }
     }
-    out.end(copyTrailer());
+    for (const chunk of binaryCopy(rows())) out.write(chunk);
+    out.end();
     await new Promise<void>((resolve) => out.on('finish', () => resolve()));
     raw = await psql(nativeUrl!, [`\\copy items (dataset_id, external_id, embedding) FROM '${file}' WITH (FORMAT binary)`]);
     const count = await svc.running.db.query<{ n: string }>('SELECT count(*)::text AS n FROM items WHERE dataset_id = $1', [uuid]);

@@ -1,5 +1,5 @@
 import { vectorLiteral, type Database, type Sql } from './database.js';
-import { copyHeader, copyTrailer, encodeTuple, inChunks } from './pgcopy.js';
+import { binaryCopy, type BinaryField } from './pgcopy.js';
 import { ANN_RERANK_CANDIDATES, annExpression, annIndexKind, annQueryOperand, uuidLiteral, type DatasetRow } from './datasets.js';
 
 /**
@@ -70,19 +70,17 @@ export async function markChanged(
   if (replaced.length === 0) {
     // Only new items: their rows were created by this transaction, so no pending row can exist
     // for them and no other transaction can lock one — a binary COPY, several times cheaper.
-    function* tuples() {
-      yield copyHeader();
+    function* tuples(): Generator<BinaryField[]> {
       for (let i = 0; i < itemIds.length; i++) {
-        yield encodeTuple([
+        yield [
           { type: 'int8', value: itemIds[i] },
           { type: 'uuid', value: datasetId },
           labelled ? { type: 'int4', value: activeVersion } : null,
           labelled ? { type: 'int4', value: clusters[i] } : null,
-        ]);
+        ];
       }
-      yield copyTrailer();
     }
-    await tx.copyIn('ann_pending (item_id, dataset_id, version, cluster)', 'binary', inChunks(tuples()));
+    await tx.copyIn('ann_pending (item_id, dataset_id, version, cluster)', 'binary', binaryCopy(tuples()));
     return;
   }
   await tx.query(

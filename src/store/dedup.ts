@@ -1,6 +1,6 @@
 import type { Database, Sql } from './database.js';
 import { uuidLiteral } from './datasets.js';
-import { copyHeader, copyTrailer, encodeTuple, inChunks } from './pgcopy.js';
+import { binaryCopy, type BinaryField } from './pgcopy.js';
 import { readScoredEmbeddingRows, type ScoredEmbeddingMatrix } from './items.js';
 
 /** A SemDeDup run (a dedup job) of one prototype version at one ε. */
@@ -133,18 +133,16 @@ export interface DedupPairs {
 /** Records boundary items (kept in their cluster; `clusters[i]` is item i's second-nearest). */
 export async function copyBoundaryItems(tx: Sql, jobId: string, itemIds: BigInt64Array, clusters: Int32Array): Promise<void> {
   if (itemIds.length === 0) return;
-  function* tuples() {
-    yield copyHeader();
+  function* tuples(): Generator<BinaryField[]> {
     for (let i = 0; i < itemIds.length; i++) {
-      yield encodeTuple([
+      yield [
         { type: 'uuid', value: jobId },
         { type: 'int4', value: clusters[i] },
         { type: 'int8', value: itemIds[i] },
-      ]);
+      ];
     }
-    yield copyTrailer();
   }
-  await tx.copyIn('dedup_boundary (job_id, cluster, item_id)', 'binary', inChunks(tuples()));
+  await tx.copyIn('dedup_boundary (job_id, cluster, item_id)', 'binary', binaryCopy(tuples()));
 }
 
 /** Boundary items per cluster they are aimed at. */

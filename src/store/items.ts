@@ -1,7 +1,7 @@
 import { lockAnnTable } from './ann-index.js';
 import type { Sql } from './database.js';
 import { uuidLiteral } from './datasets.js';
-import { CopyBinaryParser, copyHeader, copyTrailer, decodeVectorInto, encodeTuple, inChunks } from './pgcopy.js';
+import { binaryCopy, CopyBinaryParser, decodeVectorInto, type BinaryField } from './pgcopy.js';
 
 export interface UpsertedItem {
   itemId: bigint;
@@ -77,18 +77,16 @@ export async function upsertItems(
 
   if (replaced.length > 0) {
     await tx.exec(INGEST_SCRATCH);
-    function* tuples() {
-      yield copyHeader();
+    function* tuples(): Generator<BinaryField[]> {
       for (const i of replaced) {
-        yield encodeTuple([
+        yield [
           { type: 'text', value: externalIds[i] },
           { type: 'vector', value: vectors, offset: i * dim, dim },
           { type: 'jsonb', value: metadata[i] },
-        ]);
+        ];
       }
-      yield copyTrailer();
     }
-    await tx.copyIn('ingest_batch (external_id, embedding, metadata)', 'binary', inChunks(tuples()));
+    await tx.copyIn('ingest_batch (external_id, embedding, metadata)', 'binary', binaryCopy(tuples()));
     // The UPDATE's join locks rows in the plan's order; taken first in id order (NO KEY: the
     // indexer's foreign key checks take KEY SHARE on these rows and must not wait).
     await tx.query('SELECT 1 FROM items WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE', [replaced.map((i) => String(existingIds.get(externalIds[i])!))]);
@@ -123,22 +121,20 @@ async function copyNewItems(
   const writtenAt = BigInt(alloc.now_us) - PG_EPOCH_MICROS;
   const lo = BigInt(alloc.lo);
   const ids = alloc.ids ? alloc.ids.map(BigInt) : Array.from({ length: rows.length }, (_, f) => lo + BigInt(f));
-  function* tuples() {
-    yield copyHeader();
+  function* tuples(): Generator<BinaryField[]> {
     for (let f = 0; f < rows.length; f++) {
       const i = rows[f];
-      yield encodeTuple([
+      yield [
         { type: 'int8', value: ids[f] },
         { type: 'uuid', value: datasetId },
         { type: 'text', value: externalIds[i] },
         { type: 'vector', value: vectors, offset: i * dim, dim },
         { type: 'jsonb', value: metadata[i] },
         { type: 'int8', value: writtenAt }, // timestamptz on the wire: microseconds since 2000-01-01
-      ]);
+      ];
     }
-    yield copyTrailer();
   }
-  await tx.copyIn('items (id, dataset_id, external_id, embedding, metadata, updated_at)', 'binary', inChunks(tuples()));
+  await tx.copyIn('items (id, dataset_id, external_id, embedding, metadata, updated_at)', 'binary', binaryCopy(tuples()));
   return ids;
 }
 

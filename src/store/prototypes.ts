@@ -1,5 +1,5 @@
 import type { Sql } from './database.js';
-import { CopyBinaryParser, copyHeader, copyTrailer, decodeVectorInto, encodeTuple, inChunks } from './pgcopy.js';
+import { binaryCopy, CopyBinaryParser, decodeVectorInto, type BinaryField } from './pgcopy.js';
 
 export interface PrototypeSetRow {
   setId: bigint;
@@ -78,14 +78,12 @@ export async function insertPrototypeSet(
     [input.datasetId, input.version, input.k, input.fitItems, input.objective, encodeCentroids(input.centroids.subarray(0, input.k * input.dim)), encodeCounts(input.counts.subarray(0, input.k))],
   );
   const setId = BigInt(row.id);
-  function* tuples() {
-    yield copyHeader();
+  function* tuples(): Generator<BinaryField[]> {
     for (let c = 0; c < input.k; c++) {
-      yield encodeTuple([{ type: 'int8', value: setId }, { type: 'int4', value: c }, { type: 'vector', value: input.centroids, offset: c * input.dim, dim: input.dim }]);
+      yield [{ type: 'int8', value: setId }, { type: 'int4', value: c }, { type: 'vector', value: input.centroids, offset: c * input.dim, dim: input.dim }];
     }
-    yield copyTrailer();
   }
-  await tx.copyIn('prototypes (set_id, cluster, fit_centroid)', 'binary', inChunks(tuples()));
+  await tx.copyIn('prototypes (set_id, cluster, fit_centroid)', 'binary', binaryCopy(tuples()));
   return setId;
 }
 

@@ -1,7 +1,7 @@
 import { fnv1a32, fnv1a32Bytes } from '../core/random.js';
 import type { Database, Sql } from './database.js';
 import { uuidLiteral } from './datasets.js';
-import { CopyBinaryParser, copyHeader, copyTrailer, decodeVectorInto, encodeTuple, inChunks } from './pgcopy.js';
+import { binaryCopy, CopyBinaryParser, decodeVectorInto, type BinaryField } from './pgcopy.js';
 
 /** Writes scores of one version (set-based upsert). */
 export async function upsertScores(
@@ -32,20 +32,18 @@ export async function copyScores(
   from = 0,
   to = itemIds.length,
 ): Promise<number> {
-  function* tuples() {
-    yield copyHeader();
+  function* tuples(): Generator<BinaryField[]> {
     for (let i = from; i < to; i++) {
-      yield encodeTuple([
+      yield [
         { type: 'uuid', value: datasetId },
         { type: 'int4', value: version },
         { type: 'int8', value: itemIds[i] },
         { type: 'float4', value: scores[i] },
         { type: 'int4', value: clusters[i] },
-      ]);
+      ];
     }
-    yield copyTrailer();
   }
-  return db.copyIn('item_scores (dataset_id, version, item_id, score, cluster)', 'binary', inChunks(tuples()));
+  return db.copyIn('item_scores (dataset_id, version, item_id, score, cluster)', 'binary', binaryCopy(tuples()));
 }
 
 /** Everything selection and dedup need about one version's scored items, sorted by external id. */

@@ -21,4 +21,18 @@ describe('normalizeInto', () => {
     expect(normalizeInto([1, 3.5e38, 1], 3, 'd', out, 0)?.code).toBe('NON_FINITE_VALUE');
     expect(normalizeInto([0, 0, 0], 3, 'd', out, 0)?.code).toBe('ZERO_VECTOR');
   });
+
+  it('gives Float32Array input (binary ingest) the same results and problems as number arrays', () => {
+    const rows = [[3, 4, 0], [-1, 1, 1], [1e-30, 0, 3e-30], [3e38, 3e38, -3e38], [0, 0, 0], [1, NaN, 1], [1, 1, -Infinity]];
+    for (const row of rows) {
+      const fromNumbers = new Float32Array(6).fill(7);
+      const fromFloats = new Float32Array(6).fill(7);
+      const a = normalizeInto(row, 3, 'd', fromNumbers, 3);
+      const b = normalizeInto(Float32Array.from(row), 3, 'd', fromFloats, 3);
+      expect(b).toEqual(a);
+      if (a === null) expect(Array.from(fromFloats)).toEqual(Array.from(fromNumbers));
+    }
+    expect(normalizeInto(Float32Array.from([1, 1, NaN]), 3, 'd', new Float32Array(3), 0)?.message).toMatch(/value 2 /);
+    expect(normalizeInto(new Float32Array(2), 3, 'd', new Float32Array(3), 0)?.code).toBe('DIMENSION_MISMATCH');
+  });
 });

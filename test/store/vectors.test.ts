@@ -3,7 +3,7 @@ import { textRows, vectorLiteral, type Database } from '../../src/store/database
 
 const copyTarget = (table: string, columns: readonly string[]) => `"${table}" (${columns.map((c) => `"${c}"`).join(', ')})`;
 import { openDatabase } from '../../src/store/open.js';
-import { CopyBinaryParser, copyHeader, copyTrailer, decodeVectorInto, encodeTuple } from '../../src/store/pgcopy.js';
+import { binaryCopy, CopyBinaryParser, decodeVectorInto, type BinaryField } from '../../src/store/pgcopy.js';
 import { BACKENDS } from '../helpers/backends.js';
 
 const DIM = 512;
@@ -104,20 +104,18 @@ describe.each(BACKENDS)('vectors on the $name backend', (backend) => {
 
   it('round-trips vectors, text and json through binary COPY in and out', async () => {
     const extra = unitVectors(50, 99);
-    async function* stream() {
-      yield copyHeader();
+    function* rows(): Generator<BinaryField[]> {
       for (const [i, v] of extra.entries()) {
-        yield encodeTuple([
+        yield [
           { type: 'uuid', value: datasetId },
           { type: 'text', value: `bin-${i}\tü` },
           { type: 'vector', value: v, dim: DIM },
           { type: 'jsonb', value: JSON.stringify({ i }) },
-        ]);
+        ];
       }
-      yield copyTrailer();
     }
     const target = copyTarget('items', ['dataset_id', 'external_id', 'embedding', 'metadata']);
-    expect(await db.copyIn(target, 'binary', stream())).toBe(extra.length);
+    expect(await db.copyIn(target, 'binary', binaryCopy(rows()))).toBe(extra.length);
 
     const got = new Float32Array(extra.length * DIM);
     const ids: string[] = [];
