@@ -4,7 +4,7 @@
  * only), then refitted at k = `--k` by a separate service process per replica count in
  * `--replicas` (the first requests the refit; the others only lend their workers to its rescore
  * parts). Printed per N: ingest rate, refit wall time and phases (sample read, fit, rescore,
- * switch), rescore rate per replica count, and the refit process's peak RSS (VmHWM), which must
+ * switch, the pending items' relabel and cleanup after it), rescore rate per replica count, and the refit process's peak RSS (VmHWM), which must
  * not grow with N. With `--compare`, the refit's full-data objective (fitted on a sample) is
  * compared with k-means fitted on every item in this process (same k, seed and iterations).
  * With `--dedup`, SemDeDup then runs as a job in a fresh service process (time, peak RSS, groups);
@@ -231,7 +231,7 @@ async function main(): Promise<void> {
         const t = run.result.timings;
         const rescoreRate = run.result.fitItems / (t.rescoreWriteMs / 1000);
         rows.push(
-          `| ${n.toLocaleString('en')} | ${Number.isNaN(ingestPerSecond) ? 'reused' : Math.round(ingestPerSecond).toLocaleString('en')} | ${replicas} | ${(run.wallMs / 1000).toFixed(1)} | ${((t.readMs ?? 0) / 1000).toFixed(1)} / ${((t.fitMs ?? 0) / 1000).toFixed(1)} / ${(t.rescoreWriteMs / 1000).toFixed(1)} / ${(t.switchMs / 1000).toFixed(1)} | ${Math.round(rescoreRate).toLocaleString('en')} | ${run.result.sampleItems.toLocaleString('en')} | ${(run.peakRssKb / 1024 / 1024).toFixed(2)}${runs[0] === runs.find((r) => r.run === run) ? compare : ''} |`,
+          `| ${n.toLocaleString('en')} | ${Number.isNaN(ingestPerSecond) ? 'reused' : Math.round(ingestPerSecond).toLocaleString('en')} | ${replicas} | ${(run.wallMs / 1000).toFixed(1)} | ${((t.readMs ?? 0) / 1000).toFixed(1)} / ${((t.fitMs ?? 0) / 1000).toFixed(1)} / ${(t.rescoreWriteMs / 1000).toFixed(1)} / ${(t.switchMs / 1000).toFixed(1)} / ${((t.relabelCleanupMs ?? 0) / 1000).toFixed(1)} | ${Math.round(rescoreRate).toLocaleString('en')} | ${run.result.sampleItems.toLocaleString('en')} | ${(run.peakRssKb / 1024 / 1024).toFixed(2)}${runs[0] === runs.find((r) => r.run === run) ? compare : ''} |`,
         );
       }
       await kernel.dispose();
@@ -242,7 +242,7 @@ async function main(): Promise<void> {
     }
   }
   console.log(`\nscale — ${os.availableParallelism()} cores shared by PostgreSQL, the refit processes and the ingesting one; d = ${DIM}, k = ${K}`);
-  console.log(`| N | ingest (items/s) | replicas | refit wall (s) | sample read / fit / rescore / switch (s) | rescore (items/s) | sample | peak RSS of the refit process (GiB)${flags.has('compare') ? ' | objective fit on all | fit on sample' : ''} |`);
+  console.log(`| N | ingest (items/s) | replicas | refit wall (s) | sample read / fit / rescore / switch / relabel+cleanup (s) | rescore (items/s) | sample | peak RSS of the refit process (GiB)${flags.has('compare') ? ' | objective fit on all | fit on sample' : ''} |`);
   console.log(`|---:|---:|---:|---:|---|---:|---:|---:|${flags.has('compare') ? '---:|---:|' : ''}`);
   for (const row of rows) console.log(row);
   if (dedupRows.length > 0) {

@@ -389,7 +389,7 @@ async function runPhase(
   const literals = Array.from({ length: BATCH }, (_, i) => vectorLiteral(batches[0].vectors.subarray(i * DIM, (i + 1) * DIM)));
   const plan = await ctx.db.transaction(async (tx) => {
     await tx.exec('SET LOCAL jit = off; SET LOCAL enable_memoize = off');
-    return tx.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, BUFFERS) ${nearestStoredSql(dataset, probes)}`, [literals]);
+    return tx.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, BUFFERS) ${nearestStoredSql(dataset, [probes])}`, [literals]);
   });
   const planLines = plan.map((r) => r['QUERY PLAN']);
   // The branches of the UNION ALL: HNSW, pending in the query's clusters, pending labelled otherwise.

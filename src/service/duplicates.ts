@@ -102,7 +102,8 @@ export function nearestOfProbes(probes: PendingProbes): NearestResult {
  * For each unit vector, the most similar stored item: the dataset's HNSW index (pgvector, cosine)
  * over indexed items, plus an exact scan of the items stored since the index last caught up that
  * lie in the query's PENDING_PROBES nearest clusters (the newest PENDING_PER_CLUSTER of each; all
- * pending items before the first fit), so a just-ingested duplicate is found at a cost that does
+ * pending items before the first fit; the clusters of the previous version too while the refit
+ * relabels pending items after its switch), so a just-ingested duplicate is found at a cost that does
  * not grow with the backlog. Similarities are exact
  * float32 cosine similarities whatever type the index is built on. `known.set` (the active
  * prototype set) saves a lookup and `known.probes` (pendingProbes of these vectors against it) a
@@ -121,12 +122,18 @@ export async function nearestStored(
   checkEpsilon(eps);
   const best: NearestStored[] = Array.from({ length: n }, () => ({ externalId: null, similarity: null, duplicate: false }));
   if (n === 0) return best;
-  let probes = known.probes?.version === dataset.activeVersion ? known.probes : undefined;
-  if (!probes && dataset.activeVersion !== null) {
-    const { set } = known;
-    const active = set?.version === dataset.activeVersion ? set : await ctx.prototypes.get(ctx.db, dataset.id, dataset.activeVersion, dataset.dimension).catch(() => undefined);
-    // Without the set (deleted by a switch meanwhile), every pending item is scanned: slower, still exact.
-    if (active) probes = await pendingProbes(ctx.kernel, vectors, n, active, known.probesPerQuery);
+  const probes: PendingProbes[] = [];
+  // Probed: the active version's clusters, and while a relabel after a switch is under way the
+  // previous version's, which pending items may still carry. Without a set (deleted by a switch
+  // meanwhile), the items labelled with its version are scanned in full: slower, still exact.
+  for (const version of [dataset.activeVersion, dataset.relabelVersion]) {
+    if (version === null || probes.some((p) => p.version === version)) continue;
+    if (known.probes?.version === version) {
+      probes.push(known.probes);
+      continue;
+    }
+    const set = known.set?.version === version ? known.set : await ctx.prototypes.get(ctx.db, dataset.id, version, dataset.dimension).catch(() => undefined);
+    if (set) probes.push(await pendingProbes(ctx.kernel, vectors, n, set, known.probesPerQuery));
   }
   const parts = ctx.db.backend === 'native' && n >= LOOKUP_SPLIT_MIN ? LOOKUP_STATEMENTS : 1;
   const per = Math.ceil(n / parts);

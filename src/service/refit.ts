@@ -1,7 +1,7 @@
 import { defaultK, fitKMeans } from '../core/kmeans.js';
 import { scoresFromSimilarity } from '../core/scores.js';
-import { relabelPending } from '../store/ann-index.js';
-import { clockAfterDatasetLock, findDatasetById, switchActiveVersion } from '../store/datasets.js';
+import { relabelPendingBatch } from '../store/ann-index.js';
+import { clockAfterDatasetLock, endRelabel, findDatasetById, lockDatasetShared, switchActiveVersion } from '../store/datasets.js';
 import type { Sql } from '../store/database.js';
 import { itemIdRange, readDatasetEmbeddings, sampleDatasetEmbeddings } from '../store/items.js';
 import { countJobParts, createJobParts, deleteJobParts, mergeJobResult, readJobPartResults } from '../store/jobs.js';
@@ -35,6 +35,8 @@ export const REFIT_DEFAULTS = {
   partItems: 100_000,
   /** Items per read within a part (vectors held at once). */
   pageItems: 20_000,
+  /** Pending items relabelled per transaction after the switch (ingest waits for none of them). */
+  relabelItems: 50_000,
 };
 
 export type RefitOptions = typeof REFIT_DEFAULTS;
@@ -73,6 +75,31 @@ async function dropSuperseded(run: JobRun, datasetId: string, mine: number, prev
     await dropSupersededScores(tx, datasetId, mine);
     await dropSupersededPrototypeSets(tx, datasetId, mine, previous);
   });
+}
+
+/**
+ * After the switch to `mine`: the pending (not yet indexed) items get their clusters under `mine`
+ * in batches of `relabelItems`, each a short fenced transaction holding the dataset lock shared, so
+ * ingest goes on meanwhile and lookups probe both versions (the dataset's relabel_version) until
+ * the last batch ends the relabel; then the superseded versions go. A run that resumes after a
+ * crash starts the relabel again from the lowest id (rows already relabelled are passed over).
+ */
+async function afterSwitch(ctx: ServiceContext, run: JobRun, datasetId: string, mine: number, previous: number | null, options: RefitOptions): Promise<void> {
+  await run.progress('relabel', 0, 1);
+  let afterId = 0n;
+  for (;;) {
+    const batch = await ctx.db.transaction(async (tx) => {
+      await lockDatasetShared(tx, datasetId);
+      await run.fence(tx);
+      const relabelled = await relabelPendingBatch(tx, datasetId, mine, afterId, options.relabelItems);
+      if (relabelled.lastId === null) await endRelabel(tx, datasetId, mine);
+      return relabelled;
+    });
+    if (batch.lastId === null) break;
+    afterId = batch.lastId;
+  }
+  await run.progress('cleanup', 0, 1);
+  await dropSuperseded(run, datasetId, mine, previous);
 }
 
 /**
@@ -191,8 +218,7 @@ export async function runRefit(ctx: ServiceContext, job: Job<'refit'>, run: JobR
   if (checkpointVersion !== null && job.result.previousVersion !== undefined) {
     // The switch committed (it records previousVersion) before the run ended: only the cleanup was left.
     const previous = job.result.previousVersion;
-    await run.progress('cleanup', 0, 1);
-    await dropSuperseded(run, dataset.id, checkpointVersion, previous);
+    await afterSwitch(ctx, run, dataset.id, checkpointVersion, previous, options);
     await run.write((tx) => deleteJobParts(tx, job.id));
     return { version: checkpointVersion, previousVersion: previous, k: setRow?.k, fitItems: setRow?.fitItems, sampleItems, objective: setRow?.objective, timings };
   }
@@ -243,15 +269,15 @@ export async function runRefit(ctx: ServiceContext, job: Job<'refit'>, run: JobR
     // The set's counts and objective over every item, not just the sample it was fitted on.
     await recordFullFit(tx, set.setId, full.counts, full.objective, full.n);
     // Never backwards, whatever else ran: a version only replaces an older one.
-    await switchActiveVersion(tx, dataset.id, set.version);
-    await relabelPending(tx, dataset.id, set.version); // pending items' clusters under the new version (near-duplicate lookups)
+    await switchActiveVersion(tx, dataset.id, set.version); // pending items are relabelled after it (afterSwitch)
     await mergeJobResult(tx, run.lease, { previousVersion: locked.activeVersion });
     return locked.activeVersion;
   });
   timings.switchMs = Date.now() - switchStarted;
   ctx.prototypes.forget(dataset.id);
-  await run.progress('cleanup', 0, 1);
-  await dropSuperseded(run, dataset.id, set.version, previous);
+  const relabelStarted = Date.now();
+  await afterSwitch(ctx, run, dataset.id, set.version, previous, options);
+  timings.relabelCleanupMs = Date.now() - relabelStarted;
   await run.write((tx) => deleteJobParts(tx, job.id));
   timings.totalMs = Date.now() - started;
   return { version: set.version, previousVersion: previous, k: set.k, fitItems: full.n, sampleItems, objective: full.objective, timings };

@@ -17,8 +17,8 @@ import { ANN_RERANK_CANDIDATES, annExpression, annIndexKind, annQueryOperand, uu
  *      ACCESS EXCLUSIVE for deleteDataset (DROP INDEX).
  *   3. The items' `ann_pending` rows, in ascending item id: ingest upserts them (ON CONFLICT DO
  *      UPDATE, which locks an existing row — DO NOTHING would not), deleteItem and deleteDataset
- *      delete them, the refit switch relabels them, and the indexer takes them FOR UPDATE SKIP
- *      LOCKED, so the indexer never waits at this step.
+ *      delete them, and the indexer and the relabel after a version switch (holding the dataset
+ *      lock shared) take them FOR UPDATE SKIP LOCKED, so those two never wait at this step.
  *   4. The items' `item_ann` rows and the `items` rows being deleted: ingest deletes the item_ann
  *      row of a replaced item, deleteItem and deleteDataset delete items rows (cascading to
  *      item_ann), the indexer inserts or updates item_ann rows (its foreign key check takes KEY
@@ -117,31 +117,33 @@ export async function movePendingToIndex(tx: Sql, limit: number): Promise<number
 }
 
 /**
- * At a version switch (in its transaction, under the dataset lock, after the new version's scores
- * are complete): pending items take their cluster under `version`, so lookups keep scanning only
- * the query's nearest clusters. A row without a score of `version` keeps its old label and is
- * scanned in full until indexed. Returns how many rows were relabelled.
+ * After a switch to `version`: gives up to `limit` pending items of the dataset with ids above
+ * `afterId` their cluster under `version`, so lookups go back to probing one version's clusters.
+ * Called in short transactions holding the dataset lock shared (ingest goes on), in ascending
+ * item id; rows another transaction holds are skipped (the indexer is moving them, or an ingest
+ * is labelling them itself). A row without a score of `version` keeps its label and is scanned in
+ * full until indexed. Does nothing once `version` is no longer active (a later switch relabels).
+ * Returns the last item id it looked at (null: nothing left) and how many rows it relabelled.
  *
- * The statement joins two whole sets (a dataset's pending rows, its scores of `version`), so it
- * runs without nested loops: right after a first fit both tables were just filled and not yet
- * analysed, the planner believed the new version had no scores and chose a nested loop over
- * sequential scans — 100,000 pending items took minutes, under the dataset lock. A hash or merge
- * join is linear whatever the statistics say.
+ * The switch used to relabel every pending row inside its transaction: with a bulk load's whole
+ * backlog pending that held the dataset lock for minutes (235 s at 10M items).
  */
-export async function relabelPending(tx: Sql, datasetId: string, version: number): Promise<number> {
-  const [{ was }] = await tx.query<{ was: string }>("SELECT current_setting('enable_nestloop') AS was");
-  await tx.query("SELECT set_config('enable_nestloop', 'off', true)");
-  const [row] = await tx.query<{ n: number }>(
-    `WITH relabelled AS (
-       UPDATE ann_pending p SET version = s.version, cluster = s.cluster FROM item_scores s
-        WHERE p.dataset_id = $1 AND p.version IS DISTINCT FROM $2::int
-          AND s.dataset_id = $1 AND s.item_id = p.item_id AND s.version = $2::int
+export async function relabelPendingBatch(tx: Sql, datasetId: string, version: number, afterId: bigint, limit: number): Promise<{ lastId: bigint | null; relabelled: number }> {
+  const [row] = await tx.query<{ last_id: string | null; n: number }>(
+    `WITH batch AS (
+       SELECT p.item_id FROM ann_pending p
+        WHERE p.dataset_id = $1 AND p.item_id > $3::bigint AND p.version IS DISTINCT FROM $2::int
+          AND EXISTS (SELECT 1 FROM datasets d WHERE d.id = $1 AND d.active_version = $2::int)
+        ORDER BY p.item_id LIMIT $4 FOR UPDATE SKIP LOCKED),
+     relabelled AS (
+       UPDATE ann_pending p SET version = s.version, cluster = s.cluster
+         FROM batch b JOIN item_scores s ON s.dataset_id = $1 AND s.version = $2::int AND s.item_id = b.item_id
+        WHERE p.item_id = b.item_id
        RETURNING 1)
-     SELECT count(*)::int AS n FROM relabelled`,
-    [datasetId, version],
+     SELECT (SELECT max(item_id) FROM batch)::text AS last_id, (SELECT count(*) FROM relabelled)::int AS n`,
+    [datasetId, version, String(afterId), limit],
   );
-  await tx.query("SELECT set_config('enable_nestloop', $1, true)", [was]); // the rest of the switch plans as usual
-  return row.n;
+  return { lastId: row.last_id === null ? null : BigInt(row.last_id), relabelled: row.n };
 }
 
 /**
@@ -172,15 +174,17 @@ export interface PendingProbes {
  * `annIndexKind`): on `vector` (d ≤ 2,000) the index order and distances are exact; on `halfvec` (2,001-4,000) the index yields
  * its `ANN_RERANK_CANDIDATES` nearest, re-ranked by the exact float32 `vector` distance, so the
  * similarity reported (and the duplicate decision) never carries halfvec rounding. Pending items
- * are scanned exactly: with `probes`, only those labelled with `probes.version` in one of the query's
- * clusters, the newest PENDING_PER_CLUSTER of each (read backwards along ann_pending's (dataset_id,
- * version, cluster, item_id) index), plus every pending item with another label or none (a version
- * switch relabels them, so that set is small); without, all of them. One statement, so both sources are read from one snapshot: the background indexer moving
- * an item from pending to indexed between two queries would otherwise hide it.
+ * are scanned exactly: with `probes` (one per prototype version: the active one, and the previous
+ * one while a relabel after a switch is under way), only those labelled with a probed version in
+ * one of the query's clusters of that version, the newest PENDING_PER_CLUSTER of each (read
+ * backwards along ann_pending's (dataset_id, version, cluster, item_id) index), plus every pending
+ * item with another label or none (the relabel after each switch keeps that set small); without,
+ * all of them. One statement, so both sources are read from one snapshot: the background indexer
+ * moving an item from pending to indexed between two queries would otherwise hide it.
  */
 export function nearestStoredSql(
   dataset: Pick<DatasetRow, 'id' | 'dimension'>,
-  probes?: PendingProbes,
+  probes?: readonly PendingProbes[],
   queries?: { from: number; to: number },
   binary = false,
 ): string {
@@ -205,31 +209,34 @@ export function nearestStoredSql(
          FROM ann_pending p JOIN items i ON i.id = p.item_id
         WHERE p.dataset_id = ${ds} AND ${where}
         ORDER BY i.embedding <=> q.v LIMIT 1) nn`;
-  let probeColumn = '';
-  let pendingParts: string[];
-  if (probes) {
-    const m = probes.perQuery;
-    const version = Number(probes.version);
-    if (!Number.isInteger(m) || m < 1 || !Number.isInteger(version)) throw new RangeError('invalid pending probes');
+  const probeColumns: string[] = [];
+  const pendingParts: string[] = [];
+  const versions: number[] = [];
+  (probes ?? []).forEach((probe, index) => {
+    const m = probe.perQuery;
+    const version = Number(probe.version);
+    if (!Number.isInteger(m) || m < 1 || !Number.isInteger(version) || versions.includes(version)) throw new RangeError('invalid pending probes');
+    versions.push(version);
     const from = queries?.from ?? 0;
-    const to = queries?.to ?? probes.clusters.length / m;
+    const to = queries?.to ?? probe.clusters.length / m;
     // Trusted integers only: the statement keeps its single parameter.
-    const clusters = Array.from(probes.clusters.subarray(from * m, to * m), (c) => String(c | 0)).join(',');
-    probeColumn = `, ('{${clusters}}'::int[])[((t.ord - 1) * ${m} + 1)::int : (t.ord * ${m})::int] AS probes`;
-    pendingParts = [
-      `SELECT q.ord, nn.external_id, nn.distance FROM q CROSS JOIN LATERAL (
+    const clusters = Array.from(probe.clusters.subarray(from * m, to * m), (c) => String(c | 0)).join(',');
+    probeColumns.push(`, ('{${clusters}}'::int[])[((t.ord - 1) * ${m} + 1)::int : (t.ord * ${m})::int] AS probes${index}`);
+    pendingParts.push(`SELECT q.ord, nn.external_id, nn.distance FROM q CROSS JOIN LATERAL (
        SELECT i.external_id, i.embedding <=> q.v AS distance
-         FROM unnest(q.probes) AS c(cluster)
+         FROM unnest(q.probes${index}) AS c(cluster)
          CROSS JOIN LATERAL (SELECT p.item_id FROM ann_pending p
                               WHERE p.dataset_id = ${ds} AND p.version = ${version} AND p.cluster = c.cluster
                               ORDER BY p.item_id DESC LIMIT ${PENDING_PER_CLUSTER}) p
          JOIN items i ON i.id = p.item_id
-        ORDER BY i.embedding <=> q.v LIMIT 1) nn`,
-      pending(`(p.version IS NULL OR p.version < ${version} OR p.version > ${version})`),
-    ];
-  } else {
-    pendingParts = [pending('TRUE')];
-  }
+        ORDER BY i.embedding <=> q.v LIMIT 1) nn`);
+  });
+  // The rest: unlabelled rows and those of other versions, as ranges of the index's version column.
+  const bounds = [...versions].sort((x, y) => x - y);
+  const others = ['p.version IS NULL', ...bounds.map((v, j) => (j === 0 ? `p.version < ${v}` : `(p.version > ${bounds[j - 1]} AND p.version < ${v})`))];
+  if (bounds.length > 0) others.push(`p.version > ${bounds[bounds.length - 1]}`);
+  pendingParts.push(pending(bounds.length > 0 ? `(${others.join(' OR ')})` : 'TRUE'));
+  const probeColumn = probeColumns.join('');
   return `WITH q AS MATERIALIZED (SELECT t.ord, t.v::vector(${dim}) AS v${probeColumn} FROM unnest($1::${binary ? 'vector' : 'text'}[]) WITH ORDINALITY AS t(v, ord))
      SELECT q.ord, nn.external_id, nn.distance FROM q CROSS JOIN LATERAL (${indexed}) nn
      UNION ALL
@@ -296,7 +303,7 @@ export async function nearestStoredCandidates(
   dataset: Pick<DatasetRow, 'id' | 'dimension'>,
   vectors: Float32Array,
   queries: { from: number; to: number },
-  probes?: PendingProbes,
+  probes?: readonly PendingProbes[],
 ): Promise<StoredNeighbour[]> {
   const { from, to } = queries;
   const dim = dataset.dimension;

@@ -10,12 +10,14 @@ export interface DatasetRow {
   k: number | null;
   settings: Record<string, unknown>;
   activeVersion: number | null;
+  /** The previous version while pending items may still carry its clusters (see relabelPendingBatch), else null. */
+  relabelVersion: number | null;
   createdAt: Date;
   updatedAt: Date;
 }
 
 const COLUMNS = `id, name, dimension, model_name AS "modelName", model_sha256 AS "modelSha256", k, settings,
-  active_version AS "activeVersion", created_at AS "createdAt", updated_at AS "updatedAt"`;
+  active_version AS "activeVersion", relabel_version AS "relabelVersion", created_at AS "createdAt", updated_at AS "updatedAt"`;
 
 /** Name of the dataset's partial HNSW index over item_ann (cosine, fixed dimension). */
 export function annIndexName(datasetId: string): string {
@@ -162,9 +164,22 @@ export async function clockAfterDatasetLock(tx: Sql, id: string): Promise<Date> 
   return row.at;
 }
 
-/** Makes `version` the dataset's active one, unless the active one is as new or newer (a version never goes backwards). */
+/**
+ * Makes `version` the dataset's active one, unless the active one is as new or newer (a version
+ * never goes backwards). The version it replaces becomes `relabel_version` until the pending items
+ * carry clusters of the new one (relabelPendingBatch, endRelabel).
+ */
 export async function switchActiveVersion(tx: Sql, id: string, version: number): Promise<void> {
-  await tx.query('UPDATE datasets SET active_version = $2, updated_at = now() WHERE id = $1 AND (active_version IS NULL OR active_version < $2)', [id, version]);
+  await tx.query(
+    `UPDATE datasets SET active_version = $2, relabel_version = active_version, updated_at = now()
+      WHERE id = $1 AND (active_version IS NULL OR active_version < $2)`,
+    [id, version],
+  );
+}
+
+/** Ends the relabel after a switch to `version` (unless a later switch started its own). */
+export async function endRelabel(tx: Sql, id: string, version: number): Promise<void> {
+  await tx.query('UPDATE datasets SET relabel_version = NULL WHERE id = $1 AND active_version = $2', [id, version]);
 }
 
 /** Deletes the dataset, its items, scores, prototypes and jobs, and its HNSW index. */

@@ -11,7 +11,7 @@ import { Rng } from '../../src/core/random.js';
 import { createDataset, deleteDataset, getDataset, type Dataset } from '../../src/service/datasets.js';
 import { indexPendingVectors, PENDING_PROBES, pendingProbes } from '../../src/service/duplicates.js';
 import { checkNearDuplicates } from '../helpers/near-duplicates.js';
-import { nearestStoredSql, PENDING_PER_CLUSTER } from '../../src/store/ann-index.js';
+import { nearestStoredSql, PENDING_PER_CLUSTER, relabelPendingBatch } from '../../src/store/ann-index.js';
 import { deleteItem } from '../../src/service/items.js';
 import { requestRefit } from '../../src/service/refit.js';
 import { startServiceLayer, type ServiceLayer } from '../../src/service/runtime.js';
@@ -182,7 +182,7 @@ describe.each(BACKENDS)('near-duplicate index maintenance on the $name backend',
     const probes = await pendingProbes(h.layer.ctx.kernel, probe, 1, set);
     const [plan] = await h.db.transaction(async (tx) => {
       await tx.exec('SET LOCAL enable_seqscan = off');
-      return tx.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (FORMAT JSON) ${nearestStoredSql(dataset, probes)}`, [[vectorLiteral(probe)]]);
+      return tx.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (FORMAT JSON) ${nearestStoredSql(dataset, [probes])}`, [[vectorLiteral(probe)]]);
     });
     const text = JSON.stringify(plan['QUERY PLAN']);
     expect(text).toContain('ann_pending_dataset_id_version_cluster_item_id_idx');
@@ -211,6 +211,61 @@ describe.each(BACKENDS)('near-duplicate index maintenance on the $name backend',
     const [found] = await checkNearDuplicates(h.layer.ctx, 'ann', [probe], 0.001);
     expect(found).toMatchObject({ externalId: 'old-twin', duplicate: true });
     await h.db.query(`INSERT INTO item_ann (item_id, dataset_id, embedding) SELECT id, dataset_id, embedding FROM items WHERE dataset_id = $1 AND external_id = 'x-30'`, [dataset.id]);
+    await drain(h);
+  });
+
+  it('a refit relabels pending items after its switch, in batches; meanwhile lookups probe the previous version’s clusters too', async () => {
+    await drain(h);
+    const probe = row(planted.points, 25, DIM);
+    // Hide x-25 (the indexed copy) so only the pending twin can answer.
+    await h.db.query(`DELETE FROM item_ann WHERE item_id = (SELECT id FROM items WHERE dataset_id = $1 AND external_id = 'x-25')`, [dataset.id]);
+    await ingestItems(h.layer.ctx, 'ann', [{ externalId: 'relabel-twin', embedding: probe }, { externalId: 'relabel-other', embedding: row(planted.points, 26, DIM) }]);
+    const previous = dataset.activeVersion!;
+    const job = await requestRefit(h.layer.ctx, 'ann');
+    const done = await waitForJob(h.db, job.id);
+    expect(done.state).toBe('succeeded');
+    expect(Number((done.result as { timings: Record<string, number> }).timings.relabelCleanupMs)).toBeGreaterThanOrEqual(0);
+    const after = await getDataset(h.layer.ctx, 'ann');
+    expect(after.activeVersion).toBe(previous + 1);
+    expect(after.relabelVersion).toBeNull(); // the relabel ended with the job
+    const labels = await h.db.query<{ version: number; cluster: number; scored: number }>(
+      'SELECT p.version, p.cluster, s.cluster AS scored FROM ann_pending p JOIN item_scores s ON s.item_id = p.item_id AND s.version = $2 WHERE p.dataset_id = $1',
+      [dataset.id, after.activeVersion],
+    );
+    expect(labels).toHaveLength(2);
+    for (const l of labels) expect(l).toEqual({ version: after.activeVersion, cluster: l.scored, scored: l.scored });
+
+    // As if the relabel were still under way: the twin's row carries its cluster under the previous
+    // version (whose set the switch keeps), and the dataset names that version.
+    const old = await h.layer.ctx.prototypes.get(h.db, dataset.id, previous, DIM);
+    const oldProbes = await pendingProbes(h.layer.ctx.kernel, Float32Array.from(probe), 1, old);
+    const twin = `(SELECT id FROM items WHERE dataset_id = $1 AND external_id = 'relabel-twin')`;
+    await h.db.query(`UPDATE ann_pending SET version = $2, cluster = $3 WHERE item_id = ${twin}`, [dataset.id, previous, oldProbes.clusters[0]]);
+    await h.db.query('UPDATE datasets SET relabel_version = $2 WHERE id = $1', [dataset.id, previous]);
+    const [viaPrevious] = await checkNearDuplicates(h.layer.ctx, 'ann', [probe], 0.001);
+    expect(viaPrevious).toMatchObject({ externalId: 'relabel-twin', duplicate: true });
+    // Probed, not scanned in full: under a cluster of the previous version the query does not probe, it is out of reach...
+    const outside = Array.from({ length: old.k }, (_, c) => c).find((c) => !oldProbes.clusters.includes(c))!;
+    await h.db.query(`UPDATE ann_pending SET cluster = $2 WHERE item_id = ${twin}`, [dataset.id, outside]);
+    const [bounded] = await checkNearDuplicates(h.layer.ctx, 'ann', [probe], 0.001);
+    expect(bounded.externalId).not.toBe('relabel-twin');
+    // ...and once no relabel is under way, a row of another version is scanned in full again.
+    await h.db.query('UPDATE datasets SET relabel_version = NULL WHERE id = $1', [dataset.id]);
+    const [full] = await checkNearDuplicates(h.layer.ctx, 'ann', [probe], 0.001);
+    expect(full).toMatchObject({ externalId: 'relabel-twin', duplicate: true });
+
+    // The batches: ascending ids, `limit` rows each, nothing once the version is not the active one.
+    await h.db.query('UPDATE ann_pending SET version = $2, cluster = NULL WHERE dataset_id = $1', [dataset.id, previous]);
+    const stale = await h.db.transaction((tx) => relabelPendingBatch(tx, dataset.id, previous, 0n, 10));
+    expect(stale).toEqual({ lastId: null, relabelled: 0 });
+    const ids = (await h.db.query<{ id: string }>('SELECT item_id::text AS id FROM ann_pending WHERE dataset_id = $1 ORDER BY item_id', [dataset.id])).map((r) => BigInt(r.id));
+    const first = await h.db.transaction((tx) => relabelPendingBatch(tx, dataset.id, after.activeVersion!, 0n, 1));
+    expect(first).toEqual({ lastId: ids[0], relabelled: 1 });
+    const rest = await h.db.transaction((tx) => relabelPendingBatch(tx, dataset.id, after.activeVersion!, first.lastId!, 10));
+    expect(rest).toEqual({ lastId: ids[ids.length - 1], relabelled: ids.length - 1 });
+    expect(await h.db.transaction((tx) => relabelPendingBatch(tx, dataset.id, after.activeVersion!, 0n, 10))).toEqual({ lastId: null, relabelled: 0 });
+    expect(await count(h.db, 'SELECT count(*) FROM ann_pending WHERE dataset_id = $1 AND version IS DISTINCT FROM $2', [dataset.id, after.activeVersion])).toBe(0);
+    await h.db.query(`INSERT INTO item_ann (item_id, dataset_id, embedding) SELECT id, dataset_id, embedding FROM items WHERE dataset_id = $1 AND external_id = 'x-25'`, [dataset.id]);
     await drain(h);
   });
 
