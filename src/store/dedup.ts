@@ -169,7 +169,7 @@ export async function insertDedupPairs(tx: Sql, jobId: string, pairs: DedupPairs
 
 /** A group as stored: the kept item and its duplicates, most similar first (external ids). */
 export interface StoredDuplicateGroup {
-  /** The kept item's row id: the keyset of the next page. */
+  /** The kept item's external id. */
   kept: string;
   duplicates: string[];
   similarities: number[];
