@@ -62,6 +62,11 @@ describe(`streaming a 200k-id selection (${backend.name} backend)`, () => {
             received++;
             const text = rest + chunk;
             const cut = text.lastIndexOf('\n');
+            // A network chunk may end mid-line or hold no newline at all.
+            if (cut < 0) {
+              rest = text;
+              return;
+            }
             rest = text.slice(cut + 1);
             for (const line of text.slice(0, cut).split('\n')) {
               hashSoFar = chain(hashSoFar, (JSON.parse(line) as { externalId: string }).externalId);
