@@ -94,4 +94,36 @@ describe(`streaming a 200k-id selection (${backend.name} backend)`, () => {
     expect(expected.externalIds).toHaveLength(N);
     expect(hash).toBe(expected.externalIds.reduce(chain, 0));
   }, 300_000);
+  it('exports all 200k scores as streamed NDJSON and as Parquet row groups with a footer', async () => {
+    for (const format of ['ndjson', 'parquet'] as const) {
+      const { newlines, bytes, tail, chunks } = await new Promise<{ newlines: number; bytes: number; tail: string; chunks: number }>((resolve, reject) => {
+        const req = http.get(
+          `http://127.0.0.1:${h.service.httpPort}/v1/datasets/big/scores?format=${format}`,
+          { headers: { authorization: bearer(h.keys.reader) } },
+          (res) => {
+            let newlines = 0;
+            let bytes = 0;
+            let chunks = 0;
+            let last: Buffer = Buffer.alloc(0);
+            res.on('data', (chunk: Buffer) => {
+              chunks++;
+              bytes += chunk.length;
+              for (let at = chunk.indexOf(10); at >= 0; at = chunk.indexOf(10, at + 1)) newlines++;
+              last = chunk;
+            });
+            res.on('end', () => resolve({ newlines, bytes, chunks, tail: last.subarray(last.length - 4).toString('latin1') }));
+            res.on('error', reject);
+          },
+        );
+        req.on('error', reject);
+      });
+      // Streamed: many chunks, not one body (NDJSON ~59 MB, Parquet ~4.5 MB in row groups of 50,000).
+      expect(chunks).toBeGreaterThan(3);
+      if (format === 'ndjson') expect(newlines).toBe(N);
+      else {
+        expect(tail).toBe('PAR1');
+        expect(bytes).toBeGreaterThan(N);
+      }
+    }
+  }, 300_000);
 });

@@ -7,6 +7,7 @@ import { rateLimitPlugin } from '../../plugins/rate-limit.js';
 import { analysisRoutes } from './analysis.js';
 import { datasetRoutes } from './datasets.js';
 import { duplicateRoutes } from './duplicates.js';
+import { exportRoutes } from './export.js';
 import { itemRoutes } from './items.js';
 import { keyRoutes } from './keys.js';
 import { SHARED_SCHEMAS } from './schemas.js';
@@ -25,5 +26,6 @@ export const v1Routes: FastifyPluginAsync<{ ctx: ServiceContext; api: Config['ap
   await app.register(thumbnailRoutes, { ctx });
   await app.register(analysisRoutes, { ctx, api });
   await app.register(duplicateRoutes, { ctx });
+  await app.register(exportRoutes, { ctx });
   await app.register(keyRoutes, { ctx });
 };

@@ -246,6 +246,15 @@ export const DuplicatesQuery = Type.Object(
   { additionalProperties: false },
 );
 
+export const ScoreExportQuery = Type.Object(
+  {
+    format: Type.Optional(Type.Union([Type.Literal('ndjson'), Type.Literal('csv'), Type.Literal('parquet')], { description: 'Overrides the Accept header (default NDJSON)' })),
+    epsilon: Type.Optional(Epsilon),
+    job: Type.Optional(Type.String({ maxLength: 64, description: 'A dedup job id of the active version: its groups fill the duplicate columns' })),
+  },
+  { additionalProperties: false },
+);
+
 export const DuplicateGroup = Type.Object(
   {
     kept: Type.String({
