@@ -253,15 +253,22 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
         throw new ServiceError('invalid', 'INVALID_SELECTION', `chunk_size must be an integer from 1 to ${ID_CHUNK}`, { field: 'chunk_size' });
       }
       const stream = await streamSelection(ctx, msg.dataset, selectionRequest(msg));
-      let summary: Outgoing<pb.SelectionSummary> | null = { prototypeVersion: stream.version, total: stream.total, size: stream.size };
-      for await (const ids of stream.externalIds) {
-        if (signal.aborted) return;
-        for (let at = 0; at < ids.length; at += chunkSize) {
-          yield { summary, externalIds: ids.slice(at, at + chunkSize) };
-          summary = null;
+      // A call cancelled while this generator waits for the client to read still frees the snapshot.
+      signal.addEventListener('abort', stream.cancel, { once: true });
+      try {
+        let summary: Outgoing<pb.SelectionSummary> | null = { prototypeVersion: stream.version, total: stream.total, size: stream.size };
+        for await (const ids of stream.externalIds) {
+          if (signal.aborted) return;
+          for (let at = 0; at < ids.length; at += chunkSize) {
+            yield { summary, externalIds: ids.slice(at, at + chunkSize) };
+            summary = null;
+          }
         }
+        if (summary !== null) yield { summary, externalIds: [] };
+      } finally {
+        signal.removeEventListener('abort', stream.cancel);
+        stream.cancel();
       }
-      if (summary !== null) yield { summary, externalIds: [] };
     }),
 
     ScoreBatch: unary<pb.ScoreBatchRequest, pb.ScoreBatchResponse>('ScoreBatch', async (req, principal) => {

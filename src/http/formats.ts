@@ -1,3 +1,4 @@
+import type { FastifyReply } from 'fastify';
 /** How a listing answers: one JSON page, or the whole listing streamed as NDJSON or CSV. */
 export type Format = 'json' | 'ndjson' | 'csv';
 
@@ -13,4 +14,13 @@ export function pickFormat(format: Format | undefined, accept: string | undefine
 /** A CSV field, quoted when it holds a quote, comma or line break (RFC 4180). */
 export function csvField(value: string): string {
   return /[",\r\n]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value;
+}
+
+/**
+ * Calls `cancel` once the response is over — sent, or its client gone — so a stream's database
+ * snapshot never outlives its reader, even one that left before the first byte (or a HEAD).
+ */
+export function cancelWithResponse(reply: FastifyReply, cancel: () => void): void {
+  if (reply.raw.closed) cancel();
+  else reply.raw.once('close', cancel);
 }

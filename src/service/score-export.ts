@@ -24,6 +24,8 @@ export interface ScoreExport {
   dedupJobId: string | null;
   /** Rows in score order (easiest first), in batches. */
   rows: AsyncIterable<ExportRow[]>;
+  /** Ends the export's snapshot transaction now; call it when the consumer goes away (a no-op once done). */
+  cancel: () => void;
 }
 
 /**
@@ -55,5 +57,5 @@ export async function exportScores(ctx: ServiceContext, datasetName: string, req
   if (!stream) {
     throw new ServiceError('conflict', 'NO_PROTOTYPES', `dataset ${dataset.name} has no prototypes yet: ingest more items or request a refit`, { dataset: dataset.name });
   }
-  return { version: stream.version, total: stream.head.total, dedupJobId: stream.head.dedupJobId, rows: decodeExportRows(stream.chunks) };
+  return { version: stream.version, total: stream.head.total, dedupJobId: stream.head.dedupJobId, rows: decodeExportRows(stream.chunks), cancel: stream.cancel };
 }

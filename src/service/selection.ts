@@ -123,6 +123,8 @@ export interface SelectionStream {
   total: number;
   size: number;
   externalIds: AsyncIterable<string[]>;
+  /** Ends the stream and frees what it holds; call it when the consumer goes away (a no-op once done). */
+  cancel: () => void;
 }
 
 /**
@@ -136,14 +138,14 @@ export async function streamSelection(ctx: ServiceContext, datasetName: string, 
   const order = rankedOrderOf(request);
   if (order === null) {
     const handle = await selectFrom(ctx, dataset, request);
-    return { version: handle.version, total: handle.total, size: handle.itemIds.length, externalIds: selectedExternalIds(ctx, handle.itemIds) };
+    return { version: handle.version, total: handle.total, size: handle.itemIds.length, externalIds: selectedExternalIds(ctx, handle.itemIds), cancel: () => undefined };
   }
   const stream = await streamAtActiveVersion(ctx.db, dataset.id, async (tx, version) => {
     const { query, total } = await planRanked(tx, dataset, version, order, request);
     return { head: { total, size: query.size }, chunks: copyRankedExternalIds(tx, query) };
   });
   if (!stream) noPrototypes(dataset);
-  return { version: stream.version, ...stream.head, externalIds: inChunksOf(ID_CHUNK, decodeTextColumn(stream.chunks)) };
+  return { version: stream.version, ...stream.head, externalIds: inChunksOf(ID_CHUNK, decodeTextColumn(stream.chunks)), cancel: stream.cancel };
 }
 
 /** Re-cuts `source` into arrays of `size` (the last one shorter): fewer, fuller messages and writes downstream. */

@@ -140,6 +140,12 @@ export interface SnapshotStream<H> {
   version: number;
   head: H;
   chunks: AsyncGenerator<Buffer>;
+  /**
+   * Gives the stream up now: its transaction ends (a native COPY in flight is cancelled) and
+   * `chunks` ends. For a consumer that goes away, even before its first read — an async
+   * generator never started runs no cleanup on `return()`, so this is the only way out then.
+   */
+  cancel: () => void;
 }
 
 /** A stream nobody reads for this long is given up: its transaction ends, reading it later fails. */
@@ -192,7 +198,7 @@ export async function streamAtActiveVersion<H>(
   });
   const start = await started;
   if (!start) return undefined;
-  return { ...start, chunks: handoff.reader() };
+  return { ...start, chunks: handoff.reader(), cancel: () => handoff.close() };
 }
 
 /**
@@ -254,7 +260,8 @@ class Handoff<T> {
     return new Promise((resolve) => (this.waiting = resolve));
   }
 
-  private close(): void {
+  /** The consumer is gone: a pending or later `put` answers false. */
+  close(): void {
     if (this.state === 'open') this.state = 'closed';
     this.offered?.taken(false);
     this.offered = null;

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
@@ -160,6 +160,8 @@ const PHASE_BUDGET_MS = Number(process.env.FUZZ_PHASE_BUDGET_MS ?? 100_000);
 const UNHANDLED = /unhandled|uncaught/i;
 /** FUZZ_TRACE=<file>: every request and its answer as JSON lines (for refining the generators). */
 const TRACE = process.env.FUZZ_TRACE;
+/** FUZZ_SERVICE_LOG=<file>: the service's whole log, written to <file>.<backend> after the run. */
+const SERVICE_LOG = process.env.FUZZ_SERVICE_LOG;
 function trace(entry: Record<string, unknown>): void {
   if (TRACE) appendFileSync(TRACE, `${JSON.stringify(entry)}\n`);
 }
@@ -390,6 +392,7 @@ for (const backend of BACKENDS) {
       if (service.exits.length > 0) {
         violations.add({ transport: 'process', route: '-', rule: `crashed ${service.exits.length} time(s) during the run (restarted on the same data)`, status: '-', code: '-', classes: [], request: '-', answer: '-' });
       }
+      if (SERVICE_LOG) writeFileSync(`${SERVICE_LOG}.${backend.name}`, `${service.logLines().join('\n')}\n`);
       const seen = new Map<string, { count: number; line: string }>();
       for (const line of service.logLines()) {
         // Unhandled/uncaught anywhere, and any error-level (50+) JSON line: hostile input is the client's error, not the server's.

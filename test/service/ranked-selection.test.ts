@@ -4,7 +4,7 @@ import { createDataset, getDataset } from '../../src/service/datasets.js';
 import { ingestItems } from '../../src/service/ingest.js';
 import { requestRefit } from '../../src/service/refit.js';
 import { computeSelection, selectedExternalIds, selectPage, streamSelection, type SelectionRequest } from '../../src/service/selection.js';
-import { streamAtActiveVersion } from '../../src/store/ranked-selection.js';
+import { STREAM_STALL_MS, streamAtActiveVersion } from '../../src/store/ranked-selection.js';
 import { BACKENDS } from '../helpers/backends.js';
 import { randomUnitRows } from '../helpers/planted.js';
 import { startHarness, waitForJob, type Harness } from './harness.js';
@@ -102,6 +102,17 @@ describe.each(BACKENDS)('hardest/easiest served from the score index on the $nam
     }
     // More abandoned streams than the native pool has connections: each gave its connection back.
     expect((await streamed(h, { order: 'easiest', count: 5 })).ids).toEqual(await inMemory(h, { order: 'easiest', count: 5 }));
+  });
+
+  it('frees the snapshot at once when its consumer leaves before the first read', async () => {
+    const started = Date.now();
+    for (let i = 0; i < 6; i++) {
+      const stream = await streamSelection(h.layer.ctx, NAME, { order: 'hardest', fraction: 1 });
+      stream.cancel(); // a client gone before the response began: nothing ever iterates the stream
+    }
+    expect((await streamed(h, { order: 'easiest', count: 5 })).ids).toEqual(await inMemory(h, { order: 'easiest', count: 5 }));
+    // Without the cancel each stream would hold its transaction (PGlite's only connection) for STREAM_STALL_MS.
+    expect(Date.now() - started).toBeLessThan(STREAM_STALL_MS / 4);
   });
 
   it('gives up a stream nobody reads', async () => {

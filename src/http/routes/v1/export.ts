@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { ServiceContext } from '../../../service/context.js';
 import { exportScores, type ExportRow } from '../../../service/score-export.js';
-import { csvField } from '../../formats.js';
+import { cancelWithResponse, csvField } from '../../formats.js';
 import { parquetStream, type ParquetColumn } from '../../parquet.js';
 import { ErrorBody } from '../../schemas.js';
 import { DatasetParams, ScoreExportQuery } from './schemas.js';
@@ -95,6 +95,7 @@ export const exportRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }> = 
       const { format, epsilon, job } = request.query;
       const chosen = exportFormat(format, request.headers.accept);
       const exported = await exportScores(ctx, request.params.dataset, { epsilon, jobId: job });
+      cancelWithResponse(reply, exported.cancel);
       const { version } = exported;
       async function* text() {
         if (chosen === 'csv') yield CSV_HEADER;

@@ -4,7 +4,7 @@ import { Type } from '@sinclair/typebox';
 import type { ServiceContext } from '../../../service/context.js';
 import { selectPage, streamSelection, type SelectionRequest } from '../../../service/selection.js';
 import { ErrorBody } from '../../schemas.js';
-import { csvField, pickFormat } from '../../formats.js';
+import { cancelWithResponse, csvField, pickFormat } from '../../formats.js';
 import { DatasetParams, DEFAULT_PAGE_LIMIT, SelectionPage, SelectionQuery } from './schemas.js';
 import { DEFAULT_SELECTION_ORDER } from '../../../core/selection.js';
 
@@ -51,6 +51,7 @@ export const selectionRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }>
         return { prototypeVersion: page.version, total: page.total, size: page.size, externalIds: page.externalIds, nextCursor: page.nextCursor };
       }
       const stream = await streamSelection(ctx, dataset, selection);
+      cancelWithResponse(reply, stream.cancel);
       async function* lines() {
         if (chosen === 'csv') yield 'external_id\n';
         for await (const ids of stream.externalIds) {
