@@ -223,3 +223,22 @@ export function decodeVectorInto(field: Buffer, target: Float32Array, offset: nu
   destination.swap32();
   return dim;
 }
+
+/**
+ * Decodes a binary COPY into batches of rows, `slice` bytes of COPY data at a time (PGlite hands
+ * the whole COPY over as one buffer, so the batches stay small either way).
+ */
+export async function* decodeCopyRows<T>(chunks: AsyncIterable<Buffer>, row: (fields: (Buffer | null)[]) => T, slice: number): AsyncGenerator<T[]> {
+  let batch: T[] = [];
+  const parser = new CopyBinaryParser((fields) => batch.push(row(fields)));
+  for await (const chunk of chunks) {
+    for (let at = 0; at < chunk.length; at += slice) {
+      parser.push(chunk.subarray(at, at + slice));
+      if (batch.length > 0) {
+        yield batch;
+        batch = [];
+      }
+    }
+  }
+  parser.end();
+}

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { cancelTransaction, transactionIdentity, type Database, type Sql } from './database.js';
 import { uuidLiteral } from './datasets.js';
-import { CopyBinaryParser } from './pgcopy.js';
+import { decodeCopyRows } from './pgcopy.js';
 
 /**
  * Selections served straight from the score index: `hardest` (score descending) and `easiest`
@@ -83,23 +83,9 @@ export function copyRankedExternalIds(db: Sql, q: RankedQuery): AsyncIterable<Bu
   return db.copyOut(`(SELECT external_id FROM (${rankedSource(q)}) r)`, 'binary');
 }
 
-/** Bytes of COPY data decoded per batch: PGlite hands the whole COPY over as one buffer. */
-const DECODE_SLICE = 64 * 1024;
-
-/** Decodes a binary COPY of one text column into arrays of strings, at most DECODE_SLICE bytes' worth each. */
-export async function* decodeTextColumn(chunks: AsyncIterable<Buffer>): AsyncGenerator<string[]> {
-  let batch: string[] = [];
-  const parser = new CopyBinaryParser((fields) => batch.push(fields[0]!.toString('utf8')));
-  for await (const chunk of chunks) {
-    for (let at = 0; at < chunk.length; at += DECODE_SLICE) {
-      parser.push(chunk.subarray(at, at + DECODE_SLICE));
-      if (batch.length > 0) {
-        yield batch;
-        batch = [];
-      }
-    }
-  }
-  parser.end();
+/** Decodes a binary COPY of one text column into arrays of strings, 64 KiB of COPY data at a time. */
+export function decodeTextColumn(chunks: AsyncIterable<Buffer>): AsyncGenerator<string[]> {
+  return decodeCopyRows(chunks, (fields) => fields[0]!.toString('utf8'), 64 * 1024);
 }
 
 export interface StoredRankedSelection {

@@ -1,6 +1,6 @@
 import type { Sql } from './database.js';
 import { uuidLiteral } from './datasets.js';
-import { CopyBinaryParser } from './pgcopy.js';
+import { decodeCopyRows } from './pgcopy.js';
 
 /** One item of a score export: what a training service joins with its own tables. */
 export interface ExportRow {
@@ -64,16 +64,13 @@ export function copyScoreExport(db: Sql, q: ExportQuery): AsyncIterable<Buffer> 
   return db.copyOut(`(${exportSource(q)})`, 'binary');
 }
 
-/** Bytes of COPY data decoded per batch: PGlite hands the whole COPY over as one buffer. */
-const DECODE_SLICE = 256 * 1024;
-
 const text = (field: Buffer | null) => (field === null ? null : field.toString('utf8'));
 
-/** Decodes the export's binary COPY into batches of rows, at most DECODE_SLICE bytes' worth each. */
-export async function* decodeExportRows(chunks: AsyncIterable<Buffer>): AsyncGenerator<ExportRow[]> {
-  let batch: ExportRow[] = [];
-  const parser = new CopyBinaryParser((f) =>
-    batch.push({
+/** Decodes the export's binary COPY into batches of rows, 256 KiB of COPY data at a time. */
+export function decodeExportRows(chunks: AsyncIterable<Buffer>): AsyncGenerator<ExportRow[]> {
+  return decodeCopyRows(
+    chunks,
+    (f) => ({
       externalId: f[0]!.toString('utf8'),
       score: f[1]!.readFloatBE(0),
       cluster: f[2]!.readInt32BE(0),
@@ -83,15 +80,6 @@ export async function* decodeExportRows(chunks: AsyncIterable<Buffer>): AsyncGen
       duplicateGroup: text(f[6]),
       metadata: f[7]!.toString('utf8'),
     }),
+    256 * 1024,
   );
-  for await (const chunk of chunks) {
-    for (let at = 0; at < chunk.length; at += DECODE_SLICE) {
-      parser.push(chunk.subarray(at, at + DECODE_SLICE));
-      if (batch.length > 0) {
-        yield batch;
-        batch = [];
-      }
-    }
-  }
-  parser.end();
 }
