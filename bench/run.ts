@@ -11,6 +11,7 @@
  *   npm run bench -- refit-late [flags]    a refit while 3,000 items arrive against a quiet one, next to 1M score rows of another dataset (bench/refit-late.ts)
  *   npm run bench -- scale [flags]         1M/4M/10M × 256: ingest rate, refit phases, rescore over 1-3 replicas, peak RSS (bench/scale.ts)
  *   npm run bench -- select-stream [flags] hardest 30% streamed from the score index against psql \copy of the same query (bench/select-stream.ts)
+ *   npm run bench -- export-stream [flags] the score export at 1M and 10M rows as NDJSON, CSV, Parquet and gRPC against psql \copy of its query, with the server's RSS (bench/export-stream.ts)
  *   npm run bench -- binary-ingest [flags] embeddings over REST frames, gRPC packed and JSON against psql \copy binary of the same rows (bench/binary-ingest.ts)
  *   npm run bench -- ingest-replicas [flags] one fitted dataset ingested by 1, 2 and 3 service processes at once, beside binary COPY (bench/ingest-replicas.ts)
  *   npm run bench -- all                   the suite, then kmeans, embedding and engine with their defaults
@@ -30,6 +31,7 @@ const named: Record<string, string> = {
   'refit-late': 'refit-late.ts',
   scale: 'scale.ts',
   'select-stream': 'select-stream.ts',
+  'export-stream': 'export-stream.ts',
   'binary-ingest': 'binary-ingest.ts',
   'ingest-replicas': 'ingest-replicas.ts',
 };

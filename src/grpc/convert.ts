@@ -15,6 +15,7 @@ import type { ItemView } from '../service/items.js';
 import type { JobView } from '../service/jobs.js';
 import type { PrototypeStatus } from '../service/prototypes.js';
 import type { ScoreResult, CandidateScore, ScorePolicy } from '../service/score.js';
+import type { ExportRow } from '../service/score-export.js';
 import type { SelectionRequest } from '../service/selection.js';
 import { DatasetSettingsSchema, type DatasetSettings, type DatasetSettingsInput } from '../service/settings.js';
 import type { DatasetStats } from '../service/stats.js';
@@ -256,6 +257,19 @@ export function candidateMessage(c: CandidateScore): Outgoing<pb.CandidateScore>
     duplicate: c.duplicate,
     decision: toEnum('DECISION_', c.decision),
     reason: toEnum('DECISION_REASON_', c.reason),
+  };
+}
+
+export function scoredItemMessage(r: ExportRow): Outgoing<pb.ScoredItem> {
+  return {
+    externalId: r.externalId,
+    score: r.score,
+    cluster: r.cluster,
+    percentile: r.percentile,
+    duplicateOf: r.duplicateOf,
+    duplicateSimilarity: r.duplicateSimilarity,
+    duplicateGroup: r.duplicateGroup,
+    metadataJson: r.metadata,
   };
 }
 

@@ -11,6 +11,7 @@ import { getJobView, watchJob } from '../service/jobs.js';
 import { prototypeStatus } from '../service/prototypes.js';
 import { requestRefit } from '../service/refit.js';
 import { scoreBatch, type CandidateScore } from '../service/score.js';
+import { exportScores } from '../service/score-export.js';
 import { ID_CHUNK, streamSelection } from '../service/selection.js';
 import { DEFAULT_GROUP_PAGE_LIMIT, MAX_GROUP_PAGE_LIMIT } from '../service/limits.js';
 import { datasetStats } from '../service/stats.js';
@@ -27,6 +28,7 @@ import {
   prototypeStatusMessage,
   scorePolicy,
   scoreResultMessage,
+  scoredItemMessage,
   selectionRequest,
   statsMessage,
   type Outgoing,
@@ -73,6 +75,15 @@ function checkMessage(message: unknown): void {
     throw new ServiceError('invalid', 'MALFORMED_MESSAGE', `the request is not a valid protobuf message: ${printable(malformed, 200)}`, {});
   }
   assertValidText(message, 'request');
+}
+
+/** Most ids or rows per message of a streamed answer: default and maximum ID_CHUNK. */
+function checkChunkSize(requested: number | undefined): number {
+  const chunkSize = requested ?? ID_CHUNK;
+  if (!(Number.isInteger(chunkSize) && chunkSize >= 1 && chunkSize <= ID_CHUNK)) {
+    throw new ServiceError('invalid', 'INVALID_CHUNK_SIZE', `chunk_size must be an integer from 1 to ${ID_CHUNK}`, { field: 'chunk_size' });
+  }
+  return chunkSize;
 }
 
 /** Builds the Protoprune service implementation: each handler authenticates, authorizes and calls one use case. */
@@ -248,10 +259,7 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
 
     Select: serverStream<pb.SelectRequest, pb.SelectResponse>('Select', async function* (msg, principal, signal) {
       authorize(principal, 'read', msg.dataset);
-      const chunkSize = msg.chunkSize ?? ID_CHUNK;
-      if (!(Number.isInteger(chunkSize) && chunkSize >= 1 && chunkSize <= ID_CHUNK)) {
-        throw new ServiceError('invalid', 'INVALID_SELECTION', `chunk_size must be an integer from 1 to ${ID_CHUNK}`, { field: 'chunk_size' });
-      }
+      const chunkSize = checkChunkSize(msg.chunkSize);
       const stream = await streamSelection(ctx, msg.dataset, selectionRequest(msg));
       // A call cancelled while this generator waits for the client to read still frees the snapshot.
       signal.addEventListener('abort', stream.cancel, { once: true });
@@ -268,6 +276,27 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
       } finally {
         signal.removeEventListener('abort', stream.cancel);
         stream.cancel();
+      }
+    }),
+
+    ExportScores: serverStream<pb.ExportScoresRequest, pb.ExportScoresResponse>('ExportScores', async function* (msg, principal, signal) {
+      authorize(principal, 'read', msg.dataset);
+      const chunkSize = checkChunkSize(msg.chunkSize);
+      const exported = await exportScores(ctx, msg.dataset, { epsilon: msg.epsilon, jobId: msg.jobId });
+      signal.addEventListener('abort', exported.cancel, { once: true });
+      try {
+        let summary: Outgoing<pb.ExportSummary> | null = { prototypeVersion: exported.version, total: exported.total, dedupJobId: exported.dedupJobId ?? '' };
+        for await (const rows of exported.rows) {
+          if (signal.aborted) return;
+          for (let at = 0; at < rows.length; at += chunkSize) {
+            yield { summary, items: rows.slice(at, at + chunkSize).map(scoredItemMessage) };
+            summary = null;
+          }
+        }
+        if (summary !== null) yield { summary, items: [] };
+      } finally {
+        signal.removeEventListener('abort', exported.cancel);
+        exported.cancel();
       }
     }),
 

@@ -40,7 +40,7 @@ function intLiteral(value: number): string {
  * without holding the partition; duplicate columns come from the run's pairs (one hash of its kept
  * ids). Only validated literals: COPY takes no parameters.
  */
-function exportSource(q: ExportQuery): string {
+export function exportSource(q: ExportQuery): string {
   const scope = `s.dataset_id = ${uuidLiteral(q.datasetId)} AND s.version = ${intLiteral(q.version)}`;
   const percentile = `(rank() OVER (ORDER BY s.score) - 1) * 100.0::float8 / ${intLiteral(Math.max(1, q.total - 1))}`;
   if (q.dedupJobId === null) {

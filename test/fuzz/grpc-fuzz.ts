@@ -82,7 +82,7 @@ const SCOPES: Record<string, Scope> = {
   ListApiKeys: 'admin',
   RevokeApiKey: 'admin',
 };
-const READ_PREFIX = /^(Get|List|Watch|Find|Stream|Select|Score)/;
+const READ_PREFIX = /^(Get|List|Watch|Find|Stream|Select|Score|Export)/;
 
 export function scopeOf(method: string): Scope | null {
   return SCOPES[method] ?? (READ_PREFIX.test(method) ? 'read' : null);
@@ -126,6 +126,8 @@ function templateFor(method: Method, proto: Proto, world: World): fc.Arbitrary<M
       return one(fc.constantFrom({ dataset: world.main.name, epsilon: 0.05 }, { dataset: world.main.name, pageSize: 10 }, { dataset: world.main.name, jobId: world.jobId }));
     case 'RequestDedup':
       return one(fc.constant({ dataset: world.main.name, epsilon: 0.05 }));
+    case 'ExportScores':
+      return one(fc.constantFrom({ dataset: world.main.name, chunkSize: 50 }, { dataset: world.main.name, epsilon: 0.05 }, { dataset: world.main.name, jobId: world.jobId }));
     case 'GetItem':
     case 'DeleteItem':
       return one(fc.constantFrom(...world.targetIds).map((externalId) => ({ dataset: world.main.name, externalId })));
@@ -317,6 +319,11 @@ function valueFatal(method: string, msgs: Msg[], world: World): { fatal: string 
       if (!known.has(ds ?? '')) return f('unknown-dataset');
       if (msg.epsilon !== undefined && !inRange(msg.epsilon, 0, 2)) return f('epsilon-range');
       if (method === 'FindDuplicates' && msg.pageSize !== undefined && !inRange(msg.pageSize, 1, 5000)) return f('page-size');
+      return f(null);
+    case 'ExportScores':
+      if (!known.has(ds ?? '')) return f('unknown-dataset');
+      if (msg.epsilon !== undefined && !inRange(msg.epsilon, 0, 2)) return f('epsilon-range');
+      if (msg.chunkSize !== undefined && !inRange(msg.chunkSize, 1, 5000)) return f('chunk-size');
       return f(null);
     default:
       if (ds !== undefined && !known.has(ds)) return f('unknown-dataset');

@@ -11,6 +11,7 @@ import { BACKENDS } from '../helpers/backends.js';
 import { nearCopy } from '../helpers/halfvec.js';
 import { plantedClusters } from '../helpers/planted.js';
 import { waitForJob } from '../service/harness.js';
+import { ApiClient } from '../grpc/client.js';
 import { bearer, startApi, type ApiHarness } from './api-harness.js';
 
 const DIM = 16;
@@ -159,6 +160,43 @@ describe.each(BACKENDS)('score export on the $name backend', (backend) => {
         metadata: JSON.parse(r.metadata as string),
       })),
     ).toEqual(rows);
+  });
+
+  it('gRPC ExportScores streams the same rows in chunks, the summary first, and the same refusals', async () => {
+    const grpc = new ApiClient(h.service.grpc.port, h.keys.reader);
+    try {
+      const messages = await grpc.stream('ExportScores', { dataset: 'ex', epsilon: 0.01, chunkSize: 37 });
+      expect(messages.map((m) => m.items.length)).toEqual([...Array.from({ length: Math.floor(items.length / 37) }, () => 37), items.length % 37]);
+      const dataset = await getDataset(h.service.services.ctx, 'ex');
+      expect(messages[0].summary).toMatchObject({ prototypeVersion: dataset.activeVersion, total: items.length });
+      expect(messages[0].summary.dedupJobId).toMatch(/^[0-9a-f-]{36}$/);
+      expect(messages.slice(1).every((m) => m.summary === null || m.summary === undefined)).toBe(true);
+      const streamed = messages.flatMap((m) => m.items as Record<string, unknown>[]);
+      expect(
+        streamed.map((r) => ({
+          externalId: r.externalId,
+          score: r.score,
+          cluster: r.cluster,
+          percentile: r.percentile,
+          prototypeVersion: dataset.activeVersion,
+          duplicateOf: r.duplicateOf ?? null,
+          duplicateSimilarity: r.duplicateSimilarity ?? null,
+          duplicateGroup: r.duplicateGroup ?? null,
+          metadata: JSON.parse(r.metadataJson as string),
+        })),
+      ).toEqual(rows);
+
+      const none = await grpc.streamFails('ExportScores', { dataset: 'unfitted' });
+      expect(none).toMatchObject({ code: 9, errorCode: 'NO_PROTOTYPES' });
+      const eps = await grpc.streamFails('ExportScores', { dataset: 'ex', epsilon: 0.2 });
+      expect(eps).toMatchObject({ code: 9, errorCode: 'DEDUP_NOT_RUN' });
+      const chunk = await grpc.streamFails('ExportScores', { dataset: 'ex', chunkSize: 0 });
+      expect(chunk).toMatchObject({ code: 3, errorCode: 'INVALID_CHUNK_SIZE' });
+      const denied = await grpc.withKey(undefined).streamFails('ExportScores', { dataset: 'ex' });
+      expect(denied.code).toBe(16);
+    } finally {
+      grpc.close();
+    }
   });
 
   it('answers 409 NO_PROTOTYPES before a fit, 409 DEDUP_NOT_RUN at an ε never run, 400 for an unknown format, no duplicate columns without a run', async () => {
