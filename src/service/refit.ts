@@ -1,4 +1,4 @@
-import { defaultK, fitKMeans } from '../core/kmeans.js';
+import { defaultK, defaultNInit, fitKMeans } from '../core/kmeans.js';
 import { scoresFromSimilarity } from '../core/scores.js';
 import { relabelPendingBatch } from '../store/ann-index.js';
 import { clockAfterDatasetLock, endRelabel, findDatasetById, lockDatasetShared, switchActiveVersion } from '../store/datasets.js';
@@ -167,16 +167,27 @@ async function fitOnSample(ctx: ServiceContext, run: JobRun, dataset: Dataset, n
   if (sample.n === 0) throw new ServiceError('conflict', 'NO_ITEMS', `dataset ${dataset.name} has no items to fit`);
   timings.readMs = Date.now() - started;
   const fitStarted = Date.now();
+  const fitK = Math.min(k, sample.n);
+  // A fit from scratch: restarts while the sample is small enough for them to be cheap (defaultNInit).
+  const nInit = defaultNInit(sample.n, fitK);
+  // Large samples first converge on a smaller one ("warm-up"), then iterate over the whole sample,
+  // and each restart does both again, iterations counting from 0. `done` counts on over all of it —
+  // maxIterations per phase and restart, two phases once the first event is a warm-up's (then every
+  // restart has one) — so the job's progress never goes back when a phase or a restart begins.
+  let phases = 1;
   const fit = await fitKMeans(sample.vectors, sample.n, dim, {
-    k: Math.min(k, sample.n),
+    k: fitK,
     seed: settings.seed,
     kernel: ctx.kernel,
     maxIterations: settings.maxIterations,
     tolerance: settings.tolerance,
+    nInit,
     onProgress: (p) => {
       if (run.signal.aborted) throw new JobAbortedError(run.abortReason()!);
-      // Large samples first converge on a smaller one ("warm-up"), then iterate over the whole sample.
-      void run.progress(p.phase === 'warmup' ? 'fit-warmup' : 'fit', p.iteration, settings.maxIterations).catch(() => undefined);
+      if (p.phase === 'warmup') phases = 2;
+      const slot = p.restart * phases + (phases === 2 && p.phase === 'full' ? 1 : 0);
+      const done = slot * settings.maxIterations + p.iteration;
+      void run.progress(p.phase === 'warmup' ? 'fit-warmup' : 'fit', done, nInit * phases * settings.maxIterations).catch(() => undefined);
     },
   });
   timings.fitMs = Date.now() - fitStarted;

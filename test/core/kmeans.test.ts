@@ -1,5 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { defaultInitSampleSize, defaultK, defaultWarmupSampleSize, fitKMeans, type KMeansProgress } from '../../src/core/kmeans.js';
+import {
+  defaultInitSampleSize,
+  defaultK,
+  defaultNInit,
+  defaultWarmupSampleSize,
+  fitKMeans,
+  restartSeed,
+  type KMeansProgress,
+  type KMeansResult,
+} from '../../src/core/kmeans.js';
 import { Rng } from '../../src/core/random.js';
 import { JsDistanceKernel } from '../../src/kernels/js.js';
 import { OrtDistanceKernel } from '../../src/kernels/ort.js';
@@ -293,5 +302,143 @@ describe('k-means++ on a sample', () => {
     const fit = await fitKMeans(data.points, data.n, data.dim, { k: 6, seed: 3, kernel: ort, initSampleSize: 9000, warmupSampleSize: 0, maxIterations: 0 });
     // k-means++ alone already puts one seed in every group.
     expect(samePartition(fit.cluster, data.labels)).toBe(true);
+  });
+});
+
+describe('restarts (nInit)', () => {
+  // Twelve overlapping groups and k = 12: single seeds end in different optima (two seeds in one
+  // group, two groups under one centroid), only some recover the planted partition.
+  const data = plantedClusters({ seed: 5, clusters: 12, perCluster: 40, dim: 16, noise: 0.6 });
+  const k = 12;
+  const seed = 1;
+  // A function: the ORT kernel exists only once beforeAll ran.
+  const base = () => ({ k, seed, kernel: ort });
+  const final = (fit: KMeansResult): number => fit.objectiveHistory[fit.objectiveHistory.length - 1];
+  const bytes = (a: ArrayBufferView): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+  const expectSameFit = (a: KMeansResult, b: KMeansResult): void => {
+    expect(bytes(a.centroids).equals(bytes(b.centroids))).toBe(true);
+    expect(bytes(a.similarity).equals(bytes(b.similarity))).toBe(true);
+    expect(Array.from(a.cluster)).toEqual(Array.from(b.cluster));
+    expect(Array.from(a.counts)).toEqual(Array.from(b.counts));
+    expect(Array.from(a.objectiveHistory)).toEqual(Array.from(b.objectiveHistory));
+    expect([a.iterations, a.warmupIterations, a.converged]).toEqual([b.iterations, b.warmupIterations, b.converged]);
+  };
+
+  it('nInit = 1 is the single fit from `seed`, bit for bit, progress included', async () => {
+    const progressOf = async (nInit: number | undefined) => {
+      const progress: KMeansProgress[] = [];
+      const fit = await fitKMeans(data.points, data.n, data.dim, { ...base(), nInit, onProgress: (p) => progress.push(p) });
+      return { fit, progress };
+    };
+    const plain = await progressOf(undefined);
+    const one = await progressOf(1);
+    expectSameFit(one.fit, plain.fit);
+    expect(one.progress).toEqual(plain.progress);
+    expect(one.progress.every((p) => p.restart === 0)).toBe(true);
+    expect(one.fit.restarts).toBe(1);
+    expect(Array.from(one.fit.restartObjectives)).toEqual([final(one.fit)]);
+    // Restart 0 of a longer run is that same fit, seeded by `seed` itself.
+    expect(restartSeed(seed, 0)).toBe(seed);
+    const four = await fitKMeans(data.points, data.n, data.dim, { ...base(), nInit: 4 });
+    expect(four.restartObjectives[0]).toBe(final(plain.fit));
+  });
+
+  it('keep the first lowest of the single fits from the derived seeds', async () => {
+    const nInit = 6;
+    const seeds = Array.from({ length: nInit }, (_, r) => restartSeed(seed, r));
+    expect(new Set(seeds).size).toBe(nInit);
+    const singles: KMeansResult[] = [];
+    for (const restartSeedValue of seeds) singles.push(await fitKMeans(data.points, data.n, data.dim, { ...base(), seed: restartSeedValue }));
+    const objectives = singles.map(final);
+    const lowest = Math.min(...objectives);
+    const first = objectives.indexOf(lowest);
+    // The data is such that restarts matter: the seed's own fit is not the best one.
+    expect(objectives[0]).toBeGreaterThan(lowest);
+
+    const progress: KMeansProgress[] = [];
+    const fit = await fitKMeans(data.points, data.n, data.dim, { ...base(), nInit, onProgress: (p) => progress.push(p) });
+    expect(fit.restarts).toBe(nInit);
+    expect(Array.from(fit.restartObjectives)).toEqual(objectives);
+    expect(final(fit)).toBe(lowest);
+    expectSameFit(fit, singles[first]);
+    expect(nearestObjective(data.points, data.n, fit.centroids, k, data.dim)).toBeCloseTo(lowest, 6);
+    expectNonIncreasing(fit.objectiveHistory);
+
+    // Progress: every restart in order, each from iteration 0, as many events as its single fit has iterations + 1.
+    const restarts = progress.map((p) => p.restart);
+    expect(restarts).toEqual([...restarts].sort((a, b) => a - b));
+    singles.forEach((single, r) => {
+      const own = progress.filter((p) => p.restart === r);
+      expect(own.map((p) => p.iteration)).toEqual(Array.from({ length: single.iterations + 1 }, (_, t) => t));
+      expect(own.map((p) => p.objective)).toEqual(Array.from(single.objectiveHistory));
+    });
+  });
+
+  it('keep the earliest restart on ties', async () => {
+    // k = n basis vectors: every restart puts one centroid on each point (objective exactly 0), in
+    // an order of its own seeds.
+    const size = 6;
+    const basis = new Float32Array(size * size);
+    for (let i = 0; i < size; i++) basis[i * size + i] = 1;
+    const options = { k: size, seed, kernel: ort };
+    const nInit = 4;
+    const singles: KMeansResult[] = [];
+    for (let r = 0; r < nInit; r++) singles.push(await fitKMeans(basis, size, size, { ...options, seed: restartSeed(seed, r) }));
+    expect(singles.map(final)).toEqual(new Array(nInit).fill(0));
+    // The restarts are told apart by their centroid order.
+    expect(singles.slice(1).some((single) => !bytes(single.centroids).equals(bytes(singles[0].centroids)))).toBe(true);
+    const fit = await fitKMeans(basis, size, size, { ...options, nInit });
+    expect(Array.from(fit.restartObjectives)).toEqual(new Array(nInit).fill(0));
+    expectSameFit(fit, singles[0]);
+  });
+
+  it('run each restart with its own warm-up', async () => {
+    const progress: KMeansProgress[] = [];
+    const fit = await fitKMeans(data.points, data.n, data.dim, { ...base(), nInit: 3, warmupSampleSize: 200, onProgress: (p) => progress.push(p) });
+    for (let r = 0; r < 3; r++) {
+      const phases = progress.filter((p) => p.restart === r).map((p) => p.phase);
+      expect(phases[0]).toBe('warmup');
+      expect(phases.lastIndexOf('warmup')).toBeLessThan(phases.indexOf('full'));
+    }
+    const single = await fitKMeans(data.points, data.n, data.dim, { ...base(), seed: restartSeed(seed, 2), warmupSampleSize: 200 });
+    expect(fit.restartObjectives[2]).toBe(final(single));
+  });
+
+  it('are ignored when warm-starting from initialCentroids', async () => {
+    const initialCentroids = (await fitKMeans(data.points, data.n, data.dim, { ...base(), seed: 9, maxIterations: 0 })).centroids;
+    const progress: KMeansProgress[] = [];
+    const warm = await fitKMeans(data.points, data.n, data.dim, { ...base(), initialCentroids, nInit: 5, onProgress: (p) => progress.push(p) });
+    const once = await fitKMeans(data.points, data.n, data.dim, { ...base(), initialCentroids });
+    expect(warm.restarts).toBe(1);
+    expect(warm.restartObjectives.length).toBe(1);
+    expect(progress.every((p) => p.restart === 0)).toBe(true);
+    expectSameFit(warm, once);
+  });
+
+  it('validate nInit', async () => {
+    for (const nInit of [0, -1, 1.5, Number.NaN]) {
+      await expect(fitKMeans(data.points, data.n, data.dim, { ...base(), nInit })).rejects.toThrow(RangeError);
+    }
+  });
+});
+
+describe('defaultNInit', () => {
+  it('restarts small fits several times and fits large data once', () => {
+    expect(defaultNInit(1797, 10)).toBeGreaterThan(1);
+    expect(defaultNInit(2000, defaultK(2000))).toBeGreaterThan(1);
+    expect(defaultNInit(1_000_000, 1000)).toBe(1);
+    expect(defaultNInit(1_000_000, defaultK(1_000_000))).toBe(1);
+  });
+
+  it('never grows with n, and stays within [1, 8]', () => {
+    let previous = Infinity;
+    for (let n = 10; n <= 10_000_000; n = Math.ceil(n * 1.3)) {
+      const nInit = defaultNInit(n, defaultK(n));
+      expect(Number.isInteger(nInit)).toBe(true);
+      expect(nInit).toBeGreaterThanOrEqual(1);
+      expect(nInit).toBeLessThanOrEqual(8);
+      expect(nInit).toBeLessThanOrEqual(previous);
+      previous = nInit;
+    }
   });
 });
