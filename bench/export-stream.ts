@@ -142,7 +142,7 @@ try {
       );
       console.log(`wrote ${n} items and scores by SQL in ${(setup.ms / 1000).toFixed(1)} s`);
     }
-    const baselineSql = exportSource({ datasetId, version: 1, total: n, dedupJobId: null }).replace(/\s+/g, ' ');
+    const baselineSql = exportSource({ datasetId, version: 1, total: n, dedupJobId: null, filter: null }).replace(/\s+/g, ' ');
     const psqlEnv = { ...process.env, PGOPTIONS: `-c search_path=${schema},public` };
     const curl = async (format: string): Promise<number> => {
       const { stdout } = await run('curl', ['-sS', '-f', '-o', '/dev/null', '-w', '%{size_download}', '-H', `authorization: Bearer ${service.key}`, `${service.base}/v1/datasets/${name}/scores?format=${format}`], {

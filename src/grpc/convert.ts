@@ -10,6 +10,7 @@ import type { ApiKeyView } from '../service/auth.js';
 import type { Dataset, CreateDatasetInput } from '../service/datasets.js';
 import type { DedupRunView, DuplicateGroupView } from '../service/dedup.js';
 import { ServiceError } from '../service/errors.js';
+import { FILTER_OPS, type MetadataFilter } from '../service/metadata-filter.js';
 import { textProblem } from '../service/text.js';
 import type { ItemView } from '../service/items.js';
 import type { JobView } from '../service/jobs.js';
@@ -45,6 +46,28 @@ function fromEnum<T extends string>(prefix: string, value: string | number | nul
 }
 
 const BALANCES = ['none', 'cluster'] as const;
+
+function filterJson(text: string, field: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ServiceError('invalid', 'INVALID_FILTER', `${field} is not JSON`, { field });
+  }
+}
+
+/** A MetadataFilter message as the service's filter (which validates it); unset or empty: none. */
+export function metadataFilter(msg: pb.MetadataFilter | null | undefined): MetadataFilter | undefined {
+  if (!msg || (msg.containsJson === '' && (msg.where ?? []).length === 0)) return undefined;
+  return {
+    ...(msg.containsJson !== '' && { contains: filterJson(msg.containsJson, 'filter.contains_json') as Record<string, unknown> }),
+    where: (msg.where ?? []).map((c, i) => {
+      const field = `filter.where[${i}]`;
+      const op = fromEnum('FILTER_OP_', c.op, FILTER_OPS, `${field}.op`, 'INVALID_FILTER');
+      if (op === undefined) throw new ServiceError('invalid', 'INVALID_FILTER', `${field}.op must be set`, { field: `${field}.op` });
+      return { field: c.field, op, ...(c.valueJson !== '' && { value: filterJson(c.valueJson, `${field}.value_json`) }) };
+    }),
+  };
+}
 
 // ---- scalars ---------------------------------------------------------------------------------
 
@@ -192,6 +215,7 @@ export function selectionRequest(req: pb.SelectRequest): SelectionRequest {
     seed: req.seed,
     outlierFraction: req.outlierFraction,
     bins: req.bins,
+    filter: metadataFilter(req.filter),
   };
 }
 
@@ -199,7 +223,8 @@ export function scorePolicy(msg: pb.ScorePolicy | null | undefined): Partial<Sco
   const fields = setFields(msg, ['fraction', 'seed', 'epsilon', 'outlierFraction', 'bins']);
   const order = fromEnum('SELECTION_ORDER_', msg?.order, SELECTION_ORDER_NAMES, 'policy.order', 'INVALID_SELECTION');
   const balance = fromEnum('BALANCE_', msg?.balance, BALANCES, 'policy.balance', 'INVALID_SELECTION');
-  return { ...(order && { order }), ...fields, ...(balance && { balance }) };
+  const filter = metadataFilter(msg?.filter);
+  return { ...(order && { order }), ...fields, ...(balance && { balance }), ...(filter && { filter }) };
 }
 
 // ---- messages out ----------------------------------------------------------------------------
@@ -283,6 +308,7 @@ export function scoreResultMessage(r: ScoreResult, items: Outgoing<pb.CandidateS
       seed: r.policy.seed,
       epsilon: r.policy.epsilon,
     },
+    matched: opt(r.matched),
     items,
   };
 }
@@ -319,6 +345,7 @@ export function statsMessage(s: DatasetStats): Outgoing<pb.DatasetStats> {
   return {
     dataset: s.dataset,
     itemCount: s.itemCount,
+    matched: s.matched,
     scoredCount: s.scoredCount,
     prototypeVersion: opt(s.prototypeVersion),
     k: opt(s.k),

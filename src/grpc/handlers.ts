@@ -24,6 +24,7 @@ import {
   duplicateReportMessage,
   itemMessage,
   itemOutcomeMessage,
+  metadataFilter,
   jobMessage,
   prototypeStatusMessage,
   scorePolicy,
@@ -264,7 +265,7 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
       // A call cancelled while this generator waits for the client to read still frees the snapshot.
       signal.addEventListener('abort', stream.cancel, { once: true });
       try {
-        let summary: Outgoing<pb.SelectionSummary> | null = { prototypeVersion: stream.version, total: stream.total, size: stream.size };
+        let summary: Outgoing<pb.SelectionSummary> | null = { prototypeVersion: stream.version, total: stream.total, size: stream.size, matched: stream.matched };
         for await (const ids of stream.externalIds) {
           if (signal.aborted) return;
           for (let at = 0; at < ids.length; at += chunkSize) {
@@ -282,10 +283,15 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
     ExportScores: serverStream<pb.ExportScoresRequest, pb.ExportScoresResponse>('ExportScores', async function* (msg, principal, signal) {
       authorize(principal, 'read', msg.dataset);
       const chunkSize = checkChunkSize(msg.chunkSize);
-      const exported = await exportScores(ctx, msg.dataset, { epsilon: msg.epsilon, jobId: msg.jobId });
+      const exported = await exportScores(ctx, msg.dataset, { epsilon: msg.epsilon, jobId: msg.jobId, filter: metadataFilter(msg.filter) });
       signal.addEventListener('abort', exported.cancel, { once: true });
       try {
-        let summary: Outgoing<pb.ExportSummary> | null = { prototypeVersion: exported.version, total: exported.total, dedupJobId: exported.dedupJobId ?? '' };
+        let summary: Outgoing<pb.ExportSummary> | null = {
+          prototypeVersion: exported.version,
+          total: exported.total,
+          dedupJobId: exported.dedupJobId ?? '',
+          matched: exported.matched,
+        };
         for await (const rows of exported.rows) {
           if (signal.aborted) return;
           for (let at = 0; at < rows.length; at += chunkSize) {
@@ -365,7 +371,7 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
 
     GetStats: unary<pb.GetStatsRequest, pb.DatasetStats>('GetStats', async (req, principal) => {
       authorize(principal, 'read', req.dataset);
-      return statsMessage(await datasetStats(ctx, req.dataset));
+      return statsMessage(await datasetStats(ctx, req.dataset, metadataFilter(req.filter)));
     }),
 
     GetItem: unary<pb.GetItemRequest, pb.Item>('GetItem', async (req, principal) => {

@@ -6,6 +6,7 @@ import type { ServiceContext } from './context.js';
 import { getDataset } from './datasets.js';
 import { checkEpsilon } from './duplicates.js';
 import { ServiceError } from './errors.js';
+import { checkMetadataFilter, type MetadataFilter } from './metadata-filter.js';
 
 export type { ExportRow };
 
@@ -15,11 +16,16 @@ export interface ScoreExportRequest {
   epsilon?: number;
   /** A named dedup run (its job id) of the active version. */
   jobId?: string;
+  /** Only the items whose metadata matches. */
+  filter?: MetadataFilter;
 }
 
 export interface ScoreExport {
   version: number;
+  /** Items scored under the version (the percentiles' population). */
   total: number;
+  /** Rows the export carries: items matching the filter (`total` without one). */
+  matched: number;
   /** The dedup run the duplicate columns report; null when none. */
   dedupJobId: string | null;
   /** Rows in score order (easiest first), in batches. */
@@ -35,8 +41,10 @@ export interface ScoreExport {
 export async function exportScores(ctx: ServiceContext, datasetName: string, request: ScoreExportRequest): Promise<ScoreExport> {
   const dataset = await getDataset(ctx, datasetName);
   if (request.epsilon !== undefined) checkEpsilon(request.epsilon);
+  const filter = checkMetadataFilter(request.filter);
   const stream = await streamAtActiveVersion(ctx.db, dataset.id, async (tx, version) => {
     const total = await countScores(tx, dataset.id, version);
+    const matched = filter === null ? total : await countScores(tx, dataset.id, version, filter);
     let dedupJobId: string | null = null;
     if (request.jobId !== undefined) {
       const run = isUuid(request.jobId) ? await getDedupRun(tx, request.jobId) : undefined;
@@ -52,10 +60,10 @@ export async function exportScores(ctx: ServiceContext, datasetName: string, req
       }
       dedupJobId = run?.jobId ?? null;
     }
-    return { head: { total, dedupJobId }, chunks: copyScoreExport(tx, { datasetId: dataset.id, version, total, dedupJobId }) };
+    return { head: { total, matched, dedupJobId }, chunks: copyScoreExport(tx, { datasetId: dataset.id, version, total, dedupJobId, filter }) };
   });
   if (!stream) {
     throw new ServiceError('conflict', 'NO_PROTOTYPES', `dataset ${dataset.name} has no prototypes yet: ingest more items or request a refit`, { dataset: dataset.name });
   }
-  return { version: stream.version, total: stream.head.total, dedupJobId: stream.head.dedupJobId, rows: decodeExportRows(stream.chunks), cancel: stream.cancel };
+  return { version: stream.version, total: stream.head.total, matched: stream.head.matched, dedupJobId: stream.head.dedupJobId, rows: decodeExportRows(stream.chunks), cancel: stream.cancel };
 }

@@ -8,6 +8,7 @@ import { ServiceError } from './errors.js';
 import type { Distribution } from './score-distributions.js';
 import { checkSelectionRequest, selectionOptions, type SelectionRequest } from './selection.js';
 import { embedItems } from './ingest.js';
+import { checkMetadataFilter } from './metadata-filter.js';
 import { normalizeInto } from '../core/normalize.js';
 import type { AnyItem } from './ingest-items.js';
 
@@ -25,7 +26,7 @@ export type CandidateScore =
       status: 'scored';
       score: number;
       cluster: number;
-      /** Fraction of the dataset's items whose score is ≤ this one (1 = harder than everything stored). */
+      /** Fraction of the dataset's items (those matching the policy's filter) whose score is ≤ this one (1 = harder than everything stored). */
       percentile: number;
       nearest: { externalId: string; similarity: number } | null;
       /** The nearest stored item is within the near-duplicate threshold (similarity ≥ 1 − ε). */
@@ -39,10 +40,12 @@ export type CandidateScore =
 export interface ScoreResult {
   prototypeVersion: number;
   policy: { order: SelectionOrder; fraction: number; balance: 'none' | 'cluster'; seed: number; epsilon: number };
+  /** Stored items the decisions and percentiles were taken against: those matching the policy's filter (all without one); null when no candidate was scored. */
+  matched: number | null;
   items: CandidateScore[];
 }
 
-function ruleFor(distribution: Distribution, policy: Required<Omit<ScorePolicy, 'epsilon' | 'outlierFraction' | 'bins'>> & ScorePolicy): KeepRule {
+function ruleFor(distribution: Distribution, policy: Required<Omit<ScorePolicy, 'epsilon' | 'outlierFraction' | 'bins' | 'filter'>> & ScorePolicy): KeepRule {
   const key = JSON.stringify([policy.order, policy.fraction, policy.balance, policy.seed, policy.outlierFraction, policy.bins]);
   let rule = distribution.rules.get(key);
   if (!rule) {
@@ -68,8 +71,10 @@ export async function scoreBatch(ctx: ServiceContext, datasetName: string, candi
     seed: policyInput.seed ?? 0,
     outlierFraction: policyInput.outlierFraction,
     bins: policyInput.bins,
+    filter: policyInput.filter,
   } as const;
   checkSelectionRequest(policy);
+  const filter = checkMetadataFilter(policy.filter);
   const epsilon = policyInput.epsilon ?? dataset.settings.duplicateEpsilon;
   const version = dataset.activeVersion;
   if (version === null) {
@@ -90,6 +95,7 @@ export async function scoreBatch(ctx: ServiceContext, datasetName: string, candi
     good.push(i);
   });
 
+  let matched: number | null = null;
   if (good.length > 0) {
     const n = good.length;
     const unit = vectors.subarray(0, n * dim);
@@ -98,7 +104,8 @@ export async function scoreBatch(ctx: ServiceContext, datasetName: string, candi
     // not-yet-indexed items the near-duplicate lookup scans.
     const probes = await pendingProbes(ctx.kernel, unit, n, set);
     const nearest = nearestOfProbes(probes);
-    const [neighbours, distribution] = await Promise.all([nearestStored(ctx, dataset, unit, n, epsilon, { set, probes }), ctx.scoreDistributions.get(ctx.db, dataset.id, version)]);
+    const [neighbours, distribution] = await Promise.all([nearestStored(ctx, dataset, unit, n, epsilon, { set, probes }), ctx.scoreDistributions.get(ctx.db, dataset.id, version, filter)]);
+    matched = distribution.columns.n;
     const scores = scoresFromSimilarity(nearest.similarity);
     const rule = ruleFor(distribution, policy);
     good.forEach((i, j) => {
@@ -118,5 +125,5 @@ export async function scoreBatch(ctx: ServiceContext, datasetName: string, candi
       };
     });
   }
-  return { prototypeVersion: version, policy: { order: policy.order, fraction: policy.fraction, balance: policy.balance, seed: policy.seed, epsilon }, items: results };
+  return { prototypeVersion: version, policy: { order: policy.order, fraction: policy.fraction, balance: policy.balance, seed: policy.seed, epsilon }, matched, items: results };
 }

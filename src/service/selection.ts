@@ -12,7 +12,7 @@ import {
   type RankedOrder,
   type RankedQuery,
 } from '../store/ranked-selection.js';
-import { readSelectionSlice, saveSelection, sweepSelections, touchSelection } from '../store/selections.js';
+import { readSelectionSlice, saveSelection, sweepSelections, touchSelection, type SelectionSummary } from '../store/selections.js';
 import { fnv1a32 } from '../core/random.js';
 import { externalIdsOf } from '../store/items.js';
 import { readAtActiveVersion, readScoreColumns, scoresPerCluster } from '../store/scores.js';
@@ -21,6 +21,7 @@ import type { ServiceContext } from './context.js';
 import { getDataset, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
 import { MAX_SELECTION_BINS } from './limits.js';
+import { checkMetadataFilter, type CheckedFilter, type MetadataFilter } from './metadata-filter.js';
 
 export interface SelectionRequest {
   order: SelectionOrder;
@@ -34,6 +35,8 @@ export interface SelectionRequest {
   outlierFraction?: number;
   /** `stratified`: number of equal-width score bins. */
   bins?: number;
+  /** Select among the items whose metadata matches; the budget applies to them. */
+  filter?: MetadataFilter;
 }
 
 export interface Selection {
@@ -41,6 +44,8 @@ export interface Selection {
   version: number;
   /** Items in the dataset (scored under that version). */
   total: number;
+  /** Items the selection chose from: those matching its filter (`total` without one). */
+  matched: number;
   /** Selected external ids, in the policy's order. */
   externalIds: string[];
 }
@@ -63,6 +68,7 @@ export function checkSelectionRequest(r: SelectionRequest): void {
   if (r.seed !== undefined && !Number.isSafeInteger(r.seed)) invalid('seed', 'seed must be an integer');
   if (r.outlierFraction !== undefined && !(r.outlierFraction >= 0 && r.outlierFraction < 1)) invalid('outlierFraction', 'outlierFraction must be in [0, 1)');
   if (r.bins !== undefined && !(Number.isInteger(r.bins) && r.bins >= 1 && r.bins <= MAX_SELECTION_BINS)) invalid('bins', `bins must be an integer from 1 to ${MAX_SELECTION_BINS}`);
+  checkMetadataFilter(r.filter);
 }
 
 /** A computed selection: item row ids in policy order, read back to external ids page by page. */
@@ -71,6 +77,8 @@ export interface SelectionHandle {
   version: number;
   /** Items in the dataset (scored under that version). */
   total: number;
+  /** Items matching the request's filter. */
+  matched: number;
   /** Item row ids of the selection, in the policy's order. */
   itemIds: Float64Array;
 }
@@ -98,29 +106,44 @@ function rankedOrderOf(request: SelectionRequest): RankedOrder | null {
   return request.order === 'hardest' || request.order === 'easiest' ? request.order : null;
 }
 
+/** Items scored under `version`, and of those the ones `filter` matches (one count without a filter). */
+async function countsOf(tx: Sql, datasetId: string, version: number, filter: CheckedFilter | null, matched?: number): Promise<{ total: number; matched: number }> {
+  if (filter === null && matched !== undefined) return { total: matched, matched };
+  const total = await countScores(tx, datasetId, version);
+  return { total, matched: filter === null ? total : (matched ?? (await countScores(tx, datasetId, version, filter))) };
+}
+
 /**
  * The ranked query for a (checked) request in the snapshot `tx` reads: the budget resolved against
- * the items scored under `version`, and per-cluster quotas as the core computes them.
+ * the items scored under `version` that match the filter, and per-cluster quotas as the core computes them.
  */
-async function planRanked(tx: Sql, dataset: Dataset, version: number, order: RankedOrder, request: SelectionRequest): Promise<{ query: RankedQuery; total: number }> {
+async function planRanked(
+  tx: Sql,
+  dataset: Dataset,
+  version: number,
+  order: RankedOrder,
+  request: SelectionRequest,
+): Promise<{ query: RankedQuery; total: number; matched: number }> {
   const options = selectionOptions(request);
+  const filter = checkMetadataFilter(request.filter);
   if (options.balance === 'none') {
-    const total = await countScores(tx, dataset.id, version);
-    return { total, query: { datasetId: dataset.id, version, order, size: budgetSize(options.budget, total), quotas: null } };
+    const counts = await countsOf(tx, dataset.id, version, filter);
+    return { ...counts, query: { datasetId: dataset.id, version, order, size: budgetSize(options.budget, counts.matched), quotas: null, filter } };
   }
-  const counts = await scoresPerCluster(tx, dataset.id, version);
-  const sizes = new Int32Array(counts.reduce((k, c) => Math.max(k, c.cluster + 1), 0));
-  for (const c of counts) sizes[c.cluster] = c.n;
-  const total = sizes.reduce((sum, n) => sum + n, 0);
-  const size = budgetSize(options.budget, total);
+  const perCluster = await scoresPerCluster(tx, dataset.id, version, filter);
+  const sizes = new Int32Array(perCluster.reduce((k, c) => Math.max(k, c.cluster + 1), 0));
+  for (const c of perCluster) sizes[c.cluster] = c.n;
+  const counts = await countsOf(tx, dataset.id, version, filter, sizes.reduce((sum, n) => sum + n, 0));
+  const size = budgetSize(options.budget, counts.matched);
   const quotas = Array.from(quotasOfSizes(sizes, size), (quota, cluster) => ({ cluster, quota }));
-  return { total, query: { datasetId: dataset.id, version, order, size, quotas } };
+  return { ...counts, query: { datasetId: dataset.id, version, order, size, quotas, filter } };
 }
 
 /** A selection streamed in policy order: its version, counts, and the external ids chunk by chunk. */
 export interface SelectionStream {
   version: number;
   total: number;
+  matched: number;
   size: number;
   externalIds: AsyncIterable<string[]>;
   /** Ends the stream and frees what it holds; call it when the consumer goes away (a no-op once done). */
@@ -138,11 +161,18 @@ export async function streamSelection(ctx: ServiceContext, datasetName: string, 
   const order = rankedOrderOf(request);
   if (order === null) {
     const handle = await selectFrom(ctx, dataset, request);
-    return { version: handle.version, total: handle.total, size: handle.itemIds.length, externalIds: selectedExternalIds(ctx, handle.itemIds), cancel: () => undefined };
+    return {
+      version: handle.version,
+      total: handle.total,
+      matched: handle.matched,
+      size: handle.itemIds.length,
+      externalIds: selectedExternalIds(ctx, handle.itemIds),
+      cancel: () => undefined,
+    };
   }
   const stream = await streamAtActiveVersion(ctx.db, dataset.id, async (tx, version) => {
-    const { query, total } = await planRanked(tx, dataset, version, order, request);
-    return { head: { total, size: query.size }, chunks: copyRankedExternalIds(tx, query) };
+    const { query, total, matched } = await planRanked(tx, dataset, version, order, request);
+    return { head: { total, matched, size: query.size }, chunks: copyRankedExternalIds(tx, query) };
   });
   if (!stream) noPrototypes(dataset);
   return { version: stream.version, ...stream.head, externalIds: inChunksOf(ID_CHUNK, decodeTextColumn(stream.chunks)), cancel: stream.cancel };
@@ -174,13 +204,18 @@ export async function computeSelection(ctx: ServiceContext, datasetName: string,
 
 /** `computeSelection` for a dataset already looked up and a request already checked. */
 async function selectFrom(ctx: ServiceContext, dataset: Dataset, request: SelectionRequest): Promise<SelectionHandle> {
-  const read = await readAtActiveVersion(ctx.db, dataset.id, async (tx, version) => readScoreColumns(tx, dataset.id, version, await countScores(tx, dataset.id, version)));
+  const filter = checkMetadataFilter(request.filter);
+  const read = await readAtActiveVersion(ctx.db, dataset.id, async (tx, version) => {
+    const counts = await countsOf(tx, dataset.id, version, filter);
+    return { total: counts.total, columns: await readScoreColumns(tx, dataset.id, version, counts.matched, filter) };
+  });
   if (!read) noPrototypes(dataset);
-  const { version, value: columns } = read;
+  const { version, value } = read;
+  const { columns, total } = value;
   const chosen = select({ scores: columns.scores, clusters: columns.clusters, idHashes: columns.idHashes }, selectionOptions(request));
   const itemIds = new Float64Array(chosen.length);
   for (let i = 0; i < chosen.length; i++) itemIds[i] = columns.itemIds[chosen[i]];
-  return { version, total: columns.n, itemIds };
+  return { version, total, matched: columns.n, itemIds };
 }
 
 /**
@@ -199,7 +234,7 @@ export async function selectItems(ctx: ServiceContext, datasetName: string, requ
   const stream = await streamSelection(ctx, datasetName, request);
   const externalIds: string[] = [];
   for await (const chunk of stream.externalIds) for (const id of chunk) externalIds.push(id);
-  return { version: stream.version, total: stream.total, externalIds };
+  return { version: stream.version, total: stream.total, matched: stream.matched, externalIds };
 }
 
 export interface SelectionPage extends Selection {
@@ -234,7 +269,18 @@ interface Cursor {
 }
 
 function requestKey(datasetName: string, request: SelectionRequest): string {
-  return JSON.stringify([datasetName, request.order, request.fraction ?? null, request.count ?? null, request.balance ?? 'none', request.seed ?? 0, request.outlierFraction ?? null, request.bins ?? null]);
+  return JSON.stringify([
+    datasetName,
+    request.order,
+    request.fraction ?? null,
+    request.count ?? null,
+    request.balance ?? 'none',
+    request.seed ?? 0,
+    request.outlierFraction ?? null,
+    request.bins ?? null,
+    // Absent without a filter: cursors issued before filters existed stay valid.
+    ...(request.filter === undefined ? [] : [checkMetadataFilter(request.filter)?.key ?? null]),
+  ]);
 }
 
 function badCursor(message: string): never {
@@ -321,13 +367,13 @@ export async function selectPage(ctx: ServiceContext, datasetName: string, reque
       if (size > MAX_OFFSET) invalid('limit', `a selection of more than ${MAX_OFFSET} ids cannot be paged: stream it (format=ndjson or csv)`);
       const id = await saveSelection(
         ctx.db,
-        { datasetId: dataset.id, version: handle.version, requestHash, total: handle.total, itemIds: handle.itemIds },
+        { datasetId: dataset.id, version: handle.version, requestHash, total: handle.total, summary: summaryOf(handle), itemIds: handle.itemIds },
         STORED_SELECTION_TTL_MS,
         STORED_SELECTIONS_PER_DATASET,
       );
       nextCursor = encodeCursor({ s: id, o: next, h: hash });
     }
-    return { version: handle.version, total: handle.total, size, externalIds, nextCursor };
+    return { version: handle.version, total: handle.total, matched: handle.matched, size, externalIds, nextCursor };
   }
 
   const first = await readSelectionSlice(ctx.db, cursor.s, cursor.o, page.limit);
@@ -348,7 +394,12 @@ export async function selectPage(ctx: ServiceContext, datasetName: string, reque
   if (selection.remainingMs < STORED_SELECTION_TTL_MS - TOUCH_AFTER_MS) await touchSelection(ctx.db, selection.id, STORED_SELECTION_TTL_MS);
   const end = Math.min(next, selection.size);
   const nextCursor = end < selection.size ? encodeCursor({ s: selection.id, o: end, h: hash }) : null;
-  return { version: selection.version, total: selection.total, size: selection.size, externalIds, nextCursor };
+  return { version: selection.version, total: selection.total, matched: selection.summary.matched ?? selection.total, size: selection.size, externalIds, nextCursor };
+}
+
+/** What a stored selection keeps for its later pages. */
+function summaryOf(counts: { total: number; matched: number }): SelectionSummary {
+  return counts.matched === counts.total ? {} : { matched: counts.matched };
 }
 
 /** Times a first page is tried when an identical stored selection was written meanwhile (REPEATABLE READ). */
@@ -371,20 +422,21 @@ async function firstRankedPage(
   for (let attempt = 1; ; attempt++) {
     try {
       const read = await readAtActiveVersion(ctx.db, dataset.id, async (tx, version) => {
-        const { query, total } = await planRanked(tx, dataset, version, order, request);
-        if (query.size <= limit) return { total, size: query.size, externalIds: await rankedExternalIds(tx, query, query.size), stored: null };
+        const { query, total, matched } = await planRanked(tx, dataset, version, order, request);
+        if (query.size <= limit) return { total, matched, size: query.size, externalIds: await rankedExternalIds(tx, query, query.size), stored: null };
         if (query.size > MAX_OFFSET) invalid('limit', `a selection of more than ${MAX_OFFSET} ids cannot be paged: stream it (format=ndjson or csv)`);
-        const stored = await storeRankedSelection(tx, query, { datasetId: dataset.id, version, requestHash, total }, STORED_SELECTION_TTL_MS);
+        const summary = summaryOf({ total, matched });
+        const stored = await storeRankedSelection(tx, query, { datasetId: dataset.id, version, requestHash, total, summary }, STORED_SELECTION_TTL_MS);
         // The head of the stored row, in the same snapshot: every item in it exists.
         const head = await readSelectionSlice(tx, stored, 0, limit);
         const externalIds = (await externalIdsOf(tx, head!.itemIds)) as string[];
-        return { total, size: query.size, externalIds, stored };
+        return { total, matched, size: query.size, externalIds, stored };
       });
       if (!read) noPrototypes(dataset);
-      const { total, size, externalIds, stored } = read.value;
+      const { total, matched, size, externalIds, stored } = read.value;
       if (stored !== null) await sweepSelections(ctx.db, dataset.id, STORED_SELECTIONS_PER_DATASET);
       const nextCursor = stored === null ? null : encodeCursor({ s: stored, o: limit, h: hash });
-      return { version: read.version, total, size, externalIds, nextCursor };
+      return { version: read.version, total, matched, size, externalIds, nextCursor };
     } catch (error) {
       if (!isSerializationFailure(error) || attempt === FIRST_PAGE_ATTEMPTS) throw error;
     }

@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { cancelTransaction, transactionIdentity, type Database, type Sql } from './database.js';
 import { uuidLiteral } from './datasets.js';
+import { andFilter, type ItemFilter } from './metadata-filter.js';
+import type { SelectionSummary } from './selections.js';
 import { decodeCopyRows } from './pgcopy.js';
 
 /**
@@ -18,6 +20,8 @@ export interface RankedQuery {
   size: number;
   /** `balance: cluster`: items each cluster keeps (clusters absent or at 0 keep none); null: no balance. */
   quotas: { cluster: number; quota: number }[] | null;
+  /** Only items whose metadata matches (null: every item). */
+  filter: ItemFilter | null;
 }
 
 function intLiteral(value: number): string {
@@ -37,7 +41,9 @@ function rankedSource(q: RankedQuery): string {
   const desc = q.order === 'hardest';
   const dir = desc ? 'DESC' : 'ASC';
   const better = desc ? '>' : '<';
-  const scope = `s.dataset_id = ${uuidLiteral(q.datasetId)} AND s.version = ${intLiteral(q.version)}`;
+  const scope = `s.dataset_id = ${uuidLiteral(q.datasetId)} AND s.version = ${intLiteral(q.version)}${andFilter(q.filter)}`;
+  // The index-only scans of the score index read items too when a filter must see their metadata.
+  const scores = q.filter === null ? 'item_scores s' : 'item_scores s JOIN items i ON i.id = s.item_id';
   const rank = `ORDER BY s.score ${dir}, i.external_id COLLATE "C"`;
   const columns = 's.score, s.item_id, i.external_id';
   if (q.quotas === null) {
@@ -52,10 +58,10 @@ function rankedSource(q: RankedQuery): string {
       (SELECT i.external_id FROM item_scores s JOIN items i ON i.id = s.item_id
         WHERE ${scope} AND s.cluster = q.cluster AND s.score = b.score
         ORDER BY i.external_id COLLATE "C"
-        OFFSET q.quota - 1 - (SELECT count(*) FROM item_scores s WHERE ${scope} AND s.cluster = q.cluster AND s.score ${better} b.score)
+        OFFSET q.quota - 1 - (SELECT count(*) FROM ${scores} WHERE ${scope} AND s.cluster = q.cluster AND s.score ${better} b.score)
         LIMIT 1) AS external_id
     FROM quota q CROSS JOIN LATERAL
-      (SELECT s.score FROM item_scores s WHERE ${scope} AND s.cluster = q.cluster ORDER BY s.score ${dir} OFFSET q.quota - 1 LIMIT 1) b)
+      (SELECT s.score FROM ${scores} WHERE ${scope} AND s.cluster = q.cluster ORDER BY s.score ${dir} OFFSET q.quota - 1 LIMIT 1) b)
   SELECT ${columns} FROM item_scores s JOIN bound b ON b.cluster = s.cluster JOIN items i ON i.id = s.item_id
    WHERE ${scope} AND s.score ${better}= b.score AND s.score ${better}= (SELECT ${desc ? 'min' : 'max'}(score) FROM bound)
      AND (s.score ${better} b.score OR i.external_id COLLATE "C" <= b.external_id)
@@ -65,10 +71,14 @@ function rankedSource(q: RankedQuery): string {
 /**
  * Items scored under `version` (every score row of the active version has its item: an item's
  * scores are deleted with it, and a switch drops the new version's rows of items deleted during
- * the refit). An index-only count: no join with items.
+ * the refit). Without a filter an index-only count: no join with items.
  */
-export async function countScores(db: Sql, datasetId: string, version: number): Promise<number> {
-  const [row] = await db.query<{ n: string }>('SELECT count(*) AS n FROM item_scores WHERE dataset_id = $1 AND version = $2', [datasetId, version]);
+export async function countScores(db: Sql, datasetId: string, version: number, filter: ItemFilter | null = null): Promise<number> {
+  const sql =
+    filter === null
+      ? 'SELECT count(*) AS n FROM item_scores WHERE dataset_id = $1 AND version = $2'
+      : `SELECT count(*) AS n FROM item_scores s JOIN items i ON i.id = s.item_id WHERE s.dataset_id = $1 AND s.version = $2${andFilter(filter)}`;
+  const [row] = await db.query<{ n: string }>(sql, [datasetId, version]);
   return Number(row.n);
 }
 
@@ -94,6 +104,7 @@ export interface StoredRankedSelection {
   /** SHA-256 (hex) of the request's parameters. */
   requestHash: string;
   total: number;
+  summary: SelectionSummary;
 }
 
 /**
@@ -104,14 +115,14 @@ export interface StoredRankedSelection {
  */
 export async function storeRankedSelection(db: Sql, q: RankedQuery, s: StoredRankedSelection, ttlMs: number): Promise<string> {
   const [row] = await db.query<{ id: string }>(
-    `INSERT INTO selections (id, dataset_id, version, request_hash, digest, total, size, item_ids, expires_at)
+    `INSERT INTO selections (id, dataset_id, version, request_hash, digest, total, size, item_ids, summary, expires_at)
      SELECT $1::uuid, $2::uuid, $3::int, $4::text,
             encode(sha256(convert_to($4::text || E'\\n' || $3::int || E'\\n' || $5::int || E'\\n', 'UTF8') || a.ids), 'hex'),
-            $5::int, length(a.ids) / 8, a.ids, now() + $6::float8 * interval '1 millisecond'
+            $5::int, length(a.ids) / 8, a.ids, $7::jsonb, now() + $6::float8 * interval '1 millisecond'
        FROM (SELECT coalesce(string_agg(int8send(r.item_id), ''::bytea), ''::bytea) AS ids FROM (${rankedSource(q)}) r) a
-     ON CONFLICT (dataset_id, digest) DO UPDATE SET expires_at = EXCLUDED.expires_at
+     ON CONFLICT (dataset_id, digest) DO UPDATE SET expires_at = EXCLUDED.expires_at, summary = EXCLUDED.summary
      RETURNING id::text`,
-    [randomUUID(), s.datasetId, s.version, s.requestHash, s.total, ttlMs],
+    [randomUUID(), s.datasetId, s.version, s.requestHash, s.total, ttlMs, JSON.stringify(s.summary)],
   );
   return row.id;
 }

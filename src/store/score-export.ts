@@ -1,5 +1,6 @@
 import type { Sql } from './database.js';
 import { uuidLiteral } from './datasets.js';
+import { filterCondition, type ItemFilter } from './metadata-filter.js';
 import { decodeCopyRows } from './pgcopy.js';
 
 /** One item of a score export: what a training service joins with its own tables. */
@@ -27,6 +28,8 @@ export interface ExportQuery {
   total: number;
   /** The completed dedup run whose groups the rows report; null: no duplicate columns. */
   dedupJobId: string | null;
+  /** Only rows of items whose metadata matches (the percentile stays over every item). */
+  filter: ItemFilter | null;
 }
 
 function intLiteral(value: number): string {
@@ -43,20 +46,29 @@ function intLiteral(value: number): string {
 export function exportSource(q: ExportQuery): string {
   const scope = `s.dataset_id = ${uuidLiteral(q.datasetId)} AND s.version = ${intLiteral(q.version)}`;
   const percentile = `(rank() OVER (ORDER BY s.score) - 1) * 100.0::float8 / ${intLiteral(Math.max(1, q.total - 1))}`;
+  // Under a filter the rank still runs over every item (a percentile within the dataset), and the
+  // rows are filtered after it: the outer ORDER BY is the inner one, so no second sort runs.
+  const matches = q.filter === null ? '' : `, ${filterCondition(q.filter)} AS matches`;
+  const order = 'ORDER BY s.score, i.external_id COLLATE "C"';
+  let source: string;
   if (q.dedupJobId === null) {
-    return `SELECT i.external_id, s.score, s.cluster, ${percentile} AS percentile, NULL::text, NULL::real, NULL::text, i.metadata::text
+    source = `SELECT i.external_id, s.score, s.cluster, ${percentile} AS percentile, NULL::text AS duplicate_of, NULL::real AS similarity, NULL::text AS duplicate_group, i.metadata::text AS metadata${matches}
       FROM item_scores s JOIN items i ON i.id = s.item_id WHERE ${scope}
-      ORDER BY s.score, i.external_id COLLATE "C"`;
-  }
-  const job = uuidLiteral(q.dedupJobId);
-  return `SELECT i.external_id, s.score, s.cluster, ${percentile} AS percentile, k.external_id, p.similarity,
-           coalesce(k.external_id, CASE WHEN g.kept_id IS NOT NULL THEN i.external_id END), i.metadata::text
+      ${order}`;
+  } else {
+    const job = uuidLiteral(q.dedupJobId);
+    source = `SELECT i.external_id, s.score, s.cluster, ${percentile} AS percentile, k.external_id AS duplicate_of, p.similarity,
+           coalesce(k.external_id, CASE WHEN g.kept_id IS NOT NULL THEN i.external_id END) AS duplicate_group, i.metadata::text AS metadata${matches}
       FROM item_scores s JOIN items i ON i.id = s.item_id
       LEFT JOIN dedup_pairs p ON p.job_id = ${job} AND p.duplicate_id = s.item_id
       LEFT JOIN items k ON k.id = p.kept_id
       LEFT JOIN (SELECT DISTINCT kept_id FROM dedup_pairs WHERE job_id = ${job}) g ON g.kept_id = s.item_id
      WHERE ${scope}
-     ORDER BY s.score, i.external_id COLLATE "C"`;
+     ${order}`;
+  }
+  if (q.filter === null) return source;
+  return `SELECT e.external_id, e.score, e.cluster, e.percentile, e.duplicate_of, e.similarity, e.duplicate_group, e.metadata
+      FROM (${source}) e WHERE e.matches ORDER BY e.score, e.external_id COLLATE "C"`;
 }
 
 /** Binary COPY of the export, in score order. */

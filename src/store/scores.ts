@@ -1,6 +1,7 @@
 import { fnv1a32, fnv1a32Bytes } from '../core/random.js';
 import type { Database, Sql } from './database.js';
 import { uuidLiteral } from './datasets.js';
+import { andFilter, type ItemFilter } from './metadata-filter.js';
 import { binaryCopy, CopyBinaryParser, decodeVectorInto, type BinaryField } from './pgcopy.js';
 
 /** Writes scores of one version (set-based upsert). */
@@ -119,7 +120,7 @@ export interface ScoreColumns {
  * in), hashing each id as it streams past instead of keeping the string: a million items cost
  * about 20 MB however long their ids are.
  */
-export async function readScoreColumns(db: Sql, datasetId: string, version: number, expectedRows = 1 << 14): Promise<ScoreColumns> {
+export async function readScoreColumns(db: Sql, datasetId: string, version: number, expectedRows = 1 << 14, filter: ItemFilter | null = null): Promise<ScoreColumns> {
   // Sized right (a count in the same snapshot), the columns are allocated once and never copied.
   let capacity = Math.max(1, expectedRows);
   let n = 0;
@@ -145,7 +146,7 @@ export async function readScoreColumns(db: Sql, datasetId: string, version: numb
   });
   const source = `(SELECT s.item_id, i.external_id, s.score, s.cluster
      FROM item_scores s JOIN items i ON i.id = s.item_id
-     WHERE s.dataset_id = ${uuidLiteral(datasetId)} AND s.version = ${Number(version)} ORDER BY i.external_id COLLATE "C")`;
+     WHERE s.dataset_id = ${uuidLiteral(datasetId)} AND s.version = ${Number(version)}${andFilter(filter)} ORDER BY i.external_id COLLATE "C")`;
   for await (const chunk of db.copyOut(source, 'binary')) parser.push(chunk);
   parser.end();
   if (n === capacity) return { n, itemIds, scores, clusters, idHashes };
@@ -170,12 +171,13 @@ export async function readAtActiveVersion<T>(
   });
 }
 
-/** Items scored under `version`, per cluster (clusters without items are left out). */
-export async function scoresPerCluster(db: Sql, datasetId: string, version: number): Promise<{ cluster: number; n: number }[]> {
-  return db.query<{ cluster: number; n: number }>('SELECT cluster, count(*)::int AS n FROM item_scores WHERE dataset_id = $1 AND version = $2 GROUP BY cluster', [
-    datasetId,
-    version,
-  ]);
+/** Items scored under `version`, per cluster (clusters without items are left out), of those matching `filter`. */
+export async function scoresPerCluster(db: Sql, datasetId: string, version: number, filter: ItemFilter | null = null): Promise<{ cluster: number; n: number }[]> {
+  const sql =
+    filter === null
+      ? 'SELECT cluster, count(*)::int AS n FROM item_scores WHERE dataset_id = $1 AND version = $2 GROUP BY cluster'
+      : `SELECT s.cluster, count(*)::int AS n FROM item_scores s JOIN items i ON i.id = s.item_id WHERE s.dataset_id = $1 AND s.version = $2${andFilter(filter)} GROUP BY s.cluster`;
+  return db.query<{ cluster: number; n: number }>(sql, [datasetId, version]);
 }
 
 /**

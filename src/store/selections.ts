@@ -13,8 +13,15 @@ export interface StoredSelection {
   requestHash: string;
   total: number;
   size: number;
+  summary: SelectionSummary;
   /** Milliseconds until the row expires, by the database's clock (≤ 0: expired). */
   remainingMs: number;
+}
+
+/** What a selection's first page reported beyond its counts; later pages report the same. */
+export interface SelectionSummary {
+  /** Items that matched the selection's metadata filter (absent: no filter, every item). */
+  matched?: number;
 }
 
 export interface NewSelection {
@@ -23,6 +30,7 @@ export interface NewSelection {
   /** SHA-256 (hex) of the request's parameters. */
   requestHash: string;
   total: number;
+  summary: SelectionSummary;
   /** Item row ids in policy order (bigserial values, exact in float64). */
   itemIds: Float64Array;
 }
@@ -65,17 +73,17 @@ export async function saveSelection(db: Sql, input: NewSelection, ttlMs: number,
   const digest = digestOf(input, bytes);
   // Repeated first pages of an unchanged dataset compute the same ids: reuse the row, skip the upload.
   let [row] = await db.query<{ id: string }>(
-    `UPDATE selections SET expires_at = now() + $3::float8 * interval '1 millisecond'
+    `UPDATE selections SET expires_at = now() + $3::float8 * interval '1 millisecond', summary = $4::jsonb
       WHERE dataset_id = $1 AND digest = $2 RETURNING id::text`,
-    [input.datasetId, digest, ttlMs],
+    [input.datasetId, digest, ttlMs, JSON.stringify(input.summary)],
   );
   if (!row) {
     [row] = await db.query<{ id: string }>(
-      `INSERT INTO selections (id, dataset_id, version, request_hash, digest, total, size, item_ids, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + $9::float8 * interval '1 millisecond')
-       ON CONFLICT (dataset_id, digest) DO UPDATE SET expires_at = EXCLUDED.expires_at
+      `INSERT INTO selections (id, dataset_id, version, request_hash, digest, total, size, item_ids, summary, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10::jsonb, now() + $9::float8 * interval '1 millisecond')
+       ON CONFLICT (dataset_id, digest) DO UPDATE SET expires_at = EXCLUDED.expires_at, summary = EXCLUDED.summary
        RETURNING id::text`,
-      [randomUUID(), input.datasetId, input.version, input.requestHash, digest, input.total, input.itemIds.length, bytes, ttlMs],
+      [randomUUID(), input.datasetId, input.version, input.requestHash, digest, input.total, input.itemIds.length, bytes, ttlMs, JSON.stringify(input.summary)],
     );
   }
   await sweepSelections(db, input.datasetId, keepPerDataset);
@@ -107,7 +115,7 @@ export async function sweepSelections(db: Sql, datasetId: string, keepPerDataset
  */
 export async function readSelectionSlice(db: Sql, id: string, from: number, count: number): Promise<{ selection: StoredSelection; itemIds: Float64Array } | undefined> {
   const [row] = await db.query<Omit<StoredSelection, 'remainingMs'> & { remainingMs: number; ids: Uint8Array }>(
-    `SELECT id::text, dataset_id::text AS "datasetId", version, request_hash AS "requestHash", total, size,
+    `SELECT id::text, dataset_id::text AS "datasetId", version, request_hash AS "requestHash", total, size, summary,
             (extract(epoch FROM expires_at - now()) * 1000)::float8 AS "remainingMs",
             substring(item_ids FROM $2::int FOR $3::int) AS ids
        FROM selections WHERE id = $1 AND expires_at > now()`,

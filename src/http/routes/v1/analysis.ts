@@ -8,9 +8,10 @@ import { prototypeStatus } from '../../../service/prototypes.js';
 import { requestRefit } from '../../../service/refit.js';
 import { scoreBatch } from '../../../service/score.js';
 import { datasetStats } from '../../../service/stats.js';
+import { parseFilterJson } from '../../../service/metadata-filter.js';
 import { checkItemCount, refuseIfNoItemUsable } from '../../../service/errors.js';
 import { ErrorBody } from '../../schemas.js';
-import { DatasetParams, Prototypes, ScoreBody, ScoreResponse, Stats } from './schemas.js';
+import { DatasetParams, Prototypes, ScoreBody, ScoreResponse, Stats, StatsQuery } from './schemas.js';
 
 const iso = (d: Date | null) => (d === null ? null : new Date(d).toISOString());
 
@@ -92,10 +93,18 @@ export const analysisRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; ap
     '/datasets/:dataset/stats',
     {
       config: { scope: 'read' },
-      schema: { operationId: 'getDatasetStats', summary: 'Dashboard statistics: counts, score histogram, cluster sizes, prototype state, ingest activity', tags: ['stats'], params: DatasetParams, response: { 200: Stats, ...errors } },
+      schema: {
+        operationId: 'getDatasetStats',
+        summary: 'Dashboard statistics: counts, score histogram, cluster sizes, prototype state, ingest activity',
+        description: 'With `filter`, the item and scored counts, the histogram and the cluster sizes describe the items whose metadata matches.',
+        tags: ['stats'],
+        params: DatasetParams,
+        querystring: StatsQuery,
+        response: { 200: Stats, ...errors },
+      },
     },
     async (request) => {
-      const stats = await datasetStats(ctx, request.params.dataset);
+      const stats = await datasetStats(ctx, request.params.dataset, parseFilterJson(request.query.filter));
       return {
         ...stats,
         lastRefit: stats.lastRefit && { version: stats.lastRefit.version, fittedAt: iso(stats.lastRefit.fittedAt)! },

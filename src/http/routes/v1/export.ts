@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { ServiceContext } from '../../../service/context.js';
+import { parseFilterJson } from '../../../service/metadata-filter.js';
 import { exportScores, type ExportRow } from '../../../service/score-export.js';
 import { cancelWithResponse, csvField } from '../../formats.js';
 import { parquetStream, type ParquetColumn } from '../../parquet.js';
@@ -70,13 +71,14 @@ export const exportRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }> = 
           'One row per item, easiest first (score ascending, ties by external id): external id, score (cosine distance to the nearest prototype), cluster, ' +
           'percentile (100 · items scoring lower / (n − 1): 0 easiest, 100 hardest), prototype version, the SemDeDup group of the newest completed run at ε ' +
           '(or of `job`; empty when none ran), and metadata. Read from one snapshot, streamed in constant memory. ' +
-          'Pick the format with `format=` or `Accept` (`application/x-ndjson`, `text/csv`, `application/vnd.apache.parquet`); NDJSON by default.',
+          'Pick the format with `format=` or `Accept` (`application/x-ndjson`, `text/csv`, `application/vnd.apache.parquet`); NDJSON by default. ' +
+          'With `filter`, only the items whose metadata matches (percentiles stay over every item): `X-Export-Matched` rows of `X-Export-Total` items.',
         tags: ['selection'],
         params: DatasetParams,
         querystring: ScoreExportQuery,
         response: {
           200: {
-            description: 'The export (headers: X-Prototype-Version, X-Export-Total, X-Dedup-Job when a run fills the duplicate columns)',
+            description: 'The export (headers: X-Prototype-Version, X-Export-Total, X-Export-Matched, X-Dedup-Job when a run fills the duplicate columns)',
             content: {
               'application/x-ndjson': { schema: Type.String() },
               'text/csv': { schema: Type.String() },
@@ -92,9 +94,9 @@ export const exportRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }> = 
       },
     },
     async (request, reply) => {
-      const { format, epsilon, job } = request.query;
+      const { format, epsilon, job, filter } = request.query;
       const chosen = exportFormat(format, request.headers.accept);
-      const exported = await exportScores(ctx, request.params.dataset, { epsilon, jobId: job });
+      const exported = await exportScores(ctx, request.params.dataset, { epsilon, jobId: job, filter: parseFilterJson(filter) });
       cancelWithResponse(reply, exported.cancel);
       const { version } = exported;
       async function* text() {
@@ -107,6 +109,7 @@ export const exportRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }> = 
         .header('content-type', chosen === 'parquet' ? PARQUET_TYPE : chosen === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson')
         .header('x-prototype-version', String(version))
         .header('x-export-total', String(exported.total))
+        .header('x-export-matched', String(exported.matched))
         .send(Readable.from(body) as unknown as string); // streamed as is; the schema documents what it carries
     },
   );

@@ -2,6 +2,7 @@ import { Type, type TLiteral, type TSchema } from '@sinclair/typebox';
 import { DEFAULT_BINS, DEFAULT_OUTLIER_FRACTION, DEFAULT_SELECTION_ORDER, SELECTION_ORDER_NAMES, type SelectionOrder } from '../../../core/selection.js';
 import { MAX_DIMENSION, MAX_K } from '../../../service/datasets.js';
 import { DEFAULT_GROUP_PAGE_LIMIT, MAX_GROUP_PAGE_LIMIT, DATASET_NAME_MAX_LENGTH, DATASET_NAME_PATTERN, EXTERNAL_ID_MAX_LENGTH, KEY_MAX_DATASETS, KEY_NAME_MAX_LENGTH, MAX_SELECTION_BINS } from '../../../service/limits.js';
+import { FILTER_LIMITS, FILTER_OPS } from '../../../service/metadata-filter.js';
 import { DEFAULT_SCORE_POLICY } from '../../../service/score.js';
 import { MAX_PAGE_LIMIT } from '../../../service/selection.js';
 import { DatasetSettingsInputSchema, DatasetSettingsSchema } from '../../../service/settings.js';
@@ -111,6 +112,37 @@ export const IngestResponse = Type.Object(
 /** Selection ids per JSON page when the request gives no `limit`. */
 export const DEFAULT_PAGE_LIMIT = 1000;
 
+const FILTER_DESCRIPTION =
+  'Only items whose metadata matches, as JSON: `{"contains": {…}, "where": [{"field": "a.b", "op": "eq|ne|lt|lte|gt|gte|in|exists|missing", "value": …}]}` — ' +
+  '`contains` is JSON containment (`metadata @> contains`, GIN-indexed); every condition must hold. eq/ne compare JSON values (a missing field equals nothing); ' +
+  'lt/lte/gt/gte compare a number with a number or a string with a string (byte order), false otherwise; in takes an array; exists/missing take no value.';
+
+/** A metadata filter in a query string: its JSON text. */
+export const FilterParam = Type.String({ maxLength: 32_768, description: FILTER_DESCRIPTION });
+
+/** A metadata filter in a JSON body (validated in full by the service: INVALID_FILTER). */
+export const MetadataFilter = Type.Object(
+  {
+    contains: Type.Optional(Type.Object({}, { additionalProperties: true, description: 'An object the metadata must contain' })),
+    where: Type.Optional(
+      Type.Array(
+        Type.Object(
+          {
+            field: Type.String({ description: 'A metadata key, or a dotted path (camera.model)' }),
+            op: Type.Union(FILTER_OPS.map((op) => Type.Literal(op))),
+            value: Type.Optional(Type.Unknown({ description: 'A string, number, boolean or null; an array of them for in; none for exists/missing' })),
+          },
+          { additionalProperties: false },
+        ),
+        { maxItems: FILTER_LIMITS.conditions },
+      ),
+    ),
+  },
+  { additionalProperties: false, description: FILTER_DESCRIPTION },
+);
+
+export const StatsQuery = Type.Object({ filter: Type.Optional(FilterParam) }, { additionalProperties: false });
+
 export const SelectionQuery = Type.Object(
   {
     order: Type.Optional(orderSchema({ description: OrderDescription, default: DEFAULT_SELECTION_ORDER })),
@@ -120,6 +152,7 @@ export const SelectionQuery = Type.Object(
     seed: Type.Optional(Type.Integer()),
     outlierFraction: Type.Optional(Type.Number({ minimum: 0, exclusiveMaximum: 1, description: `stratified: β, the hardest fraction set aside (default ${DEFAULT_OUTLIER_FRACTION})` })),
     bins: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_SELECTION_BINS, description: `stratified: score bins (default ${DEFAULT_BINS})` })),
+    filter: Type.Optional(FilterParam),
     format: Type.Optional(Type.Union([Type.Literal('json'), Type.Literal('ndjson'), Type.Literal('csv')], { description: 'Overrides the Accept header' })),
     cursor: Type.Optional(Type.String({ description: 'json: nextCursor of the previous page' })),
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PAGE_LIMIT, description: `json: ids per page (default ${DEFAULT_PAGE_LIMIT})` })),
@@ -131,6 +164,7 @@ export const SelectionPage = Type.Object(
   {
     prototypeVersion: Type.Integer(),
     total: Type.Integer({ description: 'Items in the dataset' }),
+    matched: Type.Integer({ description: 'Items matching the filter, which the budget applies to (total without a filter)' }),
     size: Type.Integer({ description: 'Items in the whole selection' }),
     externalIds: Type.Array(Type.String()),
     nextCursor: Nullable(Type.String()),
@@ -161,6 +195,7 @@ export const ScoreBody = Type.Object(
           epsilon: Type.Optional(Type.Number({ minimum: 0, maximum: 2, description: 'near-duplicate threshold; default: the dataset’s' })),
           outlierFraction: Type.Optional(Type.Number({ minimum: 0, exclusiveMaximum: 1 })),
           bins: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_SELECTION_BINS })),
+          filter: Type.Optional(MetadataFilter),
         },
         { additionalProperties: false },
       ),
@@ -173,6 +208,7 @@ export const ScoreResponse = Type.Object(
   {
     prototypeVersion: Type.Integer(),
     policy: Type.Object({ order: Order, fraction: Type.Number(), balance: Balance, seed: Type.Integer(), epsilon: Type.Number() }),
+    matched: Nullable(Type.Integer({ description: 'Stored items the decisions and percentiles were taken against: those matching the policy’s filter (all without one); null when no item was scored' })),
     items: Type.Array(
       Type.Union([
         Type.Object({
@@ -251,6 +287,7 @@ export const ScoreExportQuery = Type.Object(
     format: Type.Optional(Type.Union([Type.Literal('ndjson'), Type.Literal('csv'), Type.Literal('parquet')], { description: 'Overrides the Accept header (default NDJSON)' })),
     epsilon: Type.Optional(Epsilon),
     job: Type.Optional(Type.String({ maxLength: 64, description: 'A dedup job id of the active version: its groups fill the duplicate columns' })),
+    filter: Type.Optional(FilterParam),
   },
   { additionalProperties: false },
 );
@@ -283,7 +320,8 @@ export const Duplicates = Type.Object(
 export const Stats = Type.Object(
   {
     dataset: Type.String(),
-    itemCount: Type.Integer(),
+    itemCount: Type.Integer({ description: 'Items (matching the filter, under one)' }),
+    matched: Type.Integer({ description: 'Items matching the filter (itemCount); the counts, histogram and cluster sizes describe them' }),
     scoredCount: Type.Integer(),
     prototypeVersion: Nullable(Type.Integer()),
     k: Nullable(Type.Integer()),

@@ -7,6 +7,7 @@ import { ErrorBody } from '../../schemas.js';
 import { cancelWithResponse, csvField, pickFormat } from '../../formats.js';
 import { DatasetParams, DEFAULT_PAGE_LIMIT, SelectionPage, SelectionQuery } from './schemas.js';
 import { DEFAULT_SELECTION_ORDER } from '../../../core/selection.js';
+import { parseFilterJson } from '../../../service/metadata-filter.js';
 
 export const selectionRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }> = async (app, { ctx }) => {
   app.get(
@@ -19,7 +20,8 @@ export const selectionRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }>
         description:
           'Give `fraction` in (0, 1] or `count`. JSON answers one page (`limit`, `cursor`). With `Accept: application/x-ndjson` or `text/csv` ' +
           '(or `format=`) the whole selection streams in policy order, one id per line, in constant memory: hardest/easiest straight from the score index in one snapshot, other orders read back from the database in chunks. ' +
-          'Every answer names the prototype version it used (`prototypeVersion`, and the `X-Prototype-Version` header).',
+          'Every answer names the prototype version it used (`prototypeVersion`, and the `X-Prototype-Version` header). ' +
+          'With `filter` the policy runs over the items whose metadata matches, and `fraction` is of them: `matched` (header `X-Selection-Matched`) says how many.',
         tags: ['selection'],
         params: DatasetParams,
         querystring: SelectionQuery,
@@ -42,13 +44,13 @@ export const selectionRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }>
     },
     async (request, reply) => {
       const { dataset } = request.params;
-      const { format, cursor, limit, order, ...rest } = request.query;
-      const selection: SelectionRequest = { order: order ?? DEFAULT_SELECTION_ORDER, ...rest };
+      const { format, cursor, limit, order, filter, ...rest } = request.query;
+      const selection: SelectionRequest = { order: order ?? DEFAULT_SELECTION_ORDER, ...rest, filter: parseFilterJson(filter) };
       const chosen = pickFormat(format, request.headers.accept);
       if (chosen === 'json') {
         const page = await selectPage(ctx, dataset, selection, { cursor, limit: limit ?? DEFAULT_PAGE_LIMIT });
         void reply.header('x-prototype-version', String(page.version));
-        return { prototypeVersion: page.version, total: page.total, size: page.size, externalIds: page.externalIds, nextCursor: page.nextCursor };
+        return { prototypeVersion: page.version, total: page.total, matched: page.matched, size: page.size, externalIds: page.externalIds, nextCursor: page.nextCursor };
       }
       const stream = await streamSelection(ctx, dataset, selection);
       cancelWithResponse(reply, stream.cancel);
@@ -62,6 +64,7 @@ export const selectionRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }>
         .header('content-type', chosen === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson')
         .header('x-prototype-version', String(stream.version))
         .header('x-selection-total', String(stream.total))
+        .header('x-selection-matched', String(stream.matched))
         .header('x-selection-size', String(stream.size))
         .send(Readable.from(lines()) as unknown as string); // streamed as is; the schema documents the text it carries
     },

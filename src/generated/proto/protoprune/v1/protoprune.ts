@@ -93,6 +93,38 @@ export namespace Balance {
   export type BALANCE_CLUSTER = typeof Balance.BALANCE_CLUSTER;
 }
 
+export const FilterOp = {
+  FILTER_OP_UNSPECIFIED: "FILTER_OP_UNSPECIFIED",
+  /** FILTER_OP_EQ - Equal / not equal to the value (JSON equality; a missing field equals nothing). */
+  FILTER_OP_EQ: "FILTER_OP_EQ",
+  FILTER_OP_NE: "FILTER_OP_NE",
+  /** FILTER_OP_LT - A number compared with a number, a string with a string (byte order); false otherwise. */
+  FILTER_OP_LT: "FILTER_OP_LT",
+  FILTER_OP_LTE: "FILTER_OP_LTE",
+  FILTER_OP_GT: "FILTER_OP_GT",
+  FILTER_OP_GTE: "FILTER_OP_GTE",
+  /** FILTER_OP_IN - Equal to one of the values (value_json: a JSON array of 1-100 values). */
+  FILTER_OP_IN: "FILTER_OP_IN",
+  /** FILTER_OP_EXISTS - The field is present (even as null) / absent; value_json empty. */
+  FILTER_OP_EXISTS: "FILTER_OP_EXISTS",
+  FILTER_OP_MISSING: "FILTER_OP_MISSING",
+} as const;
+
+export type FilterOp = typeof FilterOp[keyof typeof FilterOp];
+
+export namespace FilterOp {
+  export type FILTER_OP_UNSPECIFIED = typeof FilterOp.FILTER_OP_UNSPECIFIED;
+  export type FILTER_OP_EQ = typeof FilterOp.FILTER_OP_EQ;
+  export type FILTER_OP_NE = typeof FilterOp.FILTER_OP_NE;
+  export type FILTER_OP_LT = typeof FilterOp.FILTER_OP_LT;
+  export type FILTER_OP_LTE = typeof FilterOp.FILTER_OP_LTE;
+  export type FILTER_OP_GT = typeof FilterOp.FILTER_OP_GT;
+  export type FILTER_OP_GTE = typeof FilterOp.FILTER_OP_GTE;
+  export type FILTER_OP_IN = typeof FilterOp.FILTER_OP_IN;
+  export type FILTER_OP_EXISTS = typeof FilterOp.FILTER_OP_EXISTS;
+  export type FILTER_OP_MISSING = typeof FilterOp.FILTER_OP_MISSING;
+}
+
 export const CandidateStatus = {
   CANDIDATE_STATUS_UNSPECIFIED: "CANDIDATE_STATUS_UNSPECIFIED",
   CANDIDATE_STATUS_SCORED: "CANDIDATE_STATUS_SCORED",
@@ -331,6 +363,26 @@ export interface IngestItemsResponse {
   scheduledJobIds: string[];
 }
 
+/**
+ * Which items a selection, export, statistic or score decision considers, by their metadata: JSON
+ * containment and comparisons on fields, all of which must hold (INVALID_ARGUMENT, INVALID_FILTER,
+ * naming the field, for a malformed one). Unset or empty: every item.
+ */
+export interface MetadataFilter {
+  /** A JSON object the metadata must contain (metadata @> contains, GIN-indexed); empty: none. */
+  containsJson: string;
+  /** At most 16. */
+  where: FilterCondition[];
+}
+
+export interface FilterCondition {
+  /** A metadata key, or a dotted path into nested objects (camera.model). */
+  field: string;
+  op: FilterOp;
+  /** The value as JSON text: a string, number, boolean or null (an array of them for IN). */
+  valueJson: string;
+}
+
 export interface SelectRequest {
   dataset: string;
   /** Unset (SELECTION_ORDER_UNSPECIFIED): HARDEST, the REST API's default too. */
@@ -351,7 +403,11 @@ export interface SelectRequest {
     | number
     | undefined;
   /** Most external ids per response message (default and maximum 5000). */
-  chunkSize?: number | undefined;
+  chunkSize?:
+    | number
+    | undefined;
+  /** Select among the items whose metadata matches; fraction is of them. */
+  filter: MetadataFilter | undefined;
 }
 
 export interface SelectionSummary {
@@ -361,6 +417,8 @@ export interface SelectionSummary {
   total: number;
   /** Items in the selection. */
   size: number;
+  /** Items matching the filter, which the budget applied to (total without a filter). */
+  matched: number;
 }
 
 export interface SelectResponse {
@@ -392,7 +450,11 @@ export interface ScorePolicy {
   /** Near-duplicate threshold ε in [0, 2]; unset: the dataset's setting. */
   epsilon?: number | undefined;
   outlierFraction?: number | undefined;
-  bins?: number | undefined;
+  bins?:
+    | number
+    | undefined;
+  /** Decide and rank against the stored items whose metadata matches. */
+  filter: MetadataFilter | undefined;
 }
 
 export interface ScoreBatchRequest {
@@ -439,6 +501,11 @@ export interface ScoreBatchResponse {
     | undefined;
   /** One per candidate, in request order. */
   items: CandidateScore[];
+  /**
+   * Stored items the decisions and percentiles were taken against (those matching the policy's
+   * filter); unset when no candidate was scored.
+   */
+  matched?: number | undefined;
 }
 
 export interface Drift {
@@ -510,6 +577,74 @@ export interface WatchJobRequest {
   id: string;
 }
 
+export interface ExportScoresRequest {
+  dataset: string;
+  /**
+   * The duplicate columns come from the newest completed SemDeDup run of the active version at
+   * this epsilon, in [0, 2] (none ran: FAILED_PRECONDITION, DEDUP_NOT_RUN). Unset: at the
+   * dataset's duplicate_epsilon, and empty columns when none ran there.
+   */
+  epsilon?:
+    | number
+    | undefined;
+  /**
+   * A dedup job's id: its run instead (NOT_FOUND, DEDUP_RUN_NOT_FOUND, unless it is a completed run
+   * of the active version).
+   */
+  jobId?:
+    | string
+    | undefined;
+  /** Most rows per response message (default and maximum 5000). */
+  chunkSize?:
+    | number
+    | undefined;
+  /** Only the items whose metadata matches (percentiles stay over every item). */
+  filter: MetadataFilter | undefined;
+}
+
+export interface ExportSummary {
+  /** The prototype version whose scores are exported. */
+  prototypeVersion: number;
+  /** Items scored under that version (the percentiles' population). */
+  total: number;
+  /** The dedup job whose run fills the duplicate fields; empty when none does. */
+  dedupJobId: string;
+  /** Rows the export carries: items matching the filter (total without one). */
+  matched: number;
+}
+
+export interface ScoredItem {
+  externalId: string;
+  /** Cosine distance to the nearest prototype. */
+  score: number;
+  cluster: number;
+  /** 100 * (items scoring lower) / (n - 1): 0 the easiest, 100 the hardest. */
+  percentile: number;
+  /** The item SemDeDup keeps instead of this one; unset when this item is not a duplicate. */
+  duplicateOf?:
+    | string
+    | undefined;
+  /** Cosine similarity to duplicate_of. */
+  duplicateSimilarity?:
+    | number
+    | undefined;
+  /** The kept item of this item's group (itself when kept with duplicates); unset outside any group. */
+  duplicateGroup?:
+    | string
+    | undefined;
+  /** The item's metadata, a JSON object as a string. */
+  metadataJson: string;
+}
+
+export interface ExportScoresResponse {
+  /** Only in the first message. */
+  summary:
+    | ExportSummary
+    | undefined;
+  /** The next rows, easiest first (score ascending, ties by external id). */
+  items: ScoredItem[];
+}
+
 export interface RequestDedupRequest {
   dataset: string;
   /** In [0, 2]; unset: the dataset's duplicate_epsilon. */
@@ -563,6 +698,8 @@ export interface DuplicateReport {
 
 export interface GetStatsRequest {
   dataset: string;
+  /** The counts, histogram and cluster sizes of the items whose metadata matches. */
+  filter: MetadataFilter | undefined;
 }
 
 export interface Histogram {
@@ -603,7 +740,11 @@ export interface DatasetStats {
   /** Unset before the first fit. */
   lastRefit: LastRefit | undefined;
   refitJob: Job | undefined;
-  ingest: IngestActivity | undefined;
+  ingest:
+    | IngestActivity
+    | undefined;
+  /** Items matching the filter (item_count); the counts, histogram and cluster sizes describe them. */
+  matched: number;
 }
 
 export interface GetItemRequest {
