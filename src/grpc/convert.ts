@@ -11,6 +11,7 @@ import type { Dataset, CreateDatasetInput } from '../service/datasets.js';
 import type { DedupRunView, DuplicateGroupView } from '../service/dedup.js';
 import { ServiceError } from '../service/errors.js';
 import { FILTER_OPS, type MetadataFilter } from '../service/metadata-filter.js';
+import { DEDUP_KEEPS, type DedupOutcome, type DedupRequest } from '../service/dedup-stage.js';
 import { textProblem } from '../service/text.js';
 import type { ItemView } from '../service/items.js';
 import type { JobView } from '../service/jobs.js';
@@ -216,7 +217,21 @@ export function selectionRequest(req: pb.SelectRequest): SelectionRequest {
     outlierFraction: req.outlierFraction,
     bins: req.bins,
     filter: metadataFilter(req.filter),
+    ...(req.dedup && { dedup: dedupRequest(req.dedup) }),
   };
+}
+
+function dedupRequest(msg: pb.DedupStage): DedupRequest {
+  return {
+    epsilon: msg.epsilon,
+    jobId: msg.jobId,
+    keep: fromEnum('DEDUP_KEEP_', msg.keep, DEDUP_KEEPS, 'dedup.keep', 'INVALID_DEDUP'),
+    ...(msg.keepField !== '' && { keepField: msg.keepField }),
+  };
+}
+
+export function dedupOutcomeMessage(d: DedupOutcome | null): Outgoing<pb.DedupOutcome> | null {
+  return d && { jobId: d.jobId, epsilon: d.epsilon, keep: toEnum('DEDUP_KEEP_', d.keep), dropped: d.dropped };
 }
 
 export function scorePolicy(msg: pb.ScorePolicy | null | undefined): Partial<ScorePolicy> {

@@ -21,6 +21,7 @@ import {
   createDatasetInput,
   datasetMessage,
   decodeBatch,
+  dedupOutcomeMessage,
   duplicateReportMessage,
   itemMessage,
   itemOutcomeMessage,
@@ -265,7 +266,13 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
       // A call cancelled while this generator waits for the client to read still frees the snapshot.
       signal.addEventListener('abort', stream.cancel, { once: true });
       try {
-        let summary: Outgoing<pb.SelectionSummary> | null = { prototypeVersion: stream.version, total: stream.total, size: stream.size, matched: stream.matched };
+        let summary: Outgoing<pb.SelectionSummary> | null = {
+          prototypeVersion: stream.version,
+          total: stream.total,
+          size: stream.size,
+          matched: stream.matched,
+          dedup: dedupOutcomeMessage(stream.dedup),
+        };
         for await (const ids of stream.externalIds) {
           if (signal.aborted) return;
           for (let at = 0; at < ids.length; at += chunkSize) {

@@ -67,7 +67,11 @@ function checkScalar(value: unknown, field: string): FilterScalar {
   return invalid(field, `${field} must be a string, number, boolean or null`);
 }
 
-function checkPath(path: unknown, field: string): string[] {
+/** A metadata field: a key or a dotted path, as filter conditions name them (INVALID_FILTER, or `code`, naming `field`). */
+export function checkPath(path: unknown, field: string, code = 'INVALID_FILTER'): string[] {
+  function invalid(f: string, message: string): never {
+    throw new ServiceError('invalid', code, message, { field: f });
+  }
   if (typeof path !== 'string' || path.length === 0) invalid(field, `${field} must be a non-empty string (a key, or a dotted path such as camera.model)`);
   const segments = path.split('.');
   if (segments.length > FILTER_LIMITS.pathSegments) invalid(field, `${field} has more than ${FILTER_LIMITS.pathSegments} segments`);

@@ -16,7 +16,7 @@ import type { AnyItem } from './ingest-items.js';
 export type ScoreCandidate = Omit<AnyItem, 'metadata'>;
 
 /** The policy a candidate's keep/skip decision follows, as for a selection (default: hardest 30%). */
-export type ScorePolicy = Omit<SelectionRequest, 'count'> & { epsilon?: number };
+export type ScorePolicy = Omit<SelectionRequest, 'count' | 'dedup'> & { epsilon?: number };
 
 export const DEFAULT_SCORE_POLICY = { order: DEFAULT_SELECTION_ORDER, fraction: 0.3 };
 

@@ -15,13 +15,15 @@ import {
 import { readSelectionSlice, saveSelection, sweepSelections, touchSelection, type SelectionSummary } from '../store/selections.js';
 import { fnv1a32 } from '../core/random.js';
 import { externalIdsOf } from '../store/items.js';
-import { readAtActiveVersion, readScoreColumns, scoresPerCluster } from '../store/scores.js';
+import { readAtActiveVersion, readScoreColumns, scoresPerCluster, type ScoreColumns } from '../store/scores.js';
 import type { Sql } from '../store/database.js';
 import type { ServiceContext } from './context.js';
 import { getDataset, type Dataset } from './datasets.js';
 import { ServiceError } from './errors.js';
 import { MAX_SELECTION_BINS } from './limits.js';
-import { checkMetadataFilter, type CheckedFilter, type MetadataFilter } from './metadata-filter.js';
+import { checkDedupRequest, stageDedup, type DedupOutcome, type DedupRequest } from './dedup-stage.js';
+import { checkMetadataFilter, type MetadataFilter } from './metadata-filter.js';
+import type { ItemFilter } from '../store/metadata-filter.js';
 
 export interface SelectionRequest {
   order: SelectionOrder;
@@ -37,6 +39,8 @@ export interface SelectionRequest {
   bins?: number;
   /** Select among the items whose metadata matches; the budget applies to them. */
   filter?: MetadataFilter;
+  /** Dedup, then prune: near-duplicates go first, then the policy runs over what remains. */
+  dedup?: DedupRequest;
 }
 
 export interface Selection {
@@ -46,6 +50,8 @@ export interface Selection {
   total: number;
   /** Items the selection chose from: those matching its filter (`total` without one). */
   matched: number;
+  /** The dedup step of a dedup-then-prune selection (how many it dropped); null without one. */
+  dedup: DedupOutcome | null;
   /** Selected external ids, in the policy's order. */
   externalIds: string[];
 }
@@ -69,6 +75,7 @@ export function checkSelectionRequest(r: SelectionRequest): void {
   if (r.outlierFraction !== undefined && !(r.outlierFraction >= 0 && r.outlierFraction < 1)) invalid('outlierFraction', 'outlierFraction must be in [0, 1)');
   if (r.bins !== undefined && !(Number.isInteger(r.bins) && r.bins >= 1 && r.bins <= MAX_SELECTION_BINS)) invalid('bins', `bins must be an integer from 1 to ${MAX_SELECTION_BINS}`);
   checkMetadataFilter(r.filter);
+  if (r.dedup !== undefined) checkDedupRequest(r.dedup);
 }
 
 /** A computed selection: item row ids in policy order, read back to external ids page by page. */
@@ -79,6 +86,7 @@ export interface SelectionHandle {
   total: number;
   /** Items matching the request's filter. */
   matched: number;
+  dedup: DedupOutcome | null;
   /** Item row ids of the selection, in the policy's order. */
   itemIds: Float64Array;
 }
@@ -106,37 +114,54 @@ function rankedOrderOf(request: SelectionRequest): RankedOrder | null {
   return request.order === 'hardest' || request.order === 'easiest' ? request.order : null;
 }
 
-/** Items scored under `version`, and of those the ones `filter` matches (one count without a filter). */
-async function countsOf(tx: Sql, datasetId: string, version: number, filter: CheckedFilter | null, matched?: number): Promise<{ total: number; matched: number }> {
-  if (filter === null && matched !== undefined) return { total: matched, matched };
-  const total = await countScores(tx, datasetId, version);
-  return { total, matched: filter === null ? total : (matched ?? (await countScores(tx, datasetId, version, filter))) };
+/** The items a selection chooses from, in its snapshot: counts by stage and the store's predicate. */
+interface Population {
+  /** Items scored under the version. */
+  total: number;
+  /** Of those, the ones matching the filter. */
+  matched: number;
+  /** The dedup step, when the request has one. */
+  dedup: DedupOutcome | null;
+  /** What the policy then runs over (null: every item). */
+  predicate: ItemFilter | null;
+  /** Items the policy keeps: the budget of the matched items, at most what the dedup step left. */
+  size: number;
+}
+
+/**
+ * Resolves a (checked) request's population in the snapshot `tx` reads: the filter, then the dedup
+ * step (staged in `tx`), and the budget — a fraction is of the matched items, so dedup-then-prune
+ * reaches the requested final size when enough items remain. `remaining` counts what the policy
+ * runs over, when the caller has it from its own read (per-cluster counts, the score columns).
+ */
+async function populationOf(tx: Sql, dataset: Dataset, version: number, request: SelectionRequest, remaining?: (predicate: ItemFilter | null) => Promise<number>): Promise<Population> {
+  const filter = checkMetadataFilter(request.filter);
+  const total = await countScores(tx, dataset.id, version);
+  const matched = filter === null ? total : await countScores(tx, dataset.id, version, filter);
+  const dedup = request.dedup ? await stageDedup(tx, dataset, version, request.dedup, request.seed ?? 0, filter) : null;
+  const predicate = dedup === null ? filter : { ...(filter ?? { contains: null, where: [] }), withoutDedupDrops: true };
+  const left = remaining ? await remaining(predicate) : matched - (dedup?.dropped ?? 0);
+  return { total, matched, dedup, predicate, size: Math.min(budgetSize(selectionOptions(request).budget, matched), left) };
 }
 
 /**
  * The ranked query for a (checked) request in the snapshot `tx` reads: the budget resolved against
- * the items scored under `version` that match the filter, and per-cluster quotas as the core computes them.
+ * the population (see `populationOf`), and per-cluster quotas as the core computes them.
  */
-async function planRanked(
-  tx: Sql,
-  dataset: Dataset,
-  version: number,
-  order: RankedOrder,
-  request: SelectionRequest,
-): Promise<{ query: RankedQuery; total: number; matched: number }> {
-  const options = selectionOptions(request);
-  const filter = checkMetadataFilter(request.filter);
-  if (options.balance === 'none') {
-    const counts = await countsOf(tx, dataset.id, version, filter);
-    return { ...counts, query: { datasetId: dataset.id, version, order, size: budgetSize(options.budget, counts.matched), quotas: null, filter } };
+async function planRanked(tx: Sql, dataset: Dataset, version: number, order: RankedOrder, request: SelectionRequest): Promise<{ query: RankedQuery; population: Population }> {
+  if ((request.balance ?? 'none') === 'none') {
+    const population = await populationOf(tx, dataset, version, request);
+    return { population, query: { datasetId: dataset.id, version, order, size: population.size, quotas: null, filter: population.predicate } };
   }
-  const perCluster = await scoresPerCluster(tx, dataset.id, version, filter);
-  const sizes = new Int32Array(perCluster.reduce((k, c) => Math.max(k, c.cluster + 1), 0));
-  for (const c of perCluster) sizes[c.cluster] = c.n;
-  const counts = await countsOf(tx, dataset.id, version, filter, sizes.reduce((sum, n) => sum + n, 0));
-  const size = budgetSize(options.budget, counts.matched);
-  const quotas = Array.from(quotasOfSizes(sizes, size), (quota, cluster) => ({ cluster, quota }));
-  return { ...counts, query: { datasetId: dataset.id, version, order, size, quotas, filter } };
+  let sizes = new Int32Array(0);
+  const population = await populationOf(tx, dataset, version, request, async (predicate) => {
+    const perCluster = await scoresPerCluster(tx, dataset.id, version, predicate);
+    sizes = new Int32Array(perCluster.reduce((k, c) => Math.max(k, c.cluster + 1), 0));
+    for (const c of perCluster) sizes[c.cluster] = c.n;
+    return sizes.reduce((sum, n) => sum + n, 0);
+  });
+  const quotas = Array.from(quotasOfSizes(sizes, population.size), (quota, cluster) => ({ cluster, quota }));
+  return { population, query: { datasetId: dataset.id, version, order, size: population.size, quotas, filter: population.predicate } };
 }
 
 /** A selection streamed in policy order: its version, counts, and the external ids chunk by chunk. */
@@ -144,6 +169,8 @@ export interface SelectionStream {
   version: number;
   total: number;
   matched: number;
+  /** The dedup step of a dedup-then-prune selection; null without one. */
+  dedup: DedupOutcome | null;
   size: number;
   externalIds: AsyncIterable<string[]>;
   /** Ends the stream and frees what it holds; call it when the consumer goes away (a no-op once done). */
@@ -165,14 +192,15 @@ export async function streamSelection(ctx: ServiceContext, datasetName: string, 
       version: handle.version,
       total: handle.total,
       matched: handle.matched,
+      dedup: handle.dedup,
       size: handle.itemIds.length,
       externalIds: selectedExternalIds(ctx, handle.itemIds),
       cancel: () => undefined,
     };
   }
   const stream = await streamAtActiveVersion(ctx.db, dataset.id, async (tx, version) => {
-    const { query, total, matched } = await planRanked(tx, dataset, version, order, request);
-    return { head: { total, matched, size: query.size }, chunks: copyRankedExternalIds(tx, query) };
+    const { query, population } = await planRanked(tx, dataset, version, order, request);
+    return { head: { total: population.total, matched: population.matched, dedup: population.dedup, size: query.size }, chunks: copyRankedExternalIds(tx, query) };
   });
   if (!stream) noPrototypes(dataset);
   return { version: stream.version, ...stream.head, externalIds: inChunksOf(ID_CHUNK, decodeTextColumn(stream.chunks)), cancel: stream.cancel };
@@ -204,18 +232,23 @@ export async function computeSelection(ctx: ServiceContext, datasetName: string,
 
 /** `computeSelection` for a dataset already looked up and a request already checked. */
 async function selectFrom(ctx: ServiceContext, dataset: Dataset, request: SelectionRequest): Promise<SelectionHandle> {
-  const filter = checkMetadataFilter(request.filter);
   const read = await readAtActiveVersion(ctx.db, dataset.id, async (tx, version) => {
-    const counts = await countsOf(tx, dataset.id, version, filter);
-    return { total: counts.total, columns: await readScoreColumns(tx, dataset.id, version, counts.matched, filter) };
+    let columns!: ScoreColumns;
+    const population = await populationOf(tx, dataset, version, request, async (predicate) => {
+      columns = await readScoreColumns(tx, dataset.id, version, await countScores(tx, dataset.id, version, predicate), predicate);
+      return columns.n;
+    });
+    return { population, columns };
   });
   if (!read) noPrototypes(dataset);
   const { version, value } = read;
-  const { columns, total } = value;
-  const chosen = select({ scores: columns.scores, clusters: columns.clusters, idHashes: columns.idHashes }, selectionOptions(request));
+  const { columns, population } = value;
+  // The budget as the resolved count: a fraction is of the matched items, not of what dedup left.
+  const options = { ...selectionOptions(request), budget: { count: population.size } };
+  const chosen = select({ scores: columns.scores, clusters: columns.clusters, idHashes: columns.idHashes }, options);
   const itemIds = new Float64Array(chosen.length);
   for (let i = 0; i < chosen.length; i++) itemIds[i] = columns.itemIds[chosen[i]];
-  return { version, total, matched: columns.n, itemIds };
+  return { version, total: population.total, matched: population.matched, dedup: population.dedup, itemIds };
 }
 
 /**
@@ -234,7 +267,7 @@ export async function selectItems(ctx: ServiceContext, datasetName: string, requ
   const stream = await streamSelection(ctx, datasetName, request);
   const externalIds: string[] = [];
   for await (const chunk of stream.externalIds) for (const id of chunk) externalIds.push(id);
-  return { version: stream.version, total: stream.total, matched: stream.matched, externalIds };
+  return { version: stream.version, total: stream.total, matched: stream.matched, dedup: stream.dedup, externalIds };
 }
 
 export interface SelectionPage extends Selection {
@@ -279,7 +312,8 @@ function requestKey(datasetName: string, request: SelectionRequest): string {
     request.outlierFraction ?? null,
     request.bins ?? null,
     // Absent without a filter: cursors issued before filters existed stay valid.
-    ...(request.filter === undefined ? [] : [checkMetadataFilter(request.filter)?.key ?? null]),
+    ...(request.filter === undefined && request.dedup === undefined ? [] : [checkMetadataFilter(request.filter)?.key ?? null]),
+    ...(request.dedup === undefined ? [] : [request.dedup.epsilon ?? null, request.dedup.jobId ?? null, request.dedup.keep ?? 'farthest', request.dedup.keepField ?? null]),
   ]);
 }
 
@@ -373,7 +407,7 @@ export async function selectPage(ctx: ServiceContext, datasetName: string, reque
       );
       nextCursor = encodeCursor({ s: id, o: next, h: hash });
     }
-    return { version: handle.version, total: handle.total, matched: handle.matched, size, externalIds, nextCursor };
+    return { version: handle.version, total: handle.total, matched: handle.matched, dedup: handle.dedup, size, externalIds, nextCursor };
   }
 
   const first = await readSelectionSlice(ctx.db, cursor.s, cursor.o, page.limit);
@@ -394,12 +428,13 @@ export async function selectPage(ctx: ServiceContext, datasetName: string, reque
   if (selection.remainingMs < STORED_SELECTION_TTL_MS - TOUCH_AFTER_MS) await touchSelection(ctx.db, selection.id, STORED_SELECTION_TTL_MS);
   const end = Math.min(next, selection.size);
   const nextCursor = end < selection.size ? encodeCursor({ s: selection.id, o: end, h: hash }) : null;
-  return { version: selection.version, total: selection.total, matched: selection.summary.matched ?? selection.total, size: selection.size, externalIds, nextCursor };
+  const { summary } = selection;
+  return { version: selection.version, total: selection.total, matched: summary.matched ?? selection.total, dedup: summary.dedup ?? null, size: selection.size, externalIds, nextCursor };
 }
 
 /** What a stored selection keeps for its later pages. */
-function summaryOf(counts: { total: number; matched: number }): SelectionSummary {
-  return counts.matched === counts.total ? {} : { matched: counts.matched };
+function summaryOf(counts: { total: number; matched: number; dedup: DedupOutcome | null }): SelectionSummary {
+  return { ...(counts.matched !== counts.total && { matched: counts.matched }), ...(counts.dedup && { dedup: counts.dedup }) };
 }
 
 /** Times a first page is tried when an identical stored selection was written meanwhile (REPEATABLE READ). */
@@ -422,21 +457,22 @@ async function firstRankedPage(
   for (let attempt = 1; ; attempt++) {
     try {
       const read = await readAtActiveVersion(ctx.db, dataset.id, async (tx, version) => {
-        const { query, total, matched } = await planRanked(tx, dataset, version, order, request);
-        if (query.size <= limit) return { total, matched, size: query.size, externalIds: await rankedExternalIds(tx, query, query.size), stored: null };
+        const { query, population } = await planRanked(tx, dataset, version, order, request);
+        const { total, matched, dedup } = population;
+        if (query.size <= limit) return { total, matched, dedup, size: query.size, externalIds: await rankedExternalIds(tx, query, query.size), stored: null };
         if (query.size > MAX_OFFSET) invalid('limit', `a selection of more than ${MAX_OFFSET} ids cannot be paged: stream it (format=ndjson or csv)`);
-        const summary = summaryOf({ total, matched });
+        const summary = summaryOf(population);
         const stored = await storeRankedSelection(tx, query, { datasetId: dataset.id, version, requestHash, total, summary }, STORED_SELECTION_TTL_MS);
         // The head of the stored row, in the same snapshot: every item in it exists.
         const head = await readSelectionSlice(tx, stored, 0, limit);
         const externalIds = (await externalIdsOf(tx, head!.itemIds)) as string[];
-        return { total, matched, size: query.size, externalIds, stored };
+        return { total, matched, dedup, size: query.size, externalIds, stored };
       });
       if (!read) noPrototypes(dataset);
-      const { total, matched, size, externalIds, stored } = read.value;
+      const { total, matched, dedup, size, externalIds, stored } = read.value;
       if (stored !== null) await sweepSelections(ctx.db, dataset.id, STORED_SELECTIONS_PER_DATASET);
       const nextCursor = stored === null ? null : encodeCursor({ s: stored, o: limit, h: hash });
-      return { version: read.version, total, matched, size, externalIds, nextCursor };
+      return { version: read.version, total, matched, dedup, size, externalIds, nextCursor };
     } catch (error) {
       if (!isSerializationFailure(error) || attempt === FIRST_PAGE_ATTEMPTS) throw error;
     }

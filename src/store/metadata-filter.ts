@@ -2,14 +2,19 @@
 export interface ItemFilter {
   /** JSON text of an object the metadata must contain; null: none. */
   contains: string | null;
+  /** Leave out the items the transaction's dedup stage dropped (see dedup-stage.ts). */
+  withoutDedupDrops?: boolean;
   where: { path: string[]; op: 'eq' | 'ne' | 'lt' | 'lte' | 'gt' | 'gte' | 'in' | 'exists' | 'missing'; value: string | number | boolean | null | (string | number | boolean | null)[] | undefined }[];
 }
+
+/** The temporary table of the items a selection's dedup stage drops (dedup-stage.ts): it lives as long as the transaction. */
+export const DEDUP_DROPS_TABLE = 'selection_dedup_drops';
 
 /**
  * A string literal. Only with standard_conforming_strings on (PostgreSQL's default since 9.1, and
  * PGlite's), where a backslash is an ordinary character and doubling quotes is the whole escape.
  */
-function textLiteral(text: string): string {
+export function textLiteral(text: string): string {
   return `'${text.replace(/'/g, "''")}'`;
 }
 
@@ -24,6 +29,7 @@ const COMPARE = { lt: '<', lte: '<=', gt: '>', gte: '>=' } as const;
  */
 export function filterCondition(filter: ItemFilter, alias = 'i'): string {
   const parts: string[] = [];
+  if (filter.withoutDedupDrops) parts.push(`NOT EXISTS (SELECT 1 FROM ${DEDUP_DROPS_TABLE} d WHERE d.item_id = ${alias}.id)`);
   if (filter.contains !== null) parts.push(`${alias}.metadata @> ${textLiteral(filter.contains)}::jsonb`);
   for (const c of filter.where) {
     const field = `(${alias}.metadata #> ARRAY[${c.path.map(textLiteral).join(',')}]::text[])`;

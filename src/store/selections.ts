@@ -22,6 +22,8 @@ export interface StoredSelection {
 export interface SelectionSummary {
   /** Items that matched the selection's metadata filter (absent: no filter, every item). */
   matched?: number;
+  /** The dedup step of a dedup-then-prune selection (absent: none). */
+  dedup?: { jobId: string; epsilon: number; keep: 'farthest' | 'closest' | 'random' | 'highest' | 'lowest'; dropped: number };
 }
 
 export interface NewSelection {

@@ -58,7 +58,7 @@ describe('REST and gRPC resolve the same defaults', () => {
     const messages = await grpc.stream('Select', { dataset: 'shared', fraction: 0.3 });
     expect(rest.body.externalIds).toHaveLength(Math.round(0.3 * N));
     expect(messages.flatMap((m) => m.externalIds as string[])).toEqual(rest.body.externalIds);
-    expect(messages[0].summary).toEqual({ prototypeVersion: rest.body.prototypeVersion, total: rest.body.total, matched: rest.body.matched, size: rest.body.size });
+    expect(messages[0].summary).toEqual({ prototypeVersion: rest.body.prototypeVersion, total: rest.body.total, matched: rest.body.matched, size: rest.body.size, dedup: null });
   });
 
   it('ScoreBatch: the same applied policy without one', async () => {

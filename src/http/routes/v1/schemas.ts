@@ -2,6 +2,7 @@ import { Type, type TLiteral, type TSchema } from '@sinclair/typebox';
 import { DEFAULT_BINS, DEFAULT_OUTLIER_FRACTION, DEFAULT_SELECTION_ORDER, SELECTION_ORDER_NAMES, type SelectionOrder } from '../../../core/selection.js';
 import { MAX_DIMENSION, MAX_K } from '../../../service/datasets.js';
 import { DEFAULT_GROUP_PAGE_LIMIT, MAX_GROUP_PAGE_LIMIT, DATASET_NAME_MAX_LENGTH, DATASET_NAME_PATTERN, EXTERNAL_ID_MAX_LENGTH, KEY_MAX_DATASETS, KEY_NAME_MAX_LENGTH, MAX_SELECTION_BINS } from '../../../service/limits.js';
+import { DEDUP_KEEPS, type DedupKeep } from '../../../service/dedup-stage.js';
 import { FILTER_LIMITS, FILTER_OPS } from '../../../service/metadata-filter.js';
 import { DEFAULT_SCORE_POLICY } from '../../../service/score.js';
 import { MAX_PAGE_LIMIT } from '../../../service/selection.js';
@@ -28,6 +29,12 @@ const OrderDescription =
 const orderSchema = (options: { description: string; default?: SelectionOrder }) =>
   Type.Union(SELECTION_ORDER_NAMES.map((name) => Type.Literal(name)), options) as unknown as TLiteral<SelectionOrder>;
 export const Order = orderSchema({ description: OrderDescription });
+/** Which member of a near-duplicate group a dedup-then-prune selection keeps. */
+const DedupKeepSchema = (options: { description?: string } = {}) => Type.Union(DEDUP_KEEPS.map((k) => Type.Literal(k)), options) as unknown as TLiteral<DedupKeep>;
+
+
+const Epsilon = Type.Number({ minimum: 0, maximum: 2, description: 'similarity ≥ 1 − ε is a duplicate; default: the dataset’s' });
+
 export const Balance = Type.Union([Type.Literal('none'), Type.Literal('cluster')], { description: 'cluster: every cluster keeps the same fraction' });
 
 export const CreateDatasetBody = Type.Object(
@@ -141,6 +148,17 @@ export const MetadataFilter = Type.Object(
   { additionalProperties: false, description: FILTER_DESCRIPTION },
 );
 
+/** What the dedup step of a dedup-then-prune selection did. */
+export const DedupOutcome = Type.Object(
+  {
+    jobId: Type.String({ description: 'The dedup run whose groups were used' }),
+    epsilon: Type.Number(),
+    keep: DedupKeepSchema(),
+    dropped: Type.Integer({ description: 'Items (of the matched ones) dropped as near-duplicates before the policy ran; the policy then dropped matched − dropped − size' }),
+  },
+  { description: 'The dedup step (null without dedup=true)' },
+);
+
 export const StatsQuery = Type.Object({ filter: Type.Optional(FilterParam) }, { additionalProperties: false });
 
 export const SelectionQuery = Type.Object(
@@ -153,6 +171,11 @@ export const SelectionQuery = Type.Object(
     outlierFraction: Type.Optional(Type.Number({ minimum: 0, exclusiveMaximum: 1, description: `stratified: β, the hardest fraction set aside (default ${DEFAULT_OUTLIER_FRACTION})` })),
     bins: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_SELECTION_BINS, description: `stratified: score bins (default ${DEFAULT_BINS})` })),
     filter: Type.Optional(FilterParam),
+    dedup: Type.Optional(Type.Boolean({ description: 'Dedup, then prune: drop SemDeDup near-duplicates first (one member of each group stays), then apply the policy to what remains; `fraction` is of the items before dedup' })),
+    epsilon: Type.Optional({ ...Epsilon, description: 'dedup: the run at this ε (newest completed of the active version); default the dataset’s duplicateEpsilon' }),
+    dedupJob: Type.Optional(Type.String({ maxLength: 64, description: 'dedup: this dedup job’s run instead' })),
+    dedupKeep: Type.Optional(DedupKeepSchema({ description: 'dedup: which member of a group stays — farthest from its prototype (SemDeDup’s choice, default), closest, random (by seed), or the highest/lowest number in metadata field dedupKeepField' })),
+    dedupKeepField: Type.Optional(Type.String({ maxLength: 1024, description: 'dedup: the numeric metadata field (key or dotted path) of dedupKeep=highest|lowest' })),
     format: Type.Optional(Type.Union([Type.Literal('json'), Type.Literal('ndjson'), Type.Literal('csv')], { description: 'Overrides the Accept header' })),
     cursor: Type.Optional(Type.String({ description: 'json: nextCursor of the previous page' })),
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PAGE_LIMIT, description: `json: ids per page (default ${DEFAULT_PAGE_LIMIT})` })),
@@ -165,6 +188,7 @@ export const SelectionPage = Type.Object(
     prototypeVersion: Type.Integer(),
     total: Type.Integer({ description: 'Items in the dataset' }),
     matched: Type.Integer({ description: 'Items matching the filter, which the budget applies to (total without a filter)' }),
+    dedup: Nullable(DedupOutcome),
     size: Type.Integer({ description: 'Items in the whole selection' }),
     externalIds: Type.Array(Type.String()),
     nextCursor: Nullable(Type.String()),
@@ -266,7 +290,6 @@ export const Prototypes = Type.Object(
   { $id: 'Prototypes' },
 );
 
-const Epsilon = Type.Number({ minimum: 0, maximum: 2, description: 'similarity ≥ 1 − ε is a duplicate; default: the dataset’s' });
 
 export const DedupJobBody = Type.Object({ epsilon: Type.Optional(Epsilon) }, { additionalProperties: false });
 

@@ -7,6 +7,7 @@ import { ErrorBody } from '../../schemas.js';
 import { cancelWithResponse, csvField, pickFormat } from '../../formats.js';
 import { DatasetParams, DEFAULT_PAGE_LIMIT, SelectionPage, SelectionQuery } from './schemas.js';
 import { DEFAULT_SELECTION_ORDER } from '../../../core/selection.js';
+import { ServiceError } from '../../../service/errors.js';
 import { parseFilterJson } from '../../../service/metadata-filter.js';
 
 export const selectionRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }> = async (app, { ctx }) => {
@@ -21,7 +22,9 @@ export const selectionRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }>
           'Give `fraction` in (0, 1] or `count`. JSON answers one page (`limit`, `cursor`). With `Accept: application/x-ndjson` or `text/csv` ' +
           '(or `format=`) the whole selection streams in policy order, one id per line, in constant memory: hardest/easiest straight from the score index in one snapshot, other orders read back from the database in chunks. ' +
           'Every answer names the prototype version it used (`prototypeVersion`, and the `X-Prototype-Version` header). ' +
-          'With `filter` the policy runs over the items whose metadata matches, and `fraction` is of them: `matched` (header `X-Selection-Matched`) says how many.',
+          'With `filter` the policy runs over the items whose metadata matches, and `fraction` is of them: `matched` (header `X-Selection-Matched`) says how many. ' +
+          'With `dedup=true`, near-duplicates of a completed SemDeDup run go first (one member per group stays, by `dedupKeep`), then the policy prunes the rest to the requested final size: ' +
+          '`dedup.dropped` (header `X-Selection-Dedup-Dropped`) and `matched − dedup.dropped − size` are what each stage dropped.',
         tags: ['selection'],
         params: DatasetParams,
         querystring: SelectionQuery,
@@ -44,16 +47,25 @@ export const selectionRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }>
     },
     async (request, reply) => {
       const { dataset } = request.params;
-      const { format, cursor, limit, order, filter, ...rest } = request.query;
-      const selection: SelectionRequest = { order: order ?? DEFAULT_SELECTION_ORDER, ...rest, filter: parseFilterJson(filter) };
+      const { format, cursor, limit, order, filter, dedup, epsilon, dedupJob, dedupKeep, dedupKeepField, ...rest } = request.query;
+      if (!dedup && [epsilon, dedupJob, dedupKeep, dedupKeepField].some((v) => v !== undefined)) {
+        throw new ServiceError('invalid', 'INVALID_DEDUP', 'epsilon, dedupJob, dedupKeep and dedupKeepField go with dedup=true', { field: 'dedup' });
+      }
+      const selection: SelectionRequest = {
+        order: order ?? DEFAULT_SELECTION_ORDER,
+        ...rest,
+        filter: parseFilterJson(filter),
+        ...(dedup && { dedup: { epsilon, jobId: dedupJob, keep: dedupKeep, keepField: dedupKeepField } }),
+      };
       const chosen = pickFormat(format, request.headers.accept);
       if (chosen === 'json') {
         const page = await selectPage(ctx, dataset, selection, { cursor, limit: limit ?? DEFAULT_PAGE_LIMIT });
         void reply.header('x-prototype-version', String(page.version));
-        return { prototypeVersion: page.version, total: page.total, matched: page.matched, size: page.size, externalIds: page.externalIds, nextCursor: page.nextCursor };
+        return { prototypeVersion: page.version, total: page.total, matched: page.matched, dedup: page.dedup, size: page.size, externalIds: page.externalIds, nextCursor: page.nextCursor };
       }
       const stream = await streamSelection(ctx, dataset, selection);
       cancelWithResponse(reply, stream.cancel);
+      if (stream.dedup) void reply.header('x-dedup-job', stream.dedup.jobId).header('x-selection-dedup-dropped', String(stream.dedup.dropped));
       async function* lines() {
         if (chosen === 'csv') yield 'external_id\n';
         for await (const ids of stream.externalIds) {

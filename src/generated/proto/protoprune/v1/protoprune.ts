@@ -125,6 +125,29 @@ export namespace FilterOp {
   export type FILTER_OP_MISSING = typeof FilterOp.FILTER_OP_MISSING;
 }
 
+export const DedupKeep = {
+  /** DEDUP_KEEP_UNSPECIFIED - FARTHEST. */
+  DEDUP_KEEP_UNSPECIFIED: "DEDUP_KEEP_UNSPECIFIED",
+  /** DEDUP_KEEP_FARTHEST - Farthest from its prototype: SemDeDup's own choice. */
+  DEDUP_KEEP_FARTHEST: "DEDUP_KEEP_FARTHEST",
+  DEDUP_KEEP_CLOSEST: "DEDUP_KEEP_CLOSEST",
+  /** DEDUP_KEEP_RANDOM - By the selection's seed. */
+  DEDUP_KEEP_RANDOM: "DEDUP_KEEP_RANDOM",
+  DEDUP_KEEP_HIGHEST: "DEDUP_KEEP_HIGHEST",
+  DEDUP_KEEP_LOWEST: "DEDUP_KEEP_LOWEST",
+} as const;
+
+export type DedupKeep = typeof DedupKeep[keyof typeof DedupKeep];
+
+export namespace DedupKeep {
+  export type DEDUP_KEEP_UNSPECIFIED = typeof DedupKeep.DEDUP_KEEP_UNSPECIFIED;
+  export type DEDUP_KEEP_FARTHEST = typeof DedupKeep.DEDUP_KEEP_FARTHEST;
+  export type DEDUP_KEEP_CLOSEST = typeof DedupKeep.DEDUP_KEEP_CLOSEST;
+  export type DEDUP_KEEP_RANDOM = typeof DedupKeep.DEDUP_KEEP_RANDOM;
+  export type DEDUP_KEEP_HIGHEST = typeof DedupKeep.DEDUP_KEEP_HIGHEST;
+  export type DEDUP_KEEP_LOWEST = typeof DedupKeep.DEDUP_KEEP_LOWEST;
+}
+
 export const CandidateStatus = {
   CANDIDATE_STATUS_UNSPECIFIED: "CANDIDATE_STATUS_UNSPECIFIED",
   CANDIDATE_STATUS_SCORED: "CANDIDATE_STATUS_SCORED",
@@ -407,7 +430,42 @@ export interface SelectRequest {
     | number
     | undefined;
   /** Select among the items whose metadata matches; fraction is of them. */
-  filter: MetadataFilter | undefined;
+  filter:
+    | MetadataFilter
+    | undefined;
+  /**
+   * Dedup, then prune: near-duplicates of a completed SemDeDup run go first (one member of each
+   * group stays), then the policy prunes what remains to the requested final size (fraction is of
+   * the matched items, before dedup). No run at epsilon: FAILED_PRECONDITION, DEDUP_NOT_RUN.
+   */
+  dedup: DedupStage | undefined;
+}
+
+export interface DedupStage {
+  /** In [0, 2]; unset: the dataset's duplicate_epsilon. */
+  epsilon?:
+    | number
+    | undefined;
+  /** A dedup job's id: its run instead of the newest of the active version at epsilon. */
+  jobId?: string | undefined;
+  keep: DedupKeep;
+  /**
+   * HIGHEST / LOWEST: the numeric metadata field (a key or dotted path); members without a number
+   * there lose.
+   */
+  keepField: string;
+}
+
+export interface DedupOutcome {
+  /** The dedup run whose groups were used. */
+  jobId: string;
+  epsilon: number;
+  keep: DedupKeep;
+  /**
+   * Items (of the matched ones) dropped as near-duplicates before the policy ran; the policy then
+   * dropped matched - dropped - size.
+   */
+  dropped: number;
 }
 
 export interface SelectionSummary {
@@ -419,6 +477,8 @@ export interface SelectionSummary {
   size: number;
   /** Items matching the filter, which the budget applied to (total without a filter). */
   matched: number;
+  /** Unset without a dedup stage. */
+  dedup: DedupOutcome | undefined;
 }
 
 export interface SelectResponse {
