@@ -13,7 +13,7 @@ import { requestRefit } from '../service/refit.js';
 import { scoreBatch, type CandidateScore } from '../service/score.js';
 import { exportScores } from '../service/score-export.js';
 import { ID_CHUNK, streamSelection } from '../service/selection.js';
-import { DEFAULT_GROUP_PAGE_LIMIT, MAX_GROUP_PAGE_LIMIT } from '../service/limits.js';
+import { DEFAULT_GROUP_PAGE_LIMIT, DEFAULT_MANIFEST_PAGE_LIMIT, MAX_GROUP_PAGE_LIMIT, MAX_MANIFEST_PAGE_LIMIT } from '../service/limits.js';
 import { datasetStats } from '../service/stats.js';
 import {
   apiKeyMessage,
@@ -42,6 +42,8 @@ import { MALFORMED_MESSAGE } from './proto.js';
 import { assertValidText, printable } from '../service/text.js';
 import { ingestItems } from '../service/ingest.js';
 import { countOutcomes, type ItemOutcome } from '../service/ingest-items.js';
+import { createManifest, deleteManifest, getManifest, listManifests, manifestIds } from '../service/manifests.js';
+import { manifestInput, manifestMessage } from './manifests.js';
 
 export interface HandlerDeps {
   ctx: ServiceContext;
@@ -406,6 +408,48 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
     RevokeApiKey: unary<pb.RevokeApiKeyRequest, pb.ApiKey>('RevokeApiKey', async (req, principal) => {
       authorize(principal, 'admin');
       return apiKeyMessage(await revokeApiKey(ctx.db, req.id, principal));
+    }),
+
+    CreateManifest: unary<pb.CreateManifestRequest, pb.Manifest>('CreateManifest', async (req, principal) => {
+      authorize(principal, 'write', req.dataset);
+      return manifestMessage(await createManifest(ctx, req.dataset, manifestInput(req), principal));
+    }),
+
+    GetManifest: unary<pb.GetManifestRequest, pb.Manifest>('GetManifest', async (req, principal) => {
+      authorize(principal, 'read');
+      return manifestMessage(await getManifest(ctx, req.id, principal));
+    }),
+
+    StreamManifestIds: serverStream<pb.StreamManifestIdsRequest, pb.ManifestIdsResponse>('StreamManifestIds', async function* (req, principal, signal) {
+      authorize(principal, 'read');
+      const chunkSize = checkChunkSize(req.chunkSize);
+      const manifest = await getManifest(ctx, req.id, principal);
+      // Ids are read a stored chunk at a time, no snapshot held: leaving the loop (an abort) frees everything.
+      let head: Outgoing<pb.Manifest> | null = manifestMessage(manifest);
+      for await (const ids of manifestIds(ctx, manifest)) {
+        if (signal.aborted) return;
+        for (let at = 0; at < ids.length; at += chunkSize) {
+          yield { manifest: head, externalIds: ids.slice(at, at + chunkSize) };
+          head = null;
+        }
+      }
+      if (head !== null) yield { manifest: head, externalIds: [] };
+    }),
+
+    ListManifests: unary<pb.ListManifestsRequest, pb.ListManifestsResponse>('ListManifests', async (req, principal) => {
+      authorize(principal, 'read', req.dataset);
+      const limit = req.pageSize ?? DEFAULT_MANIFEST_PAGE_LIMIT;
+      if (!(Number.isInteger(limit) && limit >= 1 && limit <= MAX_MANIFEST_PAGE_LIMIT)) {
+        throw new ServiceError('invalid', 'INVALID_PAGE_SIZE', `page_size must be an integer from 1 to ${MAX_MANIFEST_PAGE_LIMIT}`, { field: 'page_size' });
+      }
+      const page = await listManifests(ctx, req.dataset, { cursor: req.pageToken || undefined, limit });
+      return { manifests: page.manifests.map(manifestMessage), nextPageToken: page.nextCursor ?? '' };
+    }),
+
+    DeleteManifest: unary<pb.DeleteManifestRequest, pb.DeleteManifestResponse>('DeleteManifest', async (req, principal) => {
+      authorize(principal, 'write');
+      await deleteManifest(ctx, req.id, principal);
+      return {};
     }),
   };
 }

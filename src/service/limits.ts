@@ -51,3 +51,11 @@ export function codePointLength(text: string): number {
 /** Duplicate groups per page when a request names no page size, and the most a page holds. */
 export const DEFAULT_GROUP_PAGE_LIMIT = 500;
 export const MAX_GROUP_PAGE_LIMIT = 5000;
+
+/** A manifest's name and description (code points). */
+export const MANIFEST_NAME_MAX_LENGTH = 128;
+export const MANIFEST_DESCRIPTION_MAX_LENGTH = 2048;
+
+/** Manifests per listing page when a request names no limit, and the most a page holds. */
+export const DEFAULT_MANIFEST_PAGE_LIMIT = 100;
+export const MAX_MANIFEST_PAGE_LIMIT = 1000;

@@ -10,6 +10,7 @@ import { duplicateRoutes } from './duplicates.js';
 import { exportRoutes } from './export.js';
 import { itemRoutes } from './items.js';
 import { keyRoutes } from './keys.js';
+import { manifestRoutes } from './manifests.js';
 import { SHARED_SCHEMAS } from './schemas.js';
 import { selectionRoutes } from './selection.js';
 import { thumbnailRoutes } from './thumbnails.js';
@@ -27,5 +28,6 @@ export const v1Routes: FastifyPluginAsync<{ ctx: ServiceContext; api: Config['ap
   await app.register(analysisRoutes, { ctx, api });
   await app.register(duplicateRoutes, { ctx });
   await app.register(exportRoutes, { ctx });
+  await app.register(manifestRoutes, { ctx });
   await app.register(keyRoutes, { ctx });
 };

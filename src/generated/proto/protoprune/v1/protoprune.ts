@@ -867,3 +867,106 @@ export interface ListApiKeysResponse {
 export interface RevokeApiKeyRequest {
   id: string;
 }
+
+export interface CreateManifestRequest {
+  /** The dataset; the embedded request's own dataset field must be empty or the same. */
+  dataset: string;
+  /** A selection (its chunk_size is ignored). */
+  selection?:
+    | SelectRequest
+    | undefined;
+  /** A score export: the manifest holds its ids, easiest first (its chunk_size is ignored). */
+  export?:
+    | ExportScoresRequest
+    | undefined;
+  /** 1-128 characters. */
+  name?:
+    | string
+    | undefined;
+  /** At most 2048 characters. */
+  description?: string | undefined;
+}
+
+export interface Manifest {
+  id: string;
+  dataset: string;
+  datasetId: string;
+  name?: string | undefined;
+  description?:
+    | string
+    | undefined;
+  /** "selection" or "export". */
+  kind: string;
+  /** The dataset's image encoder; unset for an embedding-only dataset. */
+  encoder:
+    | ModelIdentity
+    | undefined;
+  /** The prototype version whose scores decided the ids. */
+  prototypeVersion: number;
+  /** Prototypes of that version. */
+  k?:
+    | number
+    | undefined;
+  /** The dataset's k-means seed (settings.seed). */
+  seed: number;
+  /**
+   * The request's parameters as a JSON object (REST's `selection` or `export` body; over gRPC, the
+   * request converted to those names).
+   */
+  parametersJson: string;
+  /**
+   * What the selection or export reported besides its ids (version, total, matched, size, …), a
+   * JSON object.
+   */
+  summaryJson: string;
+  /** Ids in the manifest. */
+  count: number;
+  /** SHA-256 (hex) of the ordered ids: each id's UTF-8 bytes followed by one NUL byte (0x00). */
+  sha256: string;
+  /** The API key that created it; unset without one. */
+  createdByKeyId?: string | undefined;
+  createdAt: string;
+}
+
+export interface GetManifestRequest {
+  id: string;
+}
+
+export interface StreamManifestIdsRequest {
+  id: string;
+  /** Most external ids per response message (default and maximum 5000). */
+  chunkSize?: number | undefined;
+}
+
+export interface ManifestIdsResponse {
+  /** Only in the first message. */
+  manifest:
+    | Manifest
+    | undefined;
+  /** The next chunk of the manifest's external ids, in their stored order. */
+  externalIds: string[];
+}
+
+export interface ListManifestsRequest {
+  dataset: string;
+  /** Manifests per page, 1 to 1000 (default 100). */
+  pageSize?:
+    | number
+    | undefined;
+  /** next_page_token of the previous page. */
+  pageToken?: string | undefined;
+}
+
+export interface ListManifestsResponse {
+  /** Newest first. */
+  manifests: Manifest[];
+  /** Empty on the last page. */
+  nextPageToken: string;
+}
+
+export interface DeleteManifestRequest {
+  id: string;
+}
+
+export interface DeleteManifestResponse {
+}
