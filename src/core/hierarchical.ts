@@ -1,8 +1,10 @@
 import type { DistanceKernel } from '../kernels/types.js';
 import { fitKMeans } from './kmeans.js';
 import { Rng } from './random.js';
-import { quotasOfSizes } from './selection.js';
+import { balancedQuotas } from './selection.js';
 import { identity, sortByKey } from './sort.js';
+
+export { balancedQuotas };
 
 /**
  * Balanced hierarchical sampling (Vo et al., "Automatic data curation for self-supervised
@@ -130,34 +132,5 @@ function splitAmongChildren(parentQuotas: Int32Array, parentOfChild: Int32Array,
     const split = balancedQuotas(Int32Array.from(children, (c) => childCounts[c]), parentQuotas[p]);
     children.forEach((c, i) => (quotas[c] = split[i]));
   }
-  return quotas;
-}
-
-/**
- * `budget` split as evenly as possible across groups of the given sizes (max-min fair): a group
- * smaller than its even share is kept whole and its surplus goes to the others. Quotas sum to
- * min(budget, total); uncapped groups differ by at most one, the extra units going to the lower
- * ids (`quotasOfSizes` over equal weights).
- */
-export function balancedQuotas(sizes: Int32Array, budget: number): Int32Array {
-  if (!Number.isInteger(budget) || budget < 0) throw new RangeError(`budget must be a non-negative integer, got ${budget}`);
-  const groups = sizes.length;
-  let total = 0;
-  for (let g = 0; g < groups; g++) {
-    if (sizes[g] < 0) throw new RangeError(`sizes[${g}] = ${sizes[g]} is negative`);
-    total += sizes[g];
-  }
-  const quotas = new Int32Array(groups);
-  const smallestFirst = sortByKey(identity(groups), new Uint32Array(sizes));
-  let remaining = Math.min(budget, total);
-  let r = 0;
-  for (; r < groups && sizes[smallestFirst[r]] * (groups - r) <= remaining; r++) {
-    quotas[smallestFirst[r]] = sizes[smallestFirst[r]];
-    remaining -= sizes[smallestFirst[r]];
-  }
-  // Every group left is larger than the even share of what remains, so none of them caps it.
-  const uncapped = smallestFirst.slice(r).sort();
-  const evenSplit = quotasOfSizes(new Int32Array(uncapped.length).fill(1), remaining);
-  uncapped.forEach((g, i) => (quotas[g] = evenSplit[i]));
   return quotas;
 }

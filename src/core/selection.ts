@@ -25,6 +25,11 @@ export interface SelectionOptions {
   outlierFraction?: number;
   /** `stratified`: number of equal-width score bins (default 50). */
   bins?: number;
+  /**
+   * `hierarchical`: items each cluster keeps (index = cluster id, never above its size, summing to
+   * the budget), from `hierarchicalQuotas` over the prototypes (core/hierarchical.ts).
+   */
+  quotas?: Int32Array;
 }
 
 /** `stratified`'s defaults. */
@@ -134,6 +139,7 @@ interface OrderParameters {
   seed: number;
   outlierFraction?: number;
   bins?: number;
+  quotas?: Int32Array;
 }
 
 type OrderImplementation = (input: SelectionInput, parameters: OrderParameters) => { chosen: Int32Array; rule: KeepRule };
@@ -149,6 +155,27 @@ function rankedOrder(order: RankedOrder): OrderImplementation {
     const chosen = balance === 'none' ? ranked.slice(0, size) : takeByQuota(ranked, clusters, clusterQuotas(clusters, size));
     return { chosen, rule: { balance, seed, groups: boundaryRules(order, input, keys, chosen, balance) } };
   };
+}
+
+/**
+ * Balanced hierarchical sampling (Vo et al. 2024): each cluster keeps its given quota, drawn at
+ * random by seed within the cluster; the quotas come from the hierarchy over the prototypes.
+ */
+function hierarchicalOrder(input: SelectionInput, { size, seed, quotas }: OrderParameters): { chosen: Int32Array; rule: KeepRule } {
+  const { clusters, idHashes } = input;
+  const counts = new Int32Array(Math.max(quotas?.length ?? 0, clusterCount(clusters)));
+  for (let i = 0; i < clusters.length; i++) counts[clusters[i]]++;
+  // Without the hierarchy (a caller with the scores only), one level: the clusters themselves, max-min fair.
+  const perCluster = quotas ?? balancedQuotas(counts, size);
+  let sum = 0;
+  for (let c = 0; c < perCluster.length; c++) {
+    sum += perCluster[c];
+    if (perCluster[c] > counts[c]) throw new RangeError(`cluster ${c} has ${counts[c]} items, fewer than its quota ${perCluster[c]}`);
+  }
+  if (sum !== size) throw new RangeError(`hierarchical quotas sum to ${sum}, not the budget ${size}`);
+  const keys = randomKeys(seed, idHashes);
+  const chosen = takeByQuota(sortByKey(identity(clusters.length), keys), clusters, perCluster);
+  return { chosen, rule: { balance: 'cluster', seed, groups: boundaryRules('random', input, keys, chosen, 'cluster') } };
 }
 
 /** Moderate Coreset (see `select`): nearest to the group's median score first. */
@@ -233,14 +260,19 @@ export const SELECTION_ORDERS = {
   random: rankedOrder('random'),
   stratified: stratifiedOrder,
   moderate: moderateOrder,
+  hierarchical: hierarchicalOrder,
 } satisfies Record<string, OrderImplementation>;
 
 export type SelectionOrder = keyof typeof SELECTION_ORDERS;
 
 export const SELECTION_ORDER_NAMES = Object.keys(SELECTION_ORDERS) as SelectionOrder[];
 
+/** What a request may name: an order, or `auto` (the service picks one: core/auto-policy.ts). */
+export type RequestedOrder = SelectionOrder | 'auto';
+export const REQUESTED_ORDER_NAMES: RequestedOrder[] = [...SELECTION_ORDER_NAMES, 'auto'];
+
 /** The order of a selection request that names none (REST and gRPC alike). */
-export const DEFAULT_SELECTION_ORDER: SelectionOrder = 'hardest';
+export const DEFAULT_SELECTION_ORDER: RequestedOrder = 'auto';
 
 /** `select`, plus the rule that decides for items outside the dataset (see `decideKeep`). */
 export function selectWithRule(input: SelectionInput, options: SelectionOptions): { chosen: Int32Array; rule: KeepRule } {
@@ -254,7 +286,7 @@ export function selectWithRule(input: SelectionInput, options: SelectionOptions)
   const seed = options.seed ?? 0;
   if (!Number.isInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
   if (!Object.hasOwn(SELECTION_ORDERS, options.order)) throw new RangeError(`unknown order: ${String(options.order)}`);
-  return SELECTION_ORDERS[options.order](input, { size, balance: options.balance ?? 'none', seed, outlierFraction: options.outlierFraction, bins: options.bins });
+  return SELECTION_ORDERS[options.order](input, { size, balance: options.balance ?? 'none', seed, outlierFraction: options.outlierFraction, bins: options.bins, quotas: options.quotas });
 }
 
 /** Per-group boundaries of a hardest/easiest/random selection, from what it kept. */
@@ -440,4 +472,33 @@ function selectStratified(items: Int32Array, budget: number, context: Stratifica
   for (let b = 0; b < bins; b++) if (lastKeptRank[b] >= 0) maxKey[b] = context.randomKeys[binned[binStarts[b] + lastKeptRank[b]]];
   const outlierFrom = outlierCount > 0 ? scores[hardestFirst[outlierCount - 1]] : Infinity;
   return { kind: 'bins', outlierFrom, low, width, bins, maxKey };
+}
+
+/**
+ * `budget` split as evenly as possible across groups of the given sizes (max-min fair): a group
+ * smaller than its even share is kept whole and its surplus goes to the others. Quotas sum to
+ * min(budget, total); uncapped groups differ by at most one, the extra units going to the lower
+ * ids (`quotasOfSizes` over equal weights).
+ */
+export function balancedQuotas(sizes: Int32Array, budget: number): Int32Array {
+  if (!Number.isInteger(budget) || budget < 0) throw new RangeError(`budget must be a non-negative integer, got ${budget}`);
+  const groups = sizes.length;
+  let total = 0;
+  for (let g = 0; g < groups; g++) {
+    if (sizes[g] < 0) throw new RangeError(`sizes[${g}] = ${sizes[g]} is negative`);
+    total += sizes[g];
+  }
+  const quotas = new Int32Array(groups);
+  const smallestFirst = sortByKey(identity(groups), new Uint32Array(sizes));
+  let remaining = Math.min(budget, total);
+  let r = 0;
+  for (; r < groups && sizes[smallestFirst[r]] * (groups - r) <= remaining; r++) {
+    quotas[smallestFirst[r]] = sizes[smallestFirst[r]];
+    remaining -= sizes[smallestFirst[r]];
+  }
+  // Every group left is larger than the even share of what remains, so none of them caps it.
+  const uncapped = smallestFirst.slice(r).sort();
+  const evenSplit = quotasOfSizes(new Int32Array(uncapped.length).fill(1), remaining);
+  uncapped.forEach((g, i) => (quotas[g] = evenSplit[i]));
+  return quotas;
 }

@@ -3,7 +3,8 @@
  * @grpc/proto-loader presents them, see LOADER_OPTIONS) and the service layer's inputs and views.
  * No logic beyond shape and encoding lives here.
  */
-import { DEFAULT_SELECTION_ORDER, SELECTION_ORDER_NAMES } from '../core/selection.js';
+import type { AutoPolicy, ImbalanceReport } from '../core/auto-policy.js';
+import { DEFAULT_SELECTION_ORDER, REQUESTED_ORDER_NAMES } from '../core/selection.js';
 import { float32FromLittleEndian } from '../embedding/vectors.js';
 import type * as pb from '../generated/proto/protoprune/v1/protoprune.js';
 import type { ApiKeyView } from '../service/auth.js';
@@ -18,7 +19,7 @@ import type { JobView } from '../service/jobs.js';
 import type { PrototypeStatus } from '../service/prototypes.js';
 import type { ScoreResult, CandidateScore, ScorePolicy } from '../service/score.js';
 import type { ExportRow } from '../service/score-export.js';
-import type { SelectionRequest } from '../service/selection.js';
+import type { AppliedPolicy, SelectionRequest } from '../service/selection.js';
 import { DatasetSettingsSchema, type DatasetSettings, type DatasetSettingsInput } from '../service/settings.js';
 import type { DatasetStats } from '../service/stats.js';
 import type { ItemOutcome } from '../service/ingest-items.js';
@@ -209,7 +210,7 @@ export function decodeBatch<R>(messages: readonly (pb.IngestItem | pb.ScoreCandi
 /** An unset order (UNSPECIFIED) is DEFAULT_SELECTION_ORDER, as in the REST API. */
 export function selectionRequest(req: pb.SelectRequest): SelectionRequest {
   return {
-    order: fromEnum('SELECTION_ORDER_', req.order, SELECTION_ORDER_NAMES, 'order', 'INVALID_SELECTION') ?? DEFAULT_SELECTION_ORDER,
+    order: fromEnum('SELECTION_ORDER_', req.order, REQUESTED_ORDER_NAMES, 'order', 'INVALID_SELECTION') ?? DEFAULT_SELECTION_ORDER,
     fraction: req.fraction,
     count: req.count,
     balance: fromEnum('BALANCE_', req.balance, BALANCES, 'balance', 'INVALID_SELECTION'),
@@ -230,13 +231,25 @@ function dedupRequest(msg: pb.DedupStage): DedupRequest {
   };
 }
 
+function autoChoiceMessage(a: AutoPolicy | null): Outgoing<pb.AutoChoice> | null {
+  return a && { order: toEnum('SELECTION_ORDER_', a.order), balance: toEnum('BALANCE_', a.balance), keptPerCluster: a.keptPerCluster, clusterScoreCv: a.clusterScoreCv };
+}
+
+export function selectionPolicyMessage(p: AppliedPolicy): Outgoing<pb.SelectionPolicy> {
+  return { order: toEnum('SELECTION_ORDER_', p.order), balance: toEnum('BALANCE_', p.balance), auto: autoChoiceMessage(p.auto) };
+}
+
+export function imbalanceMessage(r: ImbalanceReport | null): Outgoing<pb.ImbalanceReport> | null {
+  return r && { ...r, maxMinRatio: opt(r.maxMinRatio) };
+}
+
 export function dedupOutcomeMessage(d: DedupOutcome | null): Outgoing<pb.DedupOutcome> | null {
   return d && { jobId: d.jobId, epsilon: d.epsilon, keep: toEnum('DEDUP_KEEP_', d.keep), dropped: d.dropped };
 }
 
 export function scorePolicy(msg: pb.ScorePolicy | null | undefined): Partial<ScorePolicy> {
   const fields = setFields(msg, ['fraction', 'seed', 'epsilon', 'outlierFraction', 'bins']);
-  const order = fromEnum('SELECTION_ORDER_', msg?.order, SELECTION_ORDER_NAMES, 'policy.order', 'INVALID_SELECTION');
+  const order = fromEnum('SELECTION_ORDER_', msg?.order, REQUESTED_ORDER_NAMES, 'policy.order', 'INVALID_SELECTION');
   const balance = fromEnum('BALANCE_', msg?.balance, BALANCES, 'policy.balance', 'INVALID_SELECTION');
   const filter = metadataFilter(msg?.filter);
   return { ...(order && { order }), ...fields, ...(balance && { balance }), ...(filter && { filter }) };
@@ -322,6 +335,7 @@ export function scoreResultMessage(r: ScoreResult, items: Outgoing<pb.CandidateS
       balance: toEnum('BALANCE_', r.policy.balance),
       seed: r.policy.seed,
       epsilon: r.policy.epsilon,
+      auto: autoChoiceMessage(r.policy.auto),
     },
     matched: opt(r.matched),
     items,

@@ -22,6 +22,8 @@ import {
   datasetMessage,
   decodeBatch,
   dedupOutcomeMessage,
+  imbalanceMessage,
+  selectionPolicyMessage,
   duplicateReportMessage,
   itemMessage,
   itemOutcomeMessage,
@@ -274,6 +276,8 @@ export function protopruneHandlers(deps: HandlerDeps): grpc.UntypedServiceImplem
           size: stream.size,
           matched: stream.matched,
           dedup: dedupOutcomeMessage(stream.dedup),
+          policy: selectionPolicyMessage(stream.policy),
+          imbalance: imbalanceMessage(stream.imbalance),
         };
         for await (const ids of stream.externalIds) {
           if (signal.aborted) return;

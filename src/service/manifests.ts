@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { DEFAULT_SELECTION_ORDER, type SelectionOrder } from '../core/selection.js';
+import { DEFAULT_SELECTION_ORDER, type RequestedOrder } from '../core/selection.js';
 import type { Sql } from '../store/database.js';
 import { isUuid } from '../store/datasets.js';
 import {
@@ -24,8 +24,8 @@ import { exportScores, type ScoreExportRequest } from './score-export.js';
 import { ID_CHUNK, streamSelection, type SelectionRequest } from './selection.js';
 import { printable } from './text.js';
 
-/** A selection's parameters, as GET …/selection takes them (as JSON values); order defaults to hardest. */
-export type ManifestSelection = Omit<SelectionRequest, 'order'> & { order?: SelectionOrder };
+/** A selection's parameters, as GET …/selection takes them (as JSON values); order defaults to auto. */
+export type ManifestSelection = Omit<SelectionRequest, 'order'> & { order?: RequestedOrder };
 
 /** A score export's parameters, as GET …/scores takes them (as JSON values). */
 export interface ManifestExport extends Omit<ScoreExportRequest, 'jobId' | 'filter'> {

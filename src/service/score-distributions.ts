@@ -1,4 +1,5 @@
 import type { KeepRule } from '../core/selection.js';
+import type { AppliedPolicy } from '../core/auto-policy.js';
 import { sortScores } from '../core/scores.js';
 import type { Sql } from '../store/database.js';
 import type { ItemFilter } from '../store/metadata-filter.js';
@@ -10,8 +11,8 @@ export interface Distribution {
   loadedAt: number;
   columns: ScoreColumns;
   sorted: Float32Array;
-  /** Keep rules by policy (see score.ts). */
-  rules: Map<string, KeepRule>;
+  /** Keep rules by policy, with the policy they resolved to (see score.ts). */
+  rules: Map<string, { rule: KeepRule; applied: AppliedPolicy }>;
 }
 
 const DISTRIBUTION_TTL_MS = 10_000;

@@ -1,12 +1,15 @@
 import { fnv1a32 } from '../core/random.js';
 import { percentileOf, scoresFromSimilarity } from '../core/scores.js';
-import { decideKeep, DEFAULT_SELECTION_ORDER, selectWithRule, type KeepRule, type SelectionOrder } from '../core/selection.js';
+import { chooseAutoPolicy, type AutoPolicy } from '../core/auto-policy.js';
+import { buildHierarchy, hierarchicalQuotas } from '../core/hierarchical.js';
+import { budgetSize, decideKeep, DEFAULT_SELECTION_ORDER, selectWithRule, type KeepRule, type RequestedOrder, type SelectionOrder } from '../core/selection.js';
+import type { PrototypeSet } from '../store/prototypes.js';
 import type { ServiceContext } from './context.js';
 import { getDataset } from './datasets.js';
 import { nearestOfProbes, nearestStored, pendingProbes } from './duplicates.js';
 import { ServiceError } from './errors.js';
 import type { Distribution } from './score-distributions.js';
-import { checkSelectionRequest, selectionOptions, type SelectionRequest } from './selection.js';
+import { checkSelectionRequest, selectionOptions, type AppliedPolicy, type SelectionRequest } from './selection.js';
 import { embedItems } from './ingest.js';
 import { checkMetadataFilter } from './metadata-filter.js';
 import { normalizeInto } from '../core/normalize.js';
@@ -39,21 +42,44 @@ export type CandidateScore =
 
 export interface ScoreResult {
   prototypeVersion: number;
-  policy: { order: SelectionOrder; fraction: number; balance: 'none' | 'cluster'; seed: number; epsilon: number };
+  /** The policy the decisions followed: `auto` resolved (and what it measured) once a candidate was scored. */
+  policy: { order: RequestedOrder; fraction: number; balance: 'none' | 'cluster'; seed: number; epsilon: number; auto: AutoPolicy | null };
   /** Stored items the decisions and percentiles were taken against: those matching the policy's filter (all without one); null when no candidate was scored. */
   matched: number | null;
   items: CandidateScore[];
 }
 
-function ruleFor(distribution: Distribution, policy: Required<Omit<ScorePolicy, 'epsilon' | 'outlierFraction' | 'bins' | 'filter'>> & ScorePolicy): KeepRule {
+type ResolvedScorePolicy = Required<Omit<ScorePolicy, 'epsilon' | 'outlierFraction' | 'bins' | 'filter'>> & ScorePolicy;
+
+/**
+ * The keep rule of the policy over the stored distribution, cached per policy: `auto` resolved
+ * from the distribution's clusters as a selection resolves it, `hierarchical` from the prototypes.
+ */
+async function ruleFor(ctx: ServiceContext, distribution: Distribution, policy: ResolvedScorePolicy, set: PrototypeSet): Promise<{ rule: KeepRule; applied: AppliedPolicy }> {
   const key = JSON.stringify([policy.order, policy.fraction, policy.balance, policy.seed, policy.outlierFraction, policy.bins]);
-  let rule = distribution.rules.get(key);
-  if (!rule) {
-    const { columns } = distribution;
-    rule = selectWithRule({ scores: columns.scores, clusters: columns.clusters, idHashes: columns.idHashes }, selectionOptions(policy)).rule;
-    distribution.rules.set(key, rule);
+  const cached = distribution.rules.get(key);
+  if (cached) return cached;
+  const { columns } = distribution;
+  const sizes = new Int32Array(set.k);
+  const sums = new Float64Array(set.k);
+  for (let i = 0; i < columns.n; i++) {
+    sizes[columns.clusters[i]]++;
+    sums[columns.clusters[i]] += columns.scores[i];
   }
-  return rule;
+  const size = budgetSize({ fraction: policy.fraction }, columns.n);
+  let applied: AppliedPolicy = { order: policy.order as SelectionOrder, balance: policy.balance, auto: null };
+  if (policy.order === 'auto') {
+    const auto = chooseAutoPolicy(sizes, Float64Array.from(sums, (sum, c) => (sizes[c] > 0 ? sum / sizes[c] : 0)), size);
+    applied = { order: auto.order, balance: auto.balance, auto };
+  }
+  const options = selectionOptions({ ...policy, order: applied.order, balance: applied.balance });
+  if (applied.order === 'hierarchical') {
+    const tree = await buildHierarchy(set.centroids, set.k, set.dim, sizes, { seed: policy.seed, kernel: ctx.kernel });
+    options.quotas = hierarchicalQuotas(tree, size);
+  }
+  const entry = { rule: selectWithRule({ scores: columns.scores, clusters: columns.clusters, idHashes: columns.idHashes }, options).rule, applied };
+  distribution.rules.set(key, entry);
+  return entry;
 }
 
 /**
@@ -96,6 +122,7 @@ export async function scoreBatch(ctx: ServiceContext, datasetName: string, candi
   });
 
   let matched: number | null = null;
+  let applied: AppliedPolicy | null = null;
   if (good.length > 0) {
     const n = good.length;
     const unit = vectors.subarray(0, n * dim);
@@ -107,7 +134,9 @@ export async function scoreBatch(ctx: ServiceContext, datasetName: string, candi
     const [neighbours, distribution] = await Promise.all([nearestStored(ctx, dataset, unit, n, epsilon, { set, probes }), ctx.scoreDistributions.get(ctx.db, dataset.id, version, filter)]);
     matched = distribution.columns.n;
     const scores = scoresFromSimilarity(nearest.similarity);
-    const rule = ruleFor(distribution, policy);
+    const resolved = await ruleFor(ctx, distribution, policy, set);
+    const { rule } = resolved;
+    applied = resolved.applied;
     good.forEach((i, j) => {
       const externalId = candidates[i].externalId;
       const neighbour = neighbours[j];
@@ -125,5 +154,10 @@ export async function scoreBatch(ctx: ServiceContext, datasetName: string, candi
       };
     });
   }
-  return { prototypeVersion: version, policy: { order: policy.order, fraction: policy.fraction, balance: policy.balance, seed: policy.seed, epsilon }, matched, items: results };
+  return {
+    prototypeVersion: version,
+    policy: { order: applied?.order ?? policy.order, fraction: policy.fraction, balance: applied?.balance ?? policy.balance, seed: policy.seed, epsilon, auto: applied?.auto ?? null },
+    matched,
+    items: results,
+  };
 }

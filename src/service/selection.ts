@@ -1,11 +1,14 @@
 import { createHash } from 'node:crypto';
-import { budgetSize, quotasOfSizes, select, type SelectionOptions, type SelectionOrder } from '../core/selection.js';
+import { chooseAutoPolicy, imbalanceReport, type AppliedPolicy, type ImbalanceReport } from '../core/auto-policy.js';
+import { buildHierarchy, hierarchicalQuotas } from '../core/hierarchical.js';
+import { budgetSize, quotasOfSizes, select, type RequestedOrder, type SelectionOptions, type SelectionOrder } from '../core/selection.js';
 import { isUuid } from '../store/datasets.js';
 import {
   copyRankedExternalIds,
   countScores,
   decodeTextColumn,
   isSerializationFailure,
+  rankedClusterCounts,
   rankedExternalIds,
   storeRankedSelection,
   streamAtActiveVersion,
@@ -15,7 +18,7 @@ import {
 import { readSelectionSlice, saveSelection, sweepSelections, touchSelection, type SelectionSummary } from '../store/selections.js';
 import { fnv1a32 } from '../core/random.js';
 import { externalIdsOf } from '../store/items.js';
-import { readAtActiveVersion, readScoreColumns, scoresPerCluster, type ScoreColumns } from '../store/scores.js';
+import { clusterScoreStats, readAtActiveVersion, readScoreColumns, scoresPerCluster, type ScoreColumns } from '../store/scores.js';
 import type { Sql } from '../store/database.js';
 import type { ServiceContext } from './context.js';
 import { getDataset, type Dataset } from './datasets.js';
@@ -26,7 +29,8 @@ import { checkMetadataFilter, type MetadataFilter } from './metadata-filter.js';
 import type { ItemFilter } from '../store/metadata-filter.js';
 
 export interface SelectionRequest {
-  order: SelectionOrder;
+  /** `auto`: the service picks the order and balance from the data (`resolveOrder`). */
+  order: RequestedOrder;
   /** Keep this fraction of the dataset, in (0, 1]. Exactly one of fraction and count. */
   fraction?: number;
   /** Keep this many items (clamped to the dataset size). */
@@ -43,7 +47,16 @@ export interface SelectionRequest {
   dedup?: DedupRequest;
 }
 
-export interface Selection {
+export type { AppliedPolicy };
+
+/** What a selection reports beyond its ids. */
+export interface SelectionReport {
+  policy: AppliedPolicy;
+  /** How the selection changed the clusters' shares, next to random sampling's; null for an empty selection. */
+  imbalance: ImbalanceReport | null;
+}
+
+export interface Selection extends SelectionReport {
   /** The prototype version whose scores decided the selection. */
   version: number;
   /** Items in the dataset (scored under that version). */
@@ -79,7 +92,7 @@ export function checkSelectionRequest(r: SelectionRequest): void {
 }
 
 /** A computed selection: item row ids in policy order, read back to external ids page by page. */
-export interface SelectionHandle {
+export interface SelectionHandle extends SelectionReport {
   /** The prototype version whose scores decided the selection. */
   version: number;
   /** Items in the dataset (scored under that version). */
@@ -96,6 +109,7 @@ export const ID_CHUNK = 5000;
 
 /** The core's options for a (checked) request; defaults: no balance, seed 0. */
 export function selectionOptions(request: SelectionRequest): SelectionOptions {
+  if (request.order === 'auto') throw new Error('order=auto must be resolved first (resolveOrder)');
   return {
     order: request.order,
     budget: request.fraction !== undefined ? { fraction: request.fraction } : { count: request.count! },
@@ -148,24 +162,63 @@ async function populationOf(tx: Sql, dataset: Dataset, version: number, request:
  * The ranked query for a (checked) request in the snapshot `tx` reads: the budget resolved against
  * the population (see `populationOf`), and per-cluster quotas as the core computes them.
  */
-async function planRanked(tx: Sql, dataset: Dataset, version: number, order: RankedOrder, request: SelectionRequest): Promise<{ query: RankedQuery; population: Population }> {
-  if ((request.balance ?? 'none') === 'none') {
-    const population = await populationOf(tx, dataset, version, request);
-    return { population, query: { datasetId: dataset.id, version, order, size: population.size, quotas: null, filter: population.predicate } };
-  }
+async function planRanked(
+  tx: Sql,
+  dataset: Dataset,
+  version: number,
+  order: RankedOrder,
+  request: SelectionRequest,
+): Promise<{ query: RankedQuery; population: Population; imbalance: ImbalanceReport | null }> {
   let sizes = new Int32Array(0);
   const population = await populationOf(tx, dataset, version, request, async (predicate) => {
-    const perCluster = await scoresPerCluster(tx, dataset.id, version, predicate);
-    sizes = new Int32Array(perCluster.reduce((k, c) => Math.max(k, c.cluster + 1), 0));
-    for (const c of perCluster) sizes[c.cluster] = c.n;
+    sizes = clusterSizesOf(await scoresPerCluster(tx, dataset.id, version, predicate));
     return sizes.reduce((sum, n) => sum + n, 0);
   });
-  const quotas = Array.from(quotasOfSizes(sizes, population.size), (quota, cluster) => ({ cluster, quota }));
-  return { population, query: { datasetId: dataset.id, version, order, size: population.size, quotas, filter: population.predicate } };
+  if ((request.balance ?? 'none') === 'none') {
+    const query: RankedQuery = { datasetId: dataset.id, version, order, size: population.size, quotas: null, filter: population.predicate };
+    const kept = clusterSizesOf(await rankedClusterCounts(tx, query), sizes.length);
+    return { population, query, imbalance: imbalanceReport(sizes, kept) };
+  }
+  const quotas = quotasOfSizes(sizes, population.size);
+  const query: RankedQuery = {
+    datasetId: dataset.id,
+    version,
+    order,
+    size: population.size,
+    quotas: Array.from(quotas, (quota, cluster) => ({ cluster, quota })),
+    filter: population.predicate,
+  };
+  return { population, query, imbalance: imbalanceReport(sizes, quotas) };
+}
+
+/** Per-cluster counts as an array indexed by cluster (at least `length` long). */
+function clusterSizesOf(counts: { cluster: number; n: number }[], length = 0): Int32Array<ArrayBuffer> {
+  const sizes = new Int32Array(counts.reduce((k, c) => Math.max(k, c.cluster + 1), length));
+  for (const c of counts) sizes[c.cluster] = c.n;
+  return sizes;
+}
+
+/**
+ * The request with a concrete order: `auto` becomes what `chooseAutoPolicy` picks from the matched
+ * items' per-cluster counts and mean scores under the active version (read in a snapshot of its own).
+ */
+async function resolveOrder(ctx: ServiceContext, dataset: Dataset, request: SelectionRequest): Promise<{ request: SelectionRequest; policy: AppliedPolicy }> {
+  if (request.order !== 'auto') return { request, policy: { order: request.order, balance: request.balance ?? 'none', auto: null } };
+  const filter = checkMetadataFilter(request.filter);
+  const read = await readAtActiveVersion(ctx.db, dataset.id, (tx, version) => clusterScoreStats(tx, dataset.id, version, filter));
+  if (!read) noPrototypes(dataset);
+  const stats = read.value;
+  const sizes = clusterSizesOf(stats);
+  const means = new Float64Array(sizes.length);
+  for (const c of stats) means[c.cluster] = c.mean;
+  const matched = sizes.reduce((sum, n) => sum + n, 0);
+  const budget = request.fraction !== undefined ? { fraction: request.fraction } : { count: request.count! };
+  const auto = chooseAutoPolicy(sizes, means, budgetSize(budget, matched));
+  return { request: { ...request, order: auto.order, balance: auto.balance }, policy: { order: auto.order, balance: auto.balance, auto } };
 }
 
 /** A selection streamed in policy order: its version, counts, and the external ids chunk by chunk. */
-export interface SelectionStream {
+export interface SelectionStream extends SelectionReport {
   version: number;
   total: number;
   matched: number;
@@ -182,25 +235,31 @@ export interface SelectionStream {
  * COPY in policy order; nothing of the selection is held in memory); the other orders run the
  * core over the score columns and read the chosen ids back in chunks.
  */
-export async function streamSelection(ctx: ServiceContext, datasetName: string, request: SelectionRequest): Promise<SelectionStream> {
-  checkSelectionRequest(request);
+export async function streamSelection(ctx: ServiceContext, datasetName: string, asked: SelectionRequest): Promise<SelectionStream> {
+  checkSelectionRequest(asked);
   const dataset = await getDataset(ctx, datasetName);
+  const { request, policy } = await resolveOrder(ctx, dataset, asked);
   const order = rankedOrderOf(request);
   if (order === null) {
-    const handle = await selectFrom(ctx, dataset, request);
+    const handle = await selectFrom(ctx, dataset, request, policy);
     return {
       version: handle.version,
       total: handle.total,
       matched: handle.matched,
       dedup: handle.dedup,
+      policy,
+      imbalance: handle.imbalance,
       size: handle.itemIds.length,
       externalIds: selectedExternalIds(ctx, handle.itemIds),
       cancel: () => undefined,
     };
   }
   const stream = await streamAtActiveVersion(ctx.db, dataset.id, async (tx, version) => {
-    const { query, population } = await planRanked(tx, dataset, version, order, request);
-    return { head: { total: population.total, matched: population.matched, dedup: population.dedup, size: query.size }, chunks: copyRankedExternalIds(tx, query) };
+    const { query, population, imbalance } = await planRanked(tx, dataset, version, order, request);
+    return {
+      head: { total: population.total, matched: population.matched, dedup: population.dedup, policy, imbalance, size: query.size },
+      chunks: copyRankedExternalIds(tx, query),
+    };
   });
   if (!stream) noPrototypes(dataset);
   return { version: stream.version, ...stream.head, externalIds: inChunksOf(ID_CHUNK, decodeTextColumn(stream.chunks)), cancel: stream.cancel };
@@ -225,30 +284,51 @@ async function* inChunksOf(size: number, source: AsyncIterable<string[]>): Async
  * Runs a selection policy in memory over the active version's scores (the core; ties are broken by
  * external id). `streamSelection` serves hardest/easiest from the database instead, with the same result.
  */
-export async function computeSelection(ctx: ServiceContext, datasetName: string, request: SelectionRequest): Promise<SelectionHandle> {
-  checkSelectionRequest(request);
-  return selectFrom(ctx, await getDataset(ctx, datasetName), request);
+export async function computeSelection(ctx: ServiceContext, datasetName: string, asked: SelectionRequest): Promise<SelectionHandle> {
+  checkSelectionRequest(asked);
+  const dataset = await getDataset(ctx, datasetName);
+  const { request, policy } = await resolveOrder(ctx, dataset, asked);
+  return selectFrom(ctx, dataset, request, policy);
 }
 
-/** `computeSelection` for a dataset already looked up and a request already checked. */
-async function selectFrom(ctx: ServiceContext, dataset: Dataset, request: SelectionRequest): Promise<SelectionHandle> {
+/** `computeSelection` for a dataset already looked up and a request already checked and resolved. */
+async function selectFrom(ctx: ServiceContext, dataset: Dataset, request: SelectionRequest, policy: AppliedPolicy): Promise<SelectionHandle> {
   const read = await readAtActiveVersion(ctx.db, dataset.id, async (tx, version) => {
     let columns!: ScoreColumns;
     const population = await populationOf(tx, dataset, version, request, async (predicate) => {
       columns = await readScoreColumns(tx, dataset.id, version, await countScores(tx, dataset.id, version, predicate), predicate);
       return columns.n;
     });
-    return { population, columns };
+    const prototypes = request.order === 'hierarchical' ? await ctx.prototypes.get(tx, dataset.id, version, dataset.dimension) : null;
+    return { population, columns, prototypes };
   });
   if (!read) noPrototypes(dataset);
   const { version, value } = read;
-  const { columns, population } = value;
+  const { columns, population, prototypes } = value;
+  const sizes = clusterSizesOfColumn(columns.clusters, prototypes?.k ?? 0);
   // The budget as the resolved count: a fraction is of the matched items, not of what dedup left.
-  const options = { ...selectionOptions(request), budget: { count: population.size } };
+  const options: SelectionOptions = { ...selectionOptions(request), budget: { count: population.size } };
+  if (prototypes !== null) {
+    const tree = await buildHierarchy(prototypes.centroids, prototypes.k, prototypes.dim, sizes, { seed: request.seed ?? 0, kernel: ctx.kernel });
+    options.quotas = hierarchicalQuotas(tree, population.size);
+  }
   const chosen = select({ scores: columns.scores, clusters: columns.clusters, idHashes: columns.idHashes }, options);
   const itemIds = new Float64Array(chosen.length);
-  for (let i = 0; i < chosen.length; i++) itemIds[i] = columns.itemIds[chosen[i]];
-  return { version, total: population.total, matched: population.matched, dedup: population.dedup, itemIds };
+  const kept = new Int32Array(sizes.length);
+  for (let i = 0; i < chosen.length; i++) {
+    itemIds[i] = columns.itemIds[chosen[i]];
+    kept[columns.clusters[chosen[i]]]++;
+  }
+  return { version, total: population.total, matched: population.matched, dedup: population.dedup, policy, imbalance: imbalanceReport(sizes, kept), itemIds };
+}
+
+/** Items per cluster of a cluster column (at least `length` clusters). */
+function clusterSizesOfColumn(clusters: Int32Array, length: number): Int32Array {
+  let k = length;
+  for (let i = 0; i < clusters.length; i++) k = Math.max(k, clusters[i] + 1);
+  const sizes = new Int32Array(k);
+  for (let i = 0; i < clusters.length; i++) sizes[clusters[i]]++;
+  return sizes;
 }
 
 /**
@@ -267,7 +347,7 @@ export async function selectItems(ctx: ServiceContext, datasetName: string, requ
   const stream = await streamSelection(ctx, datasetName, request);
   const externalIds: string[] = [];
   for await (const chunk of stream.externalIds) for (const id of chunk) externalIds.push(id);
-  return { version: stream.version, total: stream.total, matched: stream.matched, dedup: stream.dedup, externalIds };
+  return { version: stream.version, total: stream.total, matched: stream.matched, dedup: stream.dedup, policy: stream.policy, imbalance: stream.imbalance, externalIds };
 }
 
 export interface SelectionPage extends Selection {
@@ -377,12 +457,12 @@ async function fillPage(
  * from further on). A cursor whose stored selection expired or was evicted, or whose dataset was
  * deleted and re-created, answers CURSOR_STALE.
  */
-export async function selectPage(ctx: ServiceContext, datasetName: string, request: SelectionRequest, page: { cursor?: string; limit: number }): Promise<SelectionPage> {
-  checkSelectionRequest(request);
+export async function selectPage(ctx: ServiceContext, datasetName: string, asked: SelectionRequest, page: { cursor?: string; limit: number }): Promise<SelectionPage> {
+  checkSelectionRequest(asked);
   if (!(Number.isInteger(page.limit) && page.limit >= 1 && page.limit <= MAX_PAGE_LIMIT)) {
     invalid('limit', `limit must be an integer from 1 to ${MAX_PAGE_LIMIT}`);
   }
-  const key = requestKey(datasetName, request);
+  const key = requestKey(datasetName, asked);
   const hash = String(fnv1a32(key));
   const cursor = page.cursor ? decodeCursor(page.cursor) : null;
   if (cursor && cursor.h !== hash) badCursor('cursor belongs to a selection with other parameters');
@@ -391,9 +471,10 @@ export async function selectPage(ctx: ServiceContext, datasetName: string, reque
   const requestHash = createHash('sha256').update(key).digest('hex');
 
   if (!cursor) {
+    const { request, policy } = await resolveOrder(ctx, dataset, asked);
     const order = rankedOrderOf(request);
-    if (order !== null) return firstRankedPage(ctx, dataset, order, request, requestHash, hash, page.limit);
-    const handle = await selectFrom(ctx, dataset, request);
+    if (order !== null) return firstRankedPage(ctx, dataset, order, request, policy, requestHash, hash, page.limit);
+    const handle = await selectFrom(ctx, dataset, request, policy);
     const size = handle.itemIds.length;
     const { externalIds, next } = await fillPage(ctx, size, 0, page.limit, async (from, count) => handle.itemIds.subarray(from, from + count));
     let nextCursor: string | null = null;
@@ -407,7 +488,7 @@ export async function selectPage(ctx: ServiceContext, datasetName: string, reque
       );
       nextCursor = encodeCursor({ s: id, o: next, h: hash });
     }
-    return { version: handle.version, total: handle.total, matched: handle.matched, dedup: handle.dedup, size, externalIds, nextCursor };
+    return { version: handle.version, total: handle.total, matched: handle.matched, dedup: handle.dedup, policy, imbalance: handle.imbalance, size, externalIds, nextCursor };
   }
 
   const first = await readSelectionSlice(ctx.db, cursor.s, cursor.o, page.limit);
@@ -429,12 +510,28 @@ export async function selectPage(ctx: ServiceContext, datasetName: string, reque
   const end = Math.min(next, selection.size);
   const nextCursor = end < selection.size ? encodeCursor({ s: selection.id, o: end, h: hash }) : null;
   const { summary } = selection;
-  return { version: selection.version, total: selection.total, matched: summary.matched ?? selection.total, dedup: summary.dedup ?? null, size: selection.size, externalIds, nextCursor };
+  return {
+    version: selection.version,
+    total: selection.total,
+    matched: summary.matched ?? selection.total,
+    dedup: summary.dedup ?? null,
+    // Rows stored before policies were reported name none: the asked order, as it then ran.
+    policy: (summary.policy as AppliedPolicy | undefined) ?? { order: asked.order === 'auto' ? 'hardest' : asked.order, balance: asked.balance ?? 'none', auto: null },
+    imbalance: (summary.imbalance as ImbalanceReport | null | undefined) ?? null,
+    size: selection.size,
+    externalIds,
+    nextCursor,
+  };
 }
 
 /** What a stored selection keeps for its later pages. */
-function summaryOf(counts: { total: number; matched: number; dedup: DedupOutcome | null }): SelectionSummary {
-  return { ...(counts.matched !== counts.total && { matched: counts.matched }), ...(counts.dedup && { dedup: counts.dedup }) };
+function summaryOf(counts: { total: number; matched: number; dedup: DedupOutcome | null } & SelectionReport): SelectionSummary {
+  return {
+    ...(counts.matched !== counts.total && { matched: counts.matched }),
+    ...(counts.dedup && { dedup: counts.dedup }),
+    policy: counts.policy,
+    imbalance: counts.imbalance,
+  };
 }
 
 /** Times a first page is tried when an identical stored selection was written meanwhile (REPEATABLE READ). */
@@ -450,6 +547,7 @@ async function firstRankedPage(
   dataset: Dataset,
   order: RankedOrder,
   request: SelectionRequest,
+  policy: AppliedPolicy,
   requestHash: string,
   hash: string,
   limit: number,
@@ -457,22 +555,22 @@ async function firstRankedPage(
   for (let attempt = 1; ; attempt++) {
     try {
       const read = await readAtActiveVersion(ctx.db, dataset.id, async (tx, version) => {
-        const { query, population } = await planRanked(tx, dataset, version, order, request);
+        const { query, population, imbalance } = await planRanked(tx, dataset, version, order, request);
         const { total, matched, dedup } = population;
-        if (query.size <= limit) return { total, matched, dedup, size: query.size, externalIds: await rankedExternalIds(tx, query, query.size), stored: null };
+        if (query.size <= limit) return { total, matched, dedup, imbalance, size: query.size, externalIds: await rankedExternalIds(tx, query, query.size), stored: null };
         if (query.size > MAX_OFFSET) invalid('limit', `a selection of more than ${MAX_OFFSET} ids cannot be paged: stream it (format=ndjson or csv)`);
-        const summary = summaryOf(population);
+        const summary = summaryOf({ ...population, policy, imbalance });
         const stored = await storeRankedSelection(tx, query, { datasetId: dataset.id, version, requestHash, total, summary }, STORED_SELECTION_TTL_MS);
         // The head of the stored row, in the same snapshot: every item in it exists.
         const head = await readSelectionSlice(tx, stored, 0, limit);
         const externalIds = (await externalIdsOf(tx, head!.itemIds)) as string[];
-        return { total, matched, dedup, size: query.size, externalIds, stored };
+        return { total, matched, dedup, imbalance, size: query.size, externalIds, stored };
       });
       if (!read) noPrototypes(dataset);
-      const { total, matched, dedup, size, externalIds, stored } = read.value;
+      const { total, matched, dedup, imbalance, size, externalIds, stored } = read.value;
       if (stored !== null) await sweepSelections(ctx.db, dataset.id, STORED_SELECTIONS_PER_DATASET);
       const nextCursor = stored === null ? null : encodeCursor({ s: stored, o: limit, h: hash });
-      return { version: read.version, total, matched, dedup, size, externalIds, nextCursor };
+      return { version: read.version, total, matched, dedup, policy, imbalance, size, externalIds, nextCursor };
     } catch (error) {
       if (!isSerializationFailure(error) || attempt === FIRST_PAGE_ATTEMPTS) throw error;
     }

@@ -45,7 +45,7 @@ function rankedSource(q: RankedQuery): string {
   // The index-only scans of the score index read items too when a filter must see their metadata.
   const scores = q.filter === null ? 'item_scores s' : 'item_scores s JOIN items i ON i.id = s.item_id';
   const rank = `ORDER BY s.score ${dir}, i.external_id COLLATE "C"`;
-  const columns = 's.score, s.item_id, i.external_id';
+  const columns = 's.score, s.item_id, i.external_id, s.cluster';
   if (q.quotas === null) {
     return `SELECT ${columns} FROM item_scores s JOIN items i ON i.id = s.item_id WHERE ${scope} ${rank} LIMIT ${intLiteral(q.size)}`;
   }
@@ -86,6 +86,11 @@ export async function countScores(db: Sql, datasetId: string, version: number, f
 export async function rankedExternalIds(db: Sql, q: RankedQuery, limit: number): Promise<string[]> {
   const rows = await db.query<{ external_id: string }>(`SELECT external_id FROM (${rankedSource(q)}) r LIMIT $1`, [limit]);
   return rows.map((r) => r.external_id);
+}
+
+/** Items the selection keeps per cluster (clusters keeping none left out). */
+export async function rankedClusterCounts(db: Sql, q: RankedQuery): Promise<{ cluster: number; n: number }[]> {
+  return db.query<{ cluster: number; n: number }>(`SELECT cluster, count(*)::int AS n FROM (${rankedSource(q)}) r GROUP BY cluster`);
 }
 
 /** Binary COPY of the selection's external ids, in policy order. */

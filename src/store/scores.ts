@@ -171,6 +171,15 @@ export async function readAtActiveVersion<T>(
   });
 }
 
+/** Per cluster (clusters without items left out): items scored under `version` matching `filter`, and their mean score. */
+export async function clusterScoreStats(db: Sql, datasetId: string, version: number, filter: ItemFilter | null): Promise<{ cluster: number; n: number; mean: number }[]> {
+  const from = filter === null ? 'item_scores s' : 'item_scores s JOIN items i ON i.id = s.item_id';
+  return db.query<{ cluster: number; n: number; mean: number }>(
+    `SELECT s.cluster, count(*)::int AS n, avg(s.score)::float8 AS mean FROM ${from} WHERE s.dataset_id = $1 AND s.version = $2${andFilter(filter)} GROUP BY s.cluster`,
+    [datasetId, version],
+  );
+}
+
 /** Items scored under `version`, per cluster (clusters without items are left out), of those matching `filter`. */
 export async function scoresPerCluster(db: Sql, datasetId: string, version: number, filter: ItemFilter | null = null): Promise<{ cluster: number; n: number }[]> {
   const sql =

@@ -24,6 +24,9 @@ export interface SelectionSummary {
   matched?: number;
   /** The dedup step of a dedup-then-prune selection (absent: none). */
   dedup?: { jobId: string; epsilon: number; keep: 'farthest' | 'closest' | 'random' | 'highest' | 'lowest'; dropped: number };
+  /** The policy that ran and the imbalance report, as the service reports them (JSON). */
+  policy?: object;
+  imbalance?: object | null;
 }
 
 export interface NewSelection {

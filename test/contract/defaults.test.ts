@@ -58,7 +58,11 @@ describe('REST and gRPC resolve the same defaults', () => {
     const messages = await grpc.stream('Select', { dataset: 'shared', fraction: 0.3 });
     expect(rest.body.externalIds).toHaveLength(Math.round(0.3 * N));
     expect(messages.flatMap((m) => m.externalIds as string[])).toEqual(rest.body.externalIds);
-    expect(messages[0].summary).toEqual({ prototypeVersion: rest.body.prototypeVersion, total: rest.body.total, matched: rest.body.matched, size: rest.body.size, dedup: null });
+    expect(messages[0].summary).toMatchObject({ prototypeVersion: rest.body.prototypeVersion, total: rest.body.total, matched: rest.body.matched, size: rest.body.size, dedup: null });
+    // Both defaulted to auto and it chose the same policy.
+    expect(rest.body.policy.auto).not.toBeNull();
+    const { order, balance } = rest.body.policy;
+    expect(messages[0].summary.policy).toMatchObject({ order: `SELECTION_ORDER_${order.toUpperCase()}`, balance: `BALANCE_${balance.toUpperCase()}` });
   });
 
   it('ScoreBatch: the same applied policy without one', async () => {
@@ -66,7 +70,8 @@ describe('REST and gRPC resolve the same defaults', () => {
     const rest = await http.post('/v1/datasets/shared/score').set('authorization', bearer(h.keys.reader)).send({ items: candidates }).expect(200);
     const overGrpc = await grpc.unary('ScoreBatch', { dataset: 'shared', candidates });
     const { order, fraction, balance, seed, epsilon } = rest.body.policy;
-    expect(overGrpc.policy).toEqual({ order: `SELECTION_ORDER_${order.toUpperCase()}`, fraction, balance: `BALANCE_${balance.toUpperCase()}`, seed, epsilon });
+    expect(overGrpc.policy).toMatchObject({ order: `SELECTION_ORDER_${order.toUpperCase()}`, fraction, balance: `BALANCE_${balance.toUpperCase()}`, seed, epsilon });
+    expect(rest.body.policy.auto).toMatchObject({ order, balance });
     expect(overGrpc.items[0].decision).toBe(`DECISION_${rest.body.items[0].decision.toUpperCase()}`);
   });
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { generateOpenapi } from '../../scripts/export-openapi.js';
-import { SELECTION_ORDER_NAMES, SELECTION_ORDERS } from '../../src/core/selection.js';
+import { REQUESTED_ORDER_NAMES, SELECTION_ORDER_NAMES, SELECTION_ORDERS } from '../../src/core/selection.js';
 import { loadProtopruneDefinition } from '../../src/grpc/proto.js';
 import { DatasetSettingsSchema, DEFAULT_SETTINGS } from '../../src/service/settings.js';
 
@@ -14,7 +14,7 @@ const fieldNames = (name: string) => descriptor(name).field!.map((f) => f.name.r
 
 describe('selection order registry', () => {
   it('the proto enum SelectionOrder holds SELECTION_ORDER_<NAME> for every registered order, and nothing else', () => {
-    const expected = SELECTION_ORDER_NAMES.map((name) => `SELECTION_ORDER_${name.toUpperCase().replaceAll('-', '_')}`);
+    const expected = REQUESTED_ORDER_NAMES.map((name) => `SELECTION_ORDER_${name.toUpperCase().replaceAll('-', '_')}`);
     expect(enumValues('SelectionOrder').filter((v) => v !== 'SELECTION_ORDER_UNSPECIFIED')).toEqual(expected);
     expect(SELECTION_ORDER_NAMES).toEqual(Object.keys(SELECTION_ORDERS));
   });
@@ -22,7 +22,7 @@ describe('selection order registry', () => {
   it('the REST order enum lists the registered orders (OpenAPI)', async () => {
     const doc = JSON.parse(await generateOpenapi()) as { paths: Record<string, Record<string, { parameters?: { name: string; schema: { anyOf: { const?: string; enum?: string[] }[] } }[] }>> };
     const order = doc.paths['/v1/datasets/{dataset}/selection'].get.parameters!.find((p) => p.name === 'order')!;
-    expect(order.schema.anyOf.flatMap((s) => s.const ?? s.enum)).toEqual(SELECTION_ORDER_NAMES);
+    expect(order.schema.anyOf.flatMap((s) => s.const ?? s.enum)).toEqual(REQUESTED_ORDER_NAMES);
   });
 });
 

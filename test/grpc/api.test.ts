@@ -219,7 +219,7 @@ describe.each(BACKENDS.map((b) => [b.name, b] as [string, TestBackend]))('gRPC A
     const messages = await reader.stream('Select', { dataset: 'vecs', order: 'SELECTION_ORDER_HARDEST', fraction: 0.3, balance: 'BALANCE_CLUSTER', seed: 3, chunkSize: 7 });
     const expected = await selectItems(service.services.ctx, 'vecs', request);
     expect(expected.externalIds.length).toBe(60);
-    expect(messages[0].summary).toEqual({ prototypeVersion: expected.version, total: N, matched: N, size: 60, dedup: null });
+    expect(messages[0].summary).toMatchObject({ prototypeVersion: expected.version, total: N, matched: N, size: 60, dedup: null });
     expect(messages.slice(1).every((m) => m.summary === null)).toBe(true);
     expect(messages.every((m) => m.externalIds.length <= 7)).toBe(true);
     expect(messages).toHaveLength(Math.ceil(60 / 7));
@@ -231,7 +231,8 @@ describe.each(BACKENDS.map((b) => [b.name, b] as [string, TestBackend]))('gRPC A
     expect(byCount[0].externalIds).toEqual(expectedByCount.externalIds);
 
     const empty = await reader.stream('Select', { dataset: 'vecs', order: 'SELECTION_ORDER_EASIEST', count: 0 });
-    expect(empty).toEqual([{ summary: { prototypeVersion: expected.version, total: N, matched: N, size: 0, dedup: null }, externalIds: [] }]);
+    expect(empty).toMatchObject([{ summary: { prototypeVersion: expected.version, total: N, matched: N, size: 0, dedup: null, imbalance: null }, externalIds: [] }]);
+    expect(empty).toHaveLength(1);
   });
 
   it('refuses bad selections with INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITION', async () => {
@@ -273,7 +274,7 @@ describe.each(BACKENDS.map((b) => [b.name, b] as [string, TestBackend]))('gRPC A
       { order: 'easiest', fraction: 0.5, epsilon: 0.01 },
     );
     expect(response.prototypeVersion).toBe(expected.prototypeVersion);
-    expect(response.policy).toEqual({ order: 'SELECTION_ORDER_EASIEST', fraction: 0.5, balance: 'BALANCE_NONE', seed: 0, epsilon: 0.01 });
+    expect(response.policy).toMatchObject({ order: 'SELECTION_ORDER_EASIEST', fraction: 0.5, balance: 'BALANCE_NONE', seed: 0, epsilon: 0.01 });
     expect(response.items).toHaveLength(4);
     for (const [i, e] of expected.items.entries()) {
       if (e.status !== 'scored') throw new Error('expected a scored candidate');

@@ -1,5 +1,13 @@
 import { Type, type TLiteral, type TSchema } from '@sinclair/typebox';
-import { DEFAULT_BINS, DEFAULT_OUTLIER_FRACTION, DEFAULT_SELECTION_ORDER, SELECTION_ORDER_NAMES, type SelectionOrder } from '../../../core/selection.js';
+import {
+  DEFAULT_BINS,
+  DEFAULT_OUTLIER_FRACTION,
+  DEFAULT_SELECTION_ORDER,
+  REQUESTED_ORDER_NAMES,
+  SELECTION_ORDER_NAMES,
+  type RequestedOrder,
+  type SelectionOrder,
+} from '../../../core/selection.js';
 import { MAX_DIMENSION, MAX_K } from '../../../service/datasets.js';
 import { DEFAULT_GROUP_PAGE_LIMIT, MAX_GROUP_PAGE_LIMIT, DATASET_NAME_MAX_LENGTH, DATASET_NAME_PATTERN, EXTERNAL_ID_MAX_LENGTH, KEY_MAX_DATASETS, KEY_NAME_MAX_LENGTH, MAX_SELECTION_BINS } from '../../../service/limits.js';
 import { DEDUP_KEEPS, type DedupKeep } from '../../../service/dedup-stage.js';
@@ -20,22 +28,60 @@ export const ItemParams = Type.Object({
 });
 
 const OrderDescription =
-  'hardest/easiest: by score; random: seeded baseline; stratified: CCS (drop the β hardest, fill equal-width score bins evenly); moderate: closest to the median score';
+  'auto (default): the service picks from the data (README: order=auto) and says which; hardest/easiest: by score; random: seeded baseline; stratified: CCS (drop the β hardest, fill equal-width score bins evenly); ' +
+  'moderate: closest to the median score; hierarchical: balanced hierarchical sampling over the prototypes (Vo et al. 2024)';
 /**
  * The orders of the selection registry, as a union of their literals. Typed as one literal of the
  * union SelectionOrder: TypeBox (and fastify's type provider) infer unions only from tuples, and the
  * registry's names are an array.
  */
-const orderSchema = (options: { description: string; default?: SelectionOrder }) =>
-  Type.Union(SELECTION_ORDER_NAMES.map((name) => Type.Literal(name)), options) as unknown as TLiteral<SelectionOrder>;
+const orderSchema = (options: { description: string; default?: RequestedOrder }) =>
+  Type.Union(REQUESTED_ORDER_NAMES.map((name) => Type.Literal(name)), options) as unknown as TLiteral<RequestedOrder>;
 export const Order = orderSchema({ description: OrderDescription });
+
+export const Balance = Type.Union([Type.Literal('none'), Type.Literal('cluster')], { description: 'cluster: every cluster keeps the same fraction' });
+
+/** An order that ran: never auto. */
+const AppliedOrder = Type.Union(SELECTION_ORDER_NAMES.map((name) => Type.Literal(name))) as unknown as TLiteral<SelectionOrder>;
+
+/** The policy a selection ran, and how it moved the clusters' shares. */
+export const AppliedPolicy = Type.Object(
+  {
+    order: AppliedOrder,
+    balance: Balance,
+    auto: Nullable(
+      Type.Object(
+        {
+          order: AppliedOrder,
+          balance: Balance,
+          keptPerCluster: Type.Number({ description: 'Kept items per non-empty cluster' }),
+          clusterScoreCv: Type.Number({ description: 'Coefficient of variation of the clusters’ mean scores' }),
+        },
+        { description: 'What order=auto measured and chose (null when the request named its order)' },
+      ),
+    ),
+  },
+  { description: 'The order and balance that ran' },
+);
+
+export const Imbalance = Nullable(
+  Type.Object(
+    {
+      minSurvival: Type.Number(),
+      maxSurvival: Type.Number(),
+      maxMinRatio: Nullable(Type.Number({ description: 'null when a cluster keeps nothing' })),
+      survivalCv: Type.Number({ description: 'Coefficient of variation of kept / size over the non-empty clusters' }),
+      randomSurvivalCv: Type.Number({ description: 'The survival CV uniform random sampling of the same size gives in expectation' }),
+    },
+    { description: 'Imbalance amplification: how the selection changed the clusters’ shares, next to random sampling (null for an empty selection)' },
+  ),
+);
 /** Which member of a near-duplicate group a dedup-then-prune selection keeps. */
 const DedupKeepSchema = (options: { description?: string } = {}) => Type.Union(DEDUP_KEEPS.map((k) => Type.Literal(k)), options) as unknown as TLiteral<DedupKeep>;
 
 
 const Epsilon = Type.Number({ minimum: 0, maximum: 2, description: 'similarity ≥ 1 − ε is a duplicate; default: the dataset’s' });
 
-export const Balance = Type.Union([Type.Literal('none'), Type.Literal('cluster')], { description: 'cluster: every cluster keeps the same fraction' });
 
 export const CreateDatasetBody = Type.Object(
   {
@@ -189,6 +235,8 @@ export const SelectionPage = Type.Object(
     total: Type.Integer({ description: 'Items in the dataset' }),
     matched: Type.Integer({ description: 'Items matching the filter, which the budget applies to (total without a filter)' }),
     dedup: Nullable(DedupOutcome),
+    policy: AppliedPolicy,
+    imbalance: Imbalance,
     size: Type.Integer({ description: 'Items in the whole selection' }),
     externalIds: Type.Array(Type.String()),
     nextCursor: Nullable(Type.String()),
@@ -231,7 +279,7 @@ export const ScoreBody = Type.Object(
 export const ScoreResponse = Type.Object(
   {
     prototypeVersion: Type.Integer(),
-    policy: Type.Object({ order: Order, fraction: Type.Number(), balance: Balance, seed: Type.Integer(), epsilon: Type.Number() }),
+    policy: Type.Object({ order: Order, fraction: Type.Number(), balance: Balance, seed: Type.Integer(), epsilon: Type.Number(), auto: AppliedPolicy.properties.auto }),
     matched: Nullable(Type.Integer({ description: 'Stored items the decisions and percentiles were taken against: those matching the policy’s filter (all without one); null when no item was scored' })),
     items: Type.Array(
       Type.Union([

@@ -61,10 +61,22 @@ export const selectionRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }>
       if (chosen === 'json') {
         const page = await selectPage(ctx, dataset, selection, { cursor, limit: limit ?? DEFAULT_PAGE_LIMIT });
         void reply.header('x-prototype-version', String(page.version));
-        return { prototypeVersion: page.version, total: page.total, matched: page.matched, dedup: page.dedup, size: page.size, externalIds: page.externalIds, nextCursor: page.nextCursor };
+        return {
+          prototypeVersion: page.version,
+          total: page.total,
+          matched: page.matched,
+          dedup: page.dedup,
+          policy: page.policy,
+          imbalance: page.imbalance,
+          size: page.size,
+          externalIds: page.externalIds,
+          nextCursor: page.nextCursor,
+        };
       }
       const stream = await streamSelection(ctx, dataset, selection);
       cancelWithResponse(reply, stream.cancel);
+      void reply.header('x-selection-policy', `${stream.policy.order}${stream.policy.balance === 'cluster' ? '+cluster' : ''}`);
+      if (stream.imbalance) void reply.header('x-selection-imbalance', JSON.stringify(stream.imbalance));
       if (stream.dedup) void reply.header('x-dedup-job', stream.dedup.jobId).header('x-selection-dedup-dropped', String(stream.dedup.dropped));
       async function* lines() {
         if (chosen === 'csv') yield 'external_id\n';

@@ -64,6 +64,13 @@ export const SelectionOrder = {
   SELECTION_ORDER_STRATIFIED: "SELECTION_ORDER_STRATIFIED",
   /** SELECTION_ORDER_MODERATE - Moderate coreset: the scores closest to the median (per cluster when balanced). */
   SELECTION_ORDER_MODERATE: "SELECTION_ORDER_MODERATE",
+  /**
+   * SELECTION_ORDER_HIERARCHICAL - Balanced hierarchical sampling (Vo et al. 2024): k-means levels over the prototypes, the
+   * budget split evenly top-down, random within each prototype's cluster.
+   */
+  SELECTION_ORDER_HIERARCHICAL: "SELECTION_ORDER_HIERARCHICAL",
+  /** SELECTION_ORDER_AUTO - The service picks the policy from the data (README, "order=auto"); the summary says which. */
+  SELECTION_ORDER_AUTO: "SELECTION_ORDER_AUTO",
 } as const;
 
 export type SelectionOrder = typeof SelectionOrder[keyof typeof SelectionOrder];
@@ -75,6 +82,8 @@ export namespace SelectionOrder {
   export type SELECTION_ORDER_RANDOM = typeof SelectionOrder.SELECTION_ORDER_RANDOM;
   export type SELECTION_ORDER_STRATIFIED = typeof SelectionOrder.SELECTION_ORDER_STRATIFIED;
   export type SELECTION_ORDER_MODERATE = typeof SelectionOrder.SELECTION_ORDER_MODERATE;
+  export type SELECTION_ORDER_HIERARCHICAL = typeof SelectionOrder.SELECTION_ORDER_HIERARCHICAL;
+  export type SELECTION_ORDER_AUTO = typeof SelectionOrder.SELECTION_ORDER_AUTO;
 }
 
 export const Balance = {
@@ -478,7 +487,42 @@ export interface SelectionSummary {
   /** Items matching the filter, which the budget applied to (total without a filter). */
   matched: number;
   /** Unset without a dedup stage. */
-  dedup: DedupOutcome | undefined;
+  dedup:
+    | DedupOutcome
+    | undefined;
+  /** The order and balance that ran (AUTO resolved). */
+  policy:
+    | SelectionPolicy
+    | undefined;
+  /** Unset for an empty selection. */
+  imbalance: ImbalanceReport | undefined;
+}
+
+export interface SelectionPolicy {
+  order: SelectionOrder;
+  balance: Balance;
+  /** What AUTO measured and chose; unset when the request named its order. */
+  auto: AutoChoice | undefined;
+}
+
+export interface AutoChoice {
+  order: SelectionOrder;
+  balance: Balance;
+  /** Kept items per non-empty cluster. */
+  keptPerCluster: number;
+  /** Coefficient of variation of the clusters' mean scores. */
+  clusterScoreCv: number;
+}
+
+/** Imbalance amplification: survival = kept / size of each non-empty cluster. */
+export interface ImbalanceReport {
+  minSurvival: number;
+  maxSurvival: number;
+  /** max / min; unset when a cluster keeps nothing. */
+  maxMinRatio?: number | undefined;
+  survivalCv: number;
+  /** The survival CV uniform random sampling of the same size gives in expectation. */
+  randomSurvivalCv: number;
 }
 
 export interface SelectResponse {
@@ -525,11 +569,14 @@ export interface ScoreBatchRequest {
 }
 
 export interface AppliedPolicy {
+  /** The order the decisions followed (AUTO resolved once a candidate was scored). */
   order: SelectionOrder;
   fraction: number;
   balance: Balance;
   seed: number;
   epsilon: number;
+  /** What AUTO measured and chose; unset when the policy named its order. */
+  auto: AutoChoice | undefined;
 }
 
 export interface NearestItem {
