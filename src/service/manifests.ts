@@ -21,7 +21,7 @@ import { ServiceError } from './errors.js';
 import { codePointLength, MANIFEST_DESCRIPTION_MAX_LENGTH, MANIFEST_NAME_MAX_LENGTH, MAX_MANIFEST_PAGE_LIMIT } from './limits.js';
 import type { MetadataFilter } from './metadata-filter.js';
 import { exportScores, type ScoreExportRequest } from './score-export.js';
-import { ID_CHUNK, streamSelection, type SelectionRequest } from './selection.js';
+import { ID_CHUNK, inChunksOf, streamSelection, type SelectionRequest } from './selection.js';
 import { printable } from './text.js';
 
 /** A selection's parameters, as GET …/selection takes them (as JSON values); order defaults to auto. */
@@ -141,21 +141,6 @@ async function openSource(ctx: ServiceContext, datasetName: string, input: NewMa
   const { job, ...rest } = input.export!;
   const exported = await exportScores(ctx, datasetName, { ...rest, jobId: job });
   return { kind: 'export', version: exported.version, summary: summaryOf(exported), ids: externalIdsOfRows(exported.rows), cancel: exported.cancel };
-}
-
-/** Re-cuts `source` into arrays of `size` (the last one shorter, none empty). */
-async function* inChunksOf(size: number, source: AsyncIterable<string[]> | Iterable<string[]>): AsyncGenerator<string[]> {
-  let chunk: string[] = [];
-  for await (const ids of source) {
-    for (const id of ids) {
-      chunk.push(id);
-      if (chunk.length === size) {
-        yield chunk;
-        chunk = [];
-      }
-    }
-  }
-  if (chunk.length > 0) yield chunk;
 }
 
 type ManifestRecord = Omit<NewManifestRow, 'k' | 'count' | 'sha256'>;

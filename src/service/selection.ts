@@ -265,8 +265,8 @@ export async function streamSelection(ctx: ServiceContext, datasetName: string, 
   return { version: stream.version, ...stream.head, externalIds: inChunksOf(ID_CHUNK, decodeTextColumn(stream.chunks)), cancel: stream.cancel };
 }
 
-/** Re-cuts `source` into arrays of `size` (the last one shorter): fewer, fuller messages and writes downstream. */
-async function* inChunksOf(size: number, source: AsyncIterable<string[]>): AsyncGenerator<string[]> {
+/** Re-cuts `source` into arrays of `size` (the last one shorter, none empty): fewer, fuller messages and writes downstream. */
+export async function* inChunksOf(size: number, source: AsyncIterable<string[]> | Iterable<string[]>): AsyncGenerator<string[]> {
   let chunk: string[] = [];
   for await (const ids of source) {
     for (const id of ids) {

@@ -11,6 +11,7 @@ import { BACKENDS } from '../helpers/backends.js';
 import { plantedClusters } from '../helpers/planted.js';
 import { waitForJob } from '../service/harness.js';
 import { ApiClient } from '../grpc/client.js';
+import { binary, parseCsv } from '../helpers/http-formats.js';
 import { bearer, startApi, type ApiHarness } from './api-harness.js';
 
 const DIM = 16;
@@ -24,31 +25,6 @@ function idListSha256(ids: readonly string[]): string {
   return hash.digest('hex');
 }
 
-/** RFC 4180 records (quoted fields may hold commas, quotes and line breaks). */
-function parseCsv(text: string): string[][] {
-  const records: string[][] = [];
-  let field = '';
-  let record: string[] = [];
-  let quoted = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (quoted) {
-      if (c === '"' && text[i + 1] === '"') (field += '"'), i++;
-      else if (c === '"') quoted = false;
-      else field += c;
-    } else if (c === '"') quoted = true;
-    else if (c === ',') record.push(field), (field = '');
-    else if (c === '\n') record.push(field), records.push(record), (record = []), (field = '');
-    else field += c;
-  }
-  return records;
-}
-
-const binary = (res: request.Response, done: (error: Error | null, body: Buffer) => void) => {
-  const chunks: Buffer[] = [];
-  res.on('data', (c: Buffer) => chunks.push(c));
-  res.on('end', () => done(null, Buffer.concat(chunks)));
-};
 
 const ndjsonIds = (text: string) => text.split('\n').filter(Boolean).map((line) => JSON.parse(line).externalId as string);
 
