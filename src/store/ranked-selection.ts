@@ -88,9 +88,28 @@ export async function rankedExternalIds(db: Sql, q: RankedQuery, limit: number):
   return rows.map((r) => r.external_id);
 }
 
-/** Items the selection keeps per cluster (clusters keeping none left out). */
+/**
+ * Items an unbalanced selection keeps per cluster (clusters keeping none left out), without running
+ * it: its boundary score (an index-only OFFSET scan), the items strictly beyond it per cluster, and
+ * of the items at it the first by external id — the ranked query's tie-break — for the rest.
+ */
 export async function rankedClusterCounts(db: Sql, q: RankedQuery): Promise<{ cluster: number; n: number }[]> {
-  return db.query<{ cluster: number; n: number }>(`SELECT cluster, count(*)::int AS n FROM (${rankedSource(q)}) r GROUP BY cluster`);
+  if (q.quotas !== null) throw new Error('rankedClusterCounts is for unbalanced selections: a balanced one keeps its quotas');
+  if (q.size === 0) return [];
+  const desc = q.order === 'hardest';
+  const better = desc ? '>' : '<';
+  const scope = `s.dataset_id = ${uuidLiteral(q.datasetId)} AND s.version = ${intLiteral(q.version)}${andFilter(q.filter)}`;
+  const scores = q.filter === null ? 'item_scores s' : 'item_scores s JOIN items i ON i.id = s.item_id';
+  return db.query<{ cluster: number; n: number }>(
+    `WITH b AS MATERIALIZED (SELECT s.score FROM ${scores} WHERE ${scope} ORDER BY s.score ${desc ? 'DESC' : 'ASC'} OFFSET ${intLiteral(q.size - 1)} LIMIT 1),
+     beyond AS MATERIALIZED (SELECT s.cluster, count(*)::int AS n FROM ${scores} CROSS JOIN b WHERE ${scope} AND s.score ${better} b.score GROUP BY s.cluster),
+     ties AS (
+       SELECT t.cluster, count(*)::int AS n FROM (
+         SELECT s.cluster FROM item_scores s JOIN items i ON i.id = s.item_id CROSS JOIN b WHERE ${scope} AND s.score = b.score
+          ORDER BY i.external_id COLLATE "C" LIMIT ${intLiteral(q.size)} - (SELECT coalesce(sum(n), 0) FROM beyond)) t
+        GROUP BY t.cluster)
+     SELECT cluster, sum(n)::int AS n FROM (SELECT * FROM beyond UNION ALL SELECT * FROM ties) x GROUP BY cluster`,
+  );
 }
 
 /** Binary COPY of the selection's external ids, in policy order. */
