@@ -1,8 +1,15 @@
 /**
- * Gets Fashion-MNIST into the service: images (PNG, base64 JSON) through POST /v1/datasets/{d}/items
- * on the first run, or — when an embedding cache for the service's model exists — the cached
- * vectors (base64 float32) through the same endpoint. Either way the vectors used afterwards are
- * read back from the service's database, so they are exactly what the service stored.
+ * Gets images into the service and their embeddings out.
+ *
+ * `vectorsOf` embeds a set of images through the service — PNGs (base64 JSON) through
+ * POST /v1/datasets/{d}/items with the default encoder — and reads the stored vectors back from the
+ * service's database, so they are exactly what the service stored. They are cached under
+ * bench/.cache as `<stem>-<model sha256[0:16]>.f32` (+ `.json` metadata); with a cache for the
+ * service's model nothing is embedded again.
+ *
+ * `fillDataset` (re)creates a dataset from vectors (base64 float32 embeddings through the same
+ * endpoint), one request at a time in index order, so the items get ids in index order and the
+ * seeded refit sees the same input on every run, whether the vectors came from images or the cache.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
@@ -12,6 +19,7 @@ import sharp from 'sharp';
 import { CopyBinaryParser, decodeVectorInto } from '../../src/store/pgcopy.js';
 import type { HarnessService } from '../lib/service.js';
 import type { ImageSet } from './fashion-mnist.js';
+import type { ImagesIngest } from './results.js';
 
 export interface DatasetInfo {
   name: string;
@@ -21,22 +29,22 @@ export interface DatasetInfo {
   activeVersion: number | null;
 }
 
-export interface EmbeddedSet {
-  dataset: string;
+export interface VectorSet {
   n: number;
   dim: number;
   /** n × dim, row i = image i (unit vectors, as stored by the service). */
   vectors: Float32Array;
   source: 'images' | 'cache';
-  /** Wall time of the ingest requests, seconds. */
-  ingestSeconds: number;
-  /** From images: this run's time; from the cache: the time and load recorded when the cache was built (if known). */
-  imagesIngest: { seconds: number; loadAverage: number[] | null; when: string } | null;
+  /** This run's wall time to get the vectors (embedding, or reading the cache), seconds. */
+  seconds: number;
+  /** Embedding the images through the service: this run's, or the one recorded when the cache was built (if known). */
+  imagesIngest: ImagesIngest | null;
+  model: { name: string; sha256: string };
 }
 
 export const externalId = (prefix: string, i: number): string => `${prefix}-${String(i).padStart(5, '0')}`;
 
-/** 28×28 grey bytes → PNG file bytes. */
+/** 8-bit grey bytes of image i → PNG file bytes. */
 export function pngOf(set: ImageSet, i: number): Promise<Buffer> {
   const size = set.rows * set.cols;
   return sharp(Buffer.from(set.pixels.buffer, set.pixels.byteOffset + i * size, size), { raw: { width: set.cols, height: set.rows, channels: 1 } })
@@ -54,15 +62,17 @@ interface CacheMeta {
   /** How long embedding the images through the service took when the cache was built, and the machine's load then. */
   imagesIngestSeconds?: number;
   loadAverage?: number[];
+  /** What the images are (e.g. the planted copies' transforms). */
+  about?: unknown;
 }
 
-function cachePaths(cacheDir: string, prefix: string, sha256: string): { data: string; meta: string } {
-  const stem = path.join(cacheDir, `fashion-mnist-${prefix}-${sha256.slice(0, 16)}`);
-  return { data: `${stem}.f32`, meta: `${stem}.json` };
+function cachePaths(cacheDir: string, stem: string, sha256: string): { data: string; meta: string } {
+  const base = path.join(cacheDir, `${stem}-${sha256.slice(0, 16)}`);
+  return { data: `${base}.f32`, meta: `${base}.json` };
 }
 
-async function readCache(cacheDir: string, prefix: string, sha256: string, n: number): Promise<{ vectors: Float32Array; dim: number; meta: CacheMeta } | null> {
-  const { data, meta } = cachePaths(cacheDir, prefix, sha256);
+async function readCache(cacheDir: string, stem: string, sha256: string, n: number): Promise<{ vectors: Float32Array; dim: number; meta: CacheMeta } | null> {
+  const { data, meta } = cachePaths(cacheDir, stem, sha256);
   if (!existsSync(data) || !existsSync(meta)) return null;
   const m = JSON.parse(await readFile(meta, 'utf8')) as CacheMeta;
   const bytes = await readFile(data);
@@ -75,9 +85,9 @@ async function readCache(cacheDir: string, prefix: string, sha256: string, n: nu
   return { vectors, dim: m.dim, meta: m };
 }
 
-async function writeCache(cacheDir: string, prefix: string, info: DatasetInfo, vectors: Float32Array, n: number, imagesIngestSeconds: number): Promise<string> {
+async function writeCache(cacheDir: string, stem: string, prefix: string, info: DatasetInfo, vectors: Float32Array, n: number, imagesIngestSeconds: number, about?: unknown): Promise<string> {
   await mkdir(cacheDir, { recursive: true });
-  const { data, meta } = cachePaths(cacheDir, prefix, info.model!.sha256);
+  const { data, meta } = cachePaths(cacheDir, stem, info.model!.sha256);
   await writeFile(`${data}.tmp`, new Uint8Array(vectors.buffer, vectors.byteOffset, vectors.byteLength));
   await rename(`${data}.tmp`, data);
   const m: CacheMeta = {
@@ -89,6 +99,7 @@ async function writeCache(cacheDir: string, prefix: string, info: DatasetInfo, v
     createdAt: new Date().toISOString(),
     imagesIngestSeconds,
     loadAverage: os.loadavg(),
+    ...(about === undefined ? {} : { about }),
   };
   await writeFile(meta, `${JSON.stringify(m, null, 2)}\n`);
   return data;
@@ -139,37 +150,22 @@ export async function readStoredVectors(svc: HarnessService, dataset: string, pr
   return vectors;
 }
 
-export interface EmbedOptions {
-  dataset: string;
-  prefix: string;
-  k: number | null;
-  cacheDir: string;
-  imagesPerRequest: number;
-  concurrency: number;
-  /** Only the first `limit` images (quick runs). */
-  limit: number;
-  useCache: boolean;
-}
-
-/** (Re)creates `dataset` and fills it with the images of `set` (or their cached embeddings). */
-export async function embedSet(svc: HarnessService, set: ImageSet, options: EmbedOptions): Promise<EmbeddedSet> {
-  const { api } = svc;
-  const { dataset, prefix } = options;
-  const n = Math.min(set.n, options.limit);
-  await api.deleteIfExists(`/v1/datasets/${dataset}`);
-  // An image dataset of the server's encoder; no automatic fits while it fills (the evaluation
-  // asks for one full refit afterwards).
-  const info = await api.post<DatasetInfo>('/v1/datasets', {
+/** Creates `dataset` (after deleting any old one): an image dataset of the server's encoder, no automatic fits. */
+async function createDataset(svc: HarnessService, dataset: string, k: number | null): Promise<DatasetInfo> {
+  await svc.api.deleteIfExists(`/v1/datasets/${dataset}`);
+  const info = await svc.api.post<DatasetInfo>('/v1/datasets', {
     name: dataset,
-    ...(options.k ? { k: options.k } : {}),
+    ...(k ? { k } : {}),
     settings: { minItemsForFit: 1_000_000_000, autoRefit: false },
   });
   if (!info.model) throw new Error(`dataset ${dataset} was created without an image model`);
-  const cached = options.useCache ? await readCache(options.cacheDir, prefix, info.model.sha256, n) : null;
-  const started = performance.now();
+  return info;
+}
+
+function progressLog(dataset: string, n: number, started: number): (count: number) => void {
   let done = 0;
   let lastLog = started;
-  const progress = (count: number) => {
+  return (count) => {
     done += count;
     const now = performance.now();
     if (now - lastLog > 15_000 || done === n) {
@@ -178,46 +174,86 @@ export async function embedSet(svc: HarnessService, set: ImageSet, options: Embe
       console.log(`  ${dataset}: ${done}/${n} (${rate.toFixed(1)}/s${done < n ? `, ~${Math.round((n - done) / rate)} s left` : ''})`);
     }
   };
+}
+
+export interface VectorOptions {
+  /** Cache file stem, e.g. `fashion-mnist-train`. */
+  stem: string;
+  /** Service dataset the images are embedded in (left empty or deleted afterwards). */
+  dataset: string;
+  prefix: string;
+  /** The first n images of the set. */
+  n: number;
+  cacheDir: string;
+  useCache: boolean;
+  /** Write the cache (only for whole sets, so that a later full run does not find a partial one). */
+  writeCache: boolean;
+  imagesPerRequest: number;
+  concurrency: number;
+  /** Stored in the cache's metadata. */
+  about?: unknown;
+}
+
+/** The service's embeddings of the first n images of `set`: from the cache, or embedded now (and cached). */
+export async function vectorsOf(svc: HarnessService, set: ImageSet, options: VectorOptions): Promise<VectorSet> {
+  const { dataset, prefix, n } = options;
+  const started = performance.now();
+  const info = await createDataset(svc, dataset, null);
+  const model = info.model!;
+  const cached = options.useCache ? await readCache(options.cacheDir, options.stem, model.sha256, n) : null;
   if (cached) {
     if (cached.dim !== info.dimension) throw new Error(`cached dimension ${cached.dim} ≠ dataset dimension ${info.dimension}`);
-    console.log(`  ${dataset}: ingesting ${n} cached embeddings (model sha256 ${info.model.sha256.slice(0, 16)}…) instead of images`);
-    const dim = cached.dim;
-    const per = 1000;
-    // One request at a time: items get ids in index order, so the refit reads them in the same
-    // order on every rerun and k-means (seeded) gives the same prototypes.
-    await pool(Math.ceil(n / per), 1, async (b) => {
-      const from = b * per;
-      const to = Math.min(n, from + per);
-      const items = [];
-      for (let i = from; i < to; i++) {
-        const row = cached.vectors.subarray(i * dim, (i + 1) * dim);
-        items.push({ externalId: externalId(prefix, i), embedding: Buffer.from(row.buffer, row.byteOffset, row.byteLength).toString('base64') });
-      }
-      checkAnswer(await api.post<IngestAnswer>(`/v1/datasets/${dataset}/items`, { items }), to - from);
-      progress(to - from);
-    });
-  } else {
-    console.log(`  ${dataset}: embedding ${n} images through the service (${options.imagesPerRequest} per request, ${options.concurrency} in flight)`);
-    const per = options.imagesPerRequest;
-    await pool(Math.ceil(n / per), options.concurrency, async (b) => {
-      const from = b * per;
-      const to = Math.min(n, from + per);
-      const items = [];
-      for (let i = from; i < to; i++) items.push({ externalId: externalId(prefix, i), image: (await pngOf(set, i)).toString('base64') });
-      checkAnswer(await api.post<IngestAnswer>(`/v1/datasets/${dataset}/items`, { items }), to - from);
-      progress(to - from);
-    });
+    await svc.api.deleteIfExists(`/v1/datasets/${dataset}`);
+    const m = cached.meta;
+    return {
+      n,
+      dim: cached.dim,
+      vectors: cached.vectors,
+      source: 'cache',
+      seconds: (performance.now() - started) / 1000,
+      imagesIngest:
+        m.imagesIngestSeconds !== undefined && m.n === n ? { seconds: m.imagesIngestSeconds, loadAverage: m.loadAverage ?? null, when: m.createdAt } : null,
+      model,
+    };
   }
-  const ingestSeconds = (performance.now() - started) / 1000;
+  console.log(`  ${dataset}: embedding ${n} images through the service (${options.imagesPerRequest} per request, ${options.concurrency} in flight)`);
+  const progress = progressLog(dataset, n, started);
+  const per = options.imagesPerRequest;
+  await pool(Math.ceil(n / per), options.concurrency, async (b) => {
+    const from = b * per;
+    const to = Math.min(n, from + per);
+    const items = [];
+    for (let i = from; i < to; i++) items.push({ externalId: externalId(prefix, i), image: (await pngOf(set, i)).toString('base64') });
+    checkAnswer(await svc.api.post<IngestAnswer>(`/v1/datasets/${dataset}/items`, { items }), to - from);
+    progress(to - from);
+  });
+  const seconds = (performance.now() - started) / 1000;
   const vectors = await readStoredVectors(svc, dataset, prefix, n, info.dimension);
-  if (!cached && n === set.n && options.useCache) {
-    const file = await writeCache(options.cacheDir, prefix, info, vectors, n, ingestSeconds);
+  if (options.useCache && options.writeCache) {
+    const file = await writeCache(options.cacheDir, options.stem, prefix, info, vectors, n, seconds, options.about);
     console.log(`  cached ${n} × ${info.dimension} embeddings in ${file}`);
   }
-  const imagesIngest = cached
-    ? cached.meta.imagesIngestSeconds !== undefined && cached.meta.n === n
-      ? { seconds: cached.meta.imagesIngestSeconds, loadAverage: cached.meta.loadAverage ?? null, when: cached.meta.createdAt }
-      : null
-    : { seconds: ingestSeconds, loadAverage: os.loadavg(), when: new Date().toISOString() };
-  return { dataset, n, dim: info.dimension, vectors, source: cached ? 'cache' : 'images', ingestSeconds, imagesIngest };
+  return { n, dim: info.dimension, vectors, source: 'images', seconds, imagesIngest: { seconds, loadAverage: os.loadavg(), when: new Date().toISOString() }, model };
+}
+
+/** (Re)creates `dataset` holding `vectors` (rows 0..n−1 as `${prefix}-NNNNN`), ingested in index order. Returns the seconds taken. */
+export async function fillDataset(svc: HarnessService, options: { dataset: string; prefix: string; k: number | null; vectors: Float32Array; n: number; dim: number }): Promise<number> {
+  const { dataset, prefix, vectors, n, dim } = options;
+  const started = performance.now();
+  const info = await createDataset(svc, dataset, options.k);
+  if (info.dimension !== dim) throw new Error(`vectors have dimension ${dim}, dataset ${dataset} ${info.dimension}`);
+  console.log(`  ${dataset}: ingesting ${n} embeddings in index order`);
+  const progress = progressLog(dataset, n, started);
+  const per = 1000;
+  for (let from = 0; from < n; from += per) {
+    const to = Math.min(n, from + per);
+    const items = [];
+    for (let i = from; i < to; i++) {
+      const row = vectors.subarray(i * dim, (i + 1) * dim);
+      items.push({ externalId: externalId(prefix, i), embedding: Buffer.from(row.buffer, row.byteOffset, row.byteLength).toString('base64') });
+    }
+    checkAnswer(await svc.api.post<IngestAnswer>(`/v1/datasets/${dataset}/items`, { items }), to - from);
+    progress(to - from);
+  }
+  return (performance.now() - started) / 1000;
 }
