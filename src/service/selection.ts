@@ -18,7 +18,7 @@ import {
 import { readSelectionSlice, saveSelection, sweepSelections, touchSelection, type SelectionSummary } from '../store/selections.js';
 import { fnv1a32 } from '../core/random.js';
 import { externalIdsOf } from '../store/items.js';
-import { clusterScoreStats, readAtActiveVersion, readScoreColumns, scoresPerCluster, type ScoreColumns } from '../store/scores.js';
+import { clusterScoreStats, readAtActiveVersion, readScoreColumns, scoresPerCluster } from '../store/scores.js';
 import type { Sql } from '../store/database.js';
 import type { ServiceContext } from './context.js';
 import { getDataset, type Dataset } from './datasets.js';
@@ -138,6 +138,8 @@ interface Population {
   dedup: DedupOutcome | null;
   /** What the policy then runs over (null: every item). */
   predicate: ItemFilter | null;
+  /** Items the policy runs over: the matched ones the dedup step left. */
+  remaining: number;
   /** Items the policy keeps: the budget of the matched items, at most what the dedup step left. */
   size: number;
 }
@@ -145,17 +147,17 @@ interface Population {
 /**
  * Resolves a (checked) request's population in the snapshot `tx` reads: the filter, then the dedup
  * step (staged in `tx`), and the budget — a fraction is of the matched items, so dedup-then-prune
- * reaches the requested final size when enough items remain. `remaining` counts what the policy
- * runs over, when the caller has it from its own read (per-cluster counts, the score columns).
+ * reaches the requested final size when enough items remain.
  */
-async function populationOf(tx: Sql, dataset: Dataset, version: number, request: SelectionRequest, remaining?: (predicate: ItemFilter | null) => Promise<number>): Promise<Population> {
+async function populationOf(tx: Sql, dataset: Dataset, version: number, request: SelectionRequest): Promise<Population> {
   const filter = checkMetadataFilter(request.filter);
   const total = await countScores(tx, dataset.id, version);
   const matched = filter === null ? total : await countScores(tx, dataset.id, version, filter);
   const dedup = request.dedup ? await stageDedup(tx, dataset, version, request.dedup, request.seed ?? 0, filter) : null;
   const predicate = dedup === null ? filter : { ...(filter ?? { contains: null, where: [] }), withoutDedupDrops: true };
-  const left = remaining ? await remaining(predicate) : matched - (dedup?.dropped ?? 0);
-  return { total, matched, dedup, predicate, size: Math.min(budgetSize(selectionOptions(request).budget, matched), left) };
+  // The step's drops are counted among the matched items, so this is exact.
+  const remaining = matched - (dedup?.dropped ?? 0);
+  return { total, matched, dedup, predicate, remaining, size: Math.min(budgetSize(selectionOptions(request).budget, matched), remaining) };
 }
 
 /**
@@ -169,11 +171,8 @@ async function planRanked(
   order: RankedOrder,
   request: SelectionRequest,
 ): Promise<{ query: RankedQuery; population: Population; imbalance: ImbalanceReport | null }> {
-  let sizes = new Int32Array(0);
-  const population = await populationOf(tx, dataset, version, request, async (predicate) => {
-    sizes = clusterSizesOf(await scoresPerCluster(tx, dataset.id, version, predicate));
-    return sizes.reduce((sum, n) => sum + n, 0);
-  });
+  const population = await populationOf(tx, dataset, version, request);
+  const sizes = clusterSizesOf(await scoresPerCluster(tx, dataset.id, version, population.predicate));
   if ((request.balance ?? 'none') === 'none') {
     const query: RankedQuery = { datasetId: dataset.id, version, order, size: population.size, quotas: null, filter: population.predicate };
     const kept = clusterSizesOf(await rankedClusterCounts(tx, query), sizes.length);
@@ -294,11 +293,8 @@ export async function computeSelection(ctx: ServiceContext, datasetName: string,
 /** `computeSelection` for a dataset already looked up and a request already checked and resolved. */
 async function selectFrom(ctx: ServiceContext, dataset: Dataset, request: SelectionRequest, policy: AppliedPolicy): Promise<SelectionHandle> {
   const read = await readAtActiveVersion(ctx.db, dataset.id, async (tx, version) => {
-    let columns!: ScoreColumns;
-    const population = await populationOf(tx, dataset, version, request, async (predicate) => {
-      columns = await readScoreColumns(tx, dataset.id, version, await countScores(tx, dataset.id, version, predicate), predicate);
-      return columns.n;
-    });
+    const population = await populationOf(tx, dataset, version, request);
+    const columns = await readScoreColumns(tx, dataset.id, version, population.remaining, population.predicate);
     const prototypes = request.order === 'hierarchical' ? await ctx.prototypes.get(tx, dataset.id, version, dataset.dimension) : null;
     return { population, columns, prototypes };
   });
