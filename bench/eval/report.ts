@@ -21,6 +21,8 @@ const anchor = (r: EvalResults) =>
     .replace(/[^a-z0-9 -]/g, '')
     .replace(/ /g, '-');
 const labelOf = (g: GroupInfo) => (g.seeded ? `${g.label} (mean ± sd, ${'{seeds}'} seeds)` : g.label);
+/** "3 Dress", or just "3" where the class name is its index (digits). */
+const classLabel = (k: number, names: readonly string[]) => (names[k] === String(k) ? String(k) : `${k} ${names[k]}`);
 const budgetOf = (r: EvalResults, f: number) => Math.min(r.train.n, Math.round(f * r.train.n));
 
 /** Points below random at or past which a policy fails the issue's bar. */
@@ -138,7 +140,7 @@ function survivalTable(r: EvalResults, fraction: number): string[] {
   };
   const lines = [`| class | train items | mean score | ${groups.map((g) => g.short).join(' | ')} |`, `|---|---:|---:|${groups.map(() => '---:').join('|')}|`];
   for (let k = 0; k < names.length; k++) {
-    lines.push(`| ${k} ${names[k]} | ${int(r.classCounts[k])} | ${r.classMeanScore[k].toFixed(3)} | ${groups.map((g) => `${pct(survival(g.group, k))}%`).join(' | ')} |`);
+    lines.push(`| ${classLabel(k, names)} | ${int(r.classCounts[k])} | ${r.classMeanScore[k].toFixed(3)} | ${groups.map((g) => `${pct(survival(g.group, k))}%`).join(' | ')} |`);
   }
   const stats = (g: string) => {
     const s = names.map((_, k) => survival(g, k));
@@ -170,7 +172,7 @@ function classAccuracyTable(r: EvalResults, fraction: number): string[] {
   };
   const lines = [`| class | ${groups.map((g) => g.short).join(' | ')} | all data |`, `|---|${groups.map(() => '---:').join('|')}|---:|`];
   for (let k = 0; k < names.length; k++) {
-    lines.push(`| ${k} ${names[k]} | ${groups.map((g) => `${pct(acc(g.group, k))}%`).join(' | ')} | ${full?.perClassAccuracy ? `${pct(full.perClassAccuracy[k])}%` : '–'} |`);
+    lines.push(`| ${classLabel(k, names)} | ${groups.map((g) => `${pct(acc(g.group, k))}%`).join(' | ')} | ${full?.perClassAccuracy ? `${pct(full.perClassAccuracy[k])}%` : '–'} |`);
   }
   return lines;
 }
@@ -287,15 +289,37 @@ function selectionsLine(r: EvalResults): string {
     if (!r.runs.some((x) => x.group === p.group)) continue;
     parts.push(`\`${paramsText(p.params)}${seeded ? `&seed=${r.seeds.join('|')}` : ''}\``);
   }
-  const meta = Object.entries(r.selectionMeta ?? {});
-  const auto = meta.filter(([key]) => key.startsWith('auto@') || key.startsWith('dedup-auto@'));
-  const autoNote = auto.length
-    ? ` order=auto answered with headers ${[...new Set(auto.map(([key, m]) => `${key.split('@')[0]} ${fr(Number(key.split('@')[1]))}: ${Object.entries(m.headers).filter(([h]) => h !== 'x-prototype-version' && h !== 'x-request-id').map(([h, v]) => `${h}=${v}`).join(', ')}`))].join('; ')}.`
-    : '';
+  const autoNote = (['auto', 'dedup-auto'] as const).map((key) => autoChoices(r, key)).filter(Boolean).join('');
   return (
     `- **Selections**: \`GET /v1/datasets/${r.dataset?.serviceDataset ?? 'fmnist-train'}/selection\` (NDJSON) with ${r.selectionMeta ? '`count` = round(fraction × training items) and ' : ''}${parts.join(', ')}, for each kept fraction` +
     ' (stratified is CCS with its defaults: β = 10% hardest set aside, 50 bins).' +
     autoNote
+  );
+}
+
+/**
+ * What order=auto ran at each fraction (X-Selection-Policy) and the imbalance it reported: the survival rates' coefficient of
+ * variation over clusters beside the one random sampling of that size would be expected to show (X-Selection-Imbalance).
+ */
+function autoChoices(r: EvalResults, key: 'auto' | 'dedup-auto'): string {
+  const rows = Object.entries(r.selectionMeta ?? {})
+    .filter(([k]) => k.split('@')[0] === key)
+    .map(([k, m]) => ({ fraction: Number(k.split('@')[1]), policy: m.headers['x-selection-policy'], imbalance: m.headers['x-selection-imbalance'] }))
+    .sort((a, b) => a.fraction - b.fraction);
+  if (!rows.length) return '';
+  const byPolicy = new Map<string, number[]>();
+  for (const row of rows) byPolicy.set(row.policy ?? '?', [...(byPolicy.get(row.policy ?? '?') ?? []), row.fraction]);
+  const cv = rows
+    .map((row) => {
+      if (!row.imbalance) return undefined;
+      const report = JSON.parse(row.imbalance) as { survivalCv: number; randomSurvivalCv: number };
+      return `${fr(row.fraction)} ${report.survivalCv.toFixed(2)} / ${report.randomSurvivalCv.toFixed(2)}`;
+    })
+    .filter(Boolean);
+  const label = key === 'auto' ? '`order=auto`' : '`order=auto&dedup=true`';
+  return (
+    ` ${label} ran ${[...byPolicy].map(([policy, fractions]) => `\`${policy}\` at ${fractions.map(fr).join(', ')}`).join('; ')}` +
+    (cv.length ? ` (survival CV over clusters / random's expected CV, from \`X-Selection-Imbalance\`: ${cv.join(', ')}).` : '.')
   );
 }
 
