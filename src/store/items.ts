@@ -233,15 +233,19 @@ export async function itemIdRange(db: Sql, datasetId: string): Promise<{ n: numb
 
 /**
  * A seeded Bernoulli sample of the dataset's embeddings: each item is in it with probability
- * `fraction`, decided by a hash of its id and the seed (the same items for the same seed). The ids
- * are picked from the (dataset_id, id) index first, so only the sampled rows' vectors are read.
+ * `fraction`, decided by a hash of its external id and the seed (the same items, in the same order,
+ * for the same seed). The ids are picked from the (dataset_id, external_id) index first, so only the
+ * sampled rows' vectors are read.
  */
 export async function sampleDatasetEmbeddings(db: Sql, datasetId: string, dim: number, fraction: number, seed: number): Promise<EmbeddingMatrix> {
   const threshold = Math.floor(Math.min(1, Math.max(0, fraction)) * 2 ** 31);
   const salt = BigInt.asIntN(64, BigInt(Math.trunc(seed)) * 0x9e3779b97f4a7c15n);
+  // Drawn and ordered by external id, not by the internal id: internal ids come from a sequence every
+  // dataset shares, so the same items ingested again (another dataset, a rebuilt database, another
+  // ingest order) would otherwise give another sample, and the same seed other prototypes.
   const source = `(WITH picked AS MATERIALIZED (
-      SELECT id FROM items WHERE dataset_id = ${uuidLiteral(datasetId)} AND (hashint8(id # (${salt})::int8) & 2147483647) < ${threshold})
-    SELECT i.id, i.embedding FROM picked p JOIN items i ON i.id = p.id ORDER BY i.id)`;
+      SELECT id, external_id FROM items WHERE dataset_id = ${uuidLiteral(datasetId)} AND (hashtextextended(external_id, ${salt}) & 2147483647) < ${threshold})
+    SELECT i.id, i.embedding FROM picked p JOIN items i ON i.id = p.id ORDER BY p.external_id COLLATE "C")`;
   return readEmbeddingRows(db, dim, source, 1024);
 }
 
@@ -273,6 +277,15 @@ export async function externalIdsOf(db: Sql, itemIds: ArrayLike<number>): Promis
   ]);
   const byId = new Map(rows.map((r) => [Number(r.id), r.external_id]));
   return Array.from(itemIds, (id) => byId.get(id) ?? null);
+}
+
+/** The external ids of `externalIds` the dataset holds, in no particular order (one indexed probe per id). */
+export async function existingExternalIds(db: Sql, datasetId: string, externalIds: readonly string[]): Promise<string[]> {
+  const rows = await db.query<{ external_id: string }>('SELECT external_id FROM items WHERE dataset_id = $1 AND external_id = ANY($2::text[])', [
+    datasetId,
+    externalIds,
+  ]);
+  return rows.map((r) => r.external_id);
 }
 
 export interface ItemRow {
