@@ -21,6 +21,14 @@ const anchor = (r: EvalResults) =>
     .replace(/[^a-z0-9 -]/g, '')
     .replace(/ /g, '-');
 const labelOf = (g: GroupInfo) => (g.seeded ? `${g.label} (mean ± sd, ${'{seeds}'} seeds)` : g.label);
+/** What the refit's k-means ran on: every training embedding, or the seeded sample it draws from large datasets. */
+function fitInput(r: EvalResults): string {
+  const sampled = Number(r.refit.sampleItems);
+  return Number.isFinite(sampled) && sampled < r.train.n
+    ? `a seeded sample of ${int(sampled)} of the ${int(r.train.n)} training embeddings (the refit's default of about 512 per centroid), every item then scored against the centroids`
+    : `all ${int(r.train.n)} training embeddings`;
+}
+
 /** "3 Dress", or just "3" where the class name is its index (digits). */
 const classLabel = (k: number, names: readonly string[]) => (names[k] === String(k) ? String(k) : `${k} ${names[k]}`);
 const budgetOf = (r: EvalResults, f: number) => Math.min(r.train.n, Math.round(f * r.train.n));
@@ -427,7 +435,7 @@ function section(r: EvalResults, svg: string, extra: string): string[] {
     `- **Service**: started in-process with \`startService\` (${r.backend === 'native' ? 'native PostgreSQL + pgvector' : 'embedded PGlite'}), API keys on (the harness mints an admin key with \`mintApiKey\` and revokes it at the end). ` +
       'Test images go to a second dataset so they take exactly the same encoder path; they are never used for clustering.',
     `- **Prototypes**: one full refit of \`${r.dataset?.serviceDataset ?? 'fmnist-train'}\` (\`POST …/prototypes/refit\`, followed on \`GET /v1/jobs/{id}\`) with **k = ${r.prototypes.k}** ` +
-      `(spherical k-means on all ${int(r.train.n)} training embeddings, seed 0; fit ${((timings.fitMs ?? 0) / 1000).toFixed(1)} s, refit total ${((timings.totalMs ?? 0) / 1000).toFixed(1)} s). ` +
+      `(spherical k-means, seed 0, on ${fitInput(r)}; fit ${((timings.fitMs ?? 0) / 1000).toFixed(1)} s, refit total ${((timings.totalMs ?? 0) / 1000).toFixed(1)} s). ` +
       `Cluster sizes ${sizes[0]}–${sizes[sizes.length - 1]} (median ${sizes[sizes.length >> 1]}). ` +
       `Cluster purity (share of items whose cluster's majority label is their own): ${pct(r.clusterPurity)}%.`,
   );
