@@ -58,7 +58,12 @@ export class PromMetrics implements Metrics {
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
-    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'protoprune_' });
+    if (options.defaultMetrics ?? true) {
+      collectDefaultMetrics({ register: this.registry, prefix: 'protoprune_' });
+      // prom-client names three gauges *_total, which Prometheus reserves for counters (promtool rejects them);
+      // each is the sum over the `type` label of the gauge of the same name without the suffix, which stays.
+      for (const family of ['handles', 'requests', 'resources']) this.registry.removeSingleMetric(`protoprune_nodejs_active_${family}_total`);
+    }
     this.http = new Histogram({
       name: 'protoprune_http_request_duration_seconds',
       help: 'HTTP request latency by route pattern, method and status code',

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -153,6 +154,15 @@ describe.each(BACKENDS)('Prometheus metrics on the $name backend', (backend) => 
     for (const phase of ['read', 'fit', 'rescore_write', 'switch', 'total']) {
       expect(delta('protoprune_refit_phase_duration_seconds_count', { phase }), phase).toBe(1);
     }
+  });
+
+  it('passes promtool check metrics (Prometheus\'s own linter) once every family has samples', async () => {
+    const res = await http.get('/metrics').set('authorization', bearer(h.keys.admin)).expect(200);
+    const lint = spawnSync('promtool', ['check', 'metrics'], { input: res.text, encoding: 'utf8' });
+    if (lint.error) throw new Error(`promtool not runnable (${lint.error.message}): apt-get install prometheus (.ci/run does)`);
+    // promtool prints one line per problem (naming, units, missing HELP) and exits non-zero on any.
+    expect(`${lint.stdout}${lint.stderr}`.trim()).toBe('');
+    expect(lint.status).toBe(0);
   });
 });
 
