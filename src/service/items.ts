@@ -1,5 +1,5 @@
 import { lockDataset } from '../store/datasets.js';
-import { deleteItem as deleteItemRow, findItem, findThumbnail, type ItemRow } from '../store/items.js';
+import { deleteItem as deleteItemRow, existingExternalIds, findItem, findThumbnail, type ItemRow } from '../store/items.js';
 import type { ServiceContext } from './context.js';
 import { getDataset } from './datasets.js';
 import { ServiceError } from './errors.js';
@@ -16,6 +16,20 @@ export async function getItem(ctx: ServiceContext, datasetName: string, external
   const row = await findItem(ctx.db, dataset.id, externalId, dataset.activeVersion);
   if (!row) notFound(datasetName, externalId);
   return { ...row, prototypeVersion: row.score === null ? null : dataset.activeVersion };
+}
+
+/** Most external ids one existence lookup may name. */
+export const MAX_EXISTENCE_LOOKUP_IDS = 10_000;
+
+/**
+ * Which of `externalIds` the dataset holds, in request order and without repeats: what a client
+ * resuming an upload can skip, in one set-based lookup instead of one GET per id.
+ */
+export async function findExistingItems(ctx: ServiceContext, datasetName: string, externalIds: readonly string[]): Promise<string[]> {
+  const dataset = await getDataset(ctx, datasetName);
+  const unique = [...new Set(externalIds)];
+  const stored = new Set(await existingExternalIds(ctx.db, dataset.id, unique));
+  return unique.filter((id) => stored.has(id));
 }
 
 /**

@@ -6,10 +6,11 @@ import type { Config } from '../../../config/index.js';
 import type { ServiceContext } from '../../../service/context.js';
 import { checkItemCount, refuseIfNoItemUsable, ServiceError } from '../../../service/errors.js';
 import { assertValidText, printable } from '../../../service/text.js';
-import { deleteItem, getItem } from '../../../service/items.js';
+import { deleteItem, findExistingItems, getItem, MAX_EXISTENCE_LOOKUP_IDS } from '../../../service/items.js';
 import { payloadBytes } from '../../../metrics.js';
 import { jobBody } from './analysis.js';
 import { ErrorBody } from '../../schemas.js';
+import { EXTERNAL_ID_MAX_LENGTH } from '../../../service/limits.js';
 import { DatasetParams, IngestBody, IngestResponse, Item, ItemParams } from './schemas.js';
 import { ingestFrames, ingestItems } from '../../../service/ingest.js';
 import { EMBEDDING_FRAME_MEDIA_TYPE } from '../../../service/embedding-frames.js';
@@ -116,6 +117,21 @@ const IngestQuery = Type.Object({
   ),
 });
 
+const ExistingItemsBody = Type.Object(
+  {
+    externalIds: Type.Array(Type.String({ minLength: 1, maxLength: EXTERNAL_ID_MAX_LENGTH }), {
+      minItems: 1,
+      maxItems: MAX_EXISTENCE_LOOKUP_IDS,
+      description: `At most ${MAX_EXISTENCE_LOOKUP_IDS} external ids`,
+    }),
+  },
+  { additionalProperties: false },
+);
+
+const ExistingItems = Type.Object({
+  externalIds: Type.Array(Type.String(), { description: 'The requested ids the dataset holds, in request order, each once' }),
+});
+
 export const itemRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; api: Config['api'] }> = async (app, { ctx, api }) => {
   app.post(
     '/datasets/:dataset/items',
@@ -175,6 +191,22 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext; api: C
       ctx.metrics?.ingestItems('rest', view.counts);
       return view;
     },
+  );
+
+  app.post(
+    '/datasets/:dataset/items/existing',
+    {
+      config: { scope: 'read' },
+      schema: {
+        operationId: 'findExistingItems',
+        summary: 'Which of these external ids the dataset holds (e.g. to resume an upload without one GET per id)',
+        tags: ['items'],
+        params: DatasetParams,
+        body: ExistingItemsBody,
+        response: { 200: ExistingItems, ...errors },
+      },
+    },
+    async (request) => ({ externalIds: await findExistingItems(ctx, request.params.dataset, request.body.externalIds) }),
   );
 
   app.get(
