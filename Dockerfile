@@ -9,6 +9,7 @@ COPY prisma.config.ts ./
 RUN npm ci
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
+COPY clients/typescript ./clients/typescript
 COPY proto ./proto
 RUN npm run build && npm prune --omit=dev
 
@@ -22,6 +23,11 @@ ENV NODE_ENV=production DATA_DIR=/data MODELS_DIR=/data/models
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY --from=build /app/package.json ./
+# The CLI: `npx protoprune …` in /app (bin/protoprune.mjs runs the build under dist/). npx links
+# /app into its cache as a package, which would run the package's postinstall (prisma generate, a
+# build step whose tools are pruned here): npm runs no scripts in this image.
+COPY bin ./bin
+ENV NPM_CONFIG_IGNORE_SCRIPTS=true
 COPY prisma ./prisma
 COPY proto ./proto
 # The dashboard's static files (HTML, CSS, hand-written JS) are served from src/dashboard.

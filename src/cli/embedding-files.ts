@@ -1,0 +1,295 @@
+import { createReadStream } from 'node:fs';
+import { open, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
+import { CliError } from './output.js';
+
+export type EmbeddingFormat = 'npy' | 'parquet' | 'ndjson';
+
+/** A row of the file that cannot be sent (no id, a vector of the wrong length, …). */
+export interface RowFailure {
+  externalId: string;
+  code: string;
+  message: string;
+}
+
+/** A batch of rows read from the file. */
+export interface EmbeddingChunk {
+  externalIds: string[];
+  /** externalIds.length × dimension values, row-major. */
+  vectors: Float32Array;
+  metadata: (Record<string, unknown> | undefined)[];
+  failures: RowFailure[];
+  /** How far into the file this chunk ends, in the source's progress unit. */
+  progress: number;
+}
+
+export interface EmbeddingSource {
+  dimension: number;
+  /** Rows of .npy and .parquet; bytes of .ndjson (its row count is only known at the end). */
+  progressUnit: 'rows' | 'bytes';
+  progressTotal: number;
+  /** The rows in chunks of at most `batchSize`, read as they are consumed. */
+  chunks(batchSize: number): AsyncGenerator<EmbeddingChunk>;
+}
+
+export interface RowIdentity {
+  /** Ids are this prefix + the row index (from 0); otherwise they come from `idColumn`. */
+  idPrefix?: string;
+  idColumn: string;
+  vectorColumn: string;
+  /** ndjson: the field holding an item's metadata object. */
+  metadataField: string;
+}
+
+const EXTENSIONS: Record<string, EmbeddingFormat> = { '.npy': 'npy', '.parquet': 'parquet', '.pq': 'parquet', '.ndjson': 'ndjson', '.jsonl': 'ndjson' };
+
+export function formatOfFile(file: string): EmbeddingFormat | undefined {
+  return EXTENSIONS[path.extname(file).toLowerCase()];
+}
+
+export function openEmbeddingFile(file: string, format: EmbeddingFormat, identity: RowIdentity): Promise<EmbeddingSource> {
+  if (format === 'npy') return openNpy(file, identity.idPrefix ?? '');
+  if (format === 'parquet') return openParquet(file, identity);
+  return openNdjson(file, identity);
+}
+
+/** Collects rows into a chunk of at most `capacity` vectors. */
+class ChunkBuilder {
+  private externalIds: string[] = [];
+  private vectors: Float32Array;
+  private metadata: (Record<string, unknown> | undefined)[] = [];
+  private failures: RowFailure[] = [];
+
+  constructor(
+    private readonly dimension: number,
+    private readonly capacity: number,
+  ) {
+    this.vectors = new Float32Array(capacity * dimension);
+  }
+
+  get full(): boolean {
+    return this.externalIds.length >= this.capacity;
+  }
+
+  get empty(): boolean {
+    return this.externalIds.length === 0 && this.failures.length === 0;
+  }
+
+  /** Adds one row, or its failure: `vector` is checked here. */
+  add(externalId: string | undefined, vector: unknown, metadata?: Record<string, unknown>, rowLabel = externalId ?? ''): void {
+    if (externalId === undefined || externalId === '') {
+      this.failures.push({ externalId: rowLabel, code: 'MISSING_ID', message: 'the row has no id' });
+      return;
+    }
+    const problem = this.copyVector(vector);
+    if (problem) {
+      this.failures.push({ externalId, ...problem });
+      return;
+    }
+    this.externalIds.push(externalId);
+    this.metadata.push(metadata);
+  }
+
+  fail(failure: RowFailure): void {
+    this.failures.push(failure);
+  }
+
+  take(progress: number): EmbeddingChunk {
+    const chunk = {
+      externalIds: this.externalIds,
+      vectors: this.vectors.subarray(0, this.externalIds.length * this.dimension),
+      metadata: this.metadata,
+      failures: this.failures,
+      progress,
+    };
+    this.externalIds = [];
+    this.vectors = new Float32Array(this.capacity * this.dimension);
+    this.metadata = [];
+    this.failures = [];
+    return chunk;
+  }
+
+  private copyVector(vector: unknown): { code: string; message: string } | null {
+    if (!Array.isArray(vector) && !ArrayBuffer.isView(vector)) return { code: 'INVALID_VECTOR', message: 'the vector is not a list of numbers' };
+    const values = vector as ArrayLike<unknown>;
+    if (values.length !== this.dimension) return { code: 'DIMENSION_MISMATCH', message: `the vector has ${values.length} values; the file's first has ${this.dimension}` };
+    const at = this.externalIds.length * this.dimension;
+    for (let j = 0; j < this.dimension; j++) {
+      const value = values[j];
+      if (typeof value !== 'number') return { code: 'INVALID_VECTOR', message: `value ${j} of the vector is not a number` };
+      this.vectors[at + j] = value;
+    }
+    return null;
+  }
+}
+
+const NPY_MAGIC = Buffer.from([0x93, ...Buffer.from('NUMPY')]);
+
+/** The header of a .npy file: a little-endian float32 matrix in C order is all we take. */
+async function readNpyHeader(file: string): Promise<{ rows: number; dimension: number; dataOffset: number }> {
+  const handle = await open(file, 'r');
+  try {
+    const { size } = await handle.stat();
+    const preamble = Buffer.alloc(12);
+    await handle.read(preamble, 0, 12, 0);
+    if (!preamble.subarray(0, 6).equals(NPY_MAGIC)) throw new CliError(`${file}: not a .npy file (it does not start with \\x93NUMPY)`);
+    const major = preamble[6];
+    if (major < 1 || major > 3) throw new CliError(`${file}: .npy format version ${major} is not supported`);
+    const headerStart = major === 1 ? 10 : 12;
+    const headerLength = major === 1 ? preamble.readUInt16LE(8) : preamble.readUInt32LE(8);
+    const headerBytes = Buffer.alloc(headerLength);
+    await handle.read(headerBytes, 0, headerLength, headerStart);
+    const header = headerBytes.toString(major === 3 ? 'utf8' : 'latin1');
+    const descr = /'descr'\s*:\s*'([^']*)'/.exec(header)?.[1];
+    const fortran = /'fortran_order'\s*:\s*(True|False)/.exec(header)?.[1];
+    const shape = /'shape'\s*:\s*\(([^)]*)\)/.exec(header)?.[1];
+    if (descr === undefined || fortran === undefined || shape === undefined) throw new CliError(`${file}: unreadable .npy header ${JSON.stringify(header.trim())}`);
+    if (descr !== '<f4') throw new CliError(`${file}: the array holds ${descr}, not little-endian float32 ('<f4'); save it with arr.astype('<f4')`);
+    if (fortran === 'True') throw new CliError(`${file}: the array is in Fortran order; save it in C order (np.ascontiguousarray)`);
+    const dims = shape.split(',').map((d) => d.trim()).filter(Boolean).map(Number);
+    if (dims.length !== 2 || dims.some((d) => !Number.isInteger(d))) throw new CliError(`${file}: the array has shape (${shape}); expected 2-D (rows, dimension)`);
+    const [rows, dimension] = dims;
+    if (dimension === 0) throw new CliError(`${file}: the array's vectors have 0 values`);
+    const dataOffset = headerStart + headerLength;
+    if (size < dataOffset + rows * dimension * 4) throw new CliError(`${file}: truncated: ${rows} × ${dimension} float32 need ${dataOffset + rows * dimension * 4} bytes; the file has ${size}`);
+    return { rows, dimension, dataOffset };
+  } finally {
+    await handle.close();
+  }
+}
+
+async function openNpy(file: string, idPrefix: string): Promise<EmbeddingSource> {
+  const { rows, dimension, dataOffset } = await readNpyHeader(file);
+  return {
+    dimension,
+    progressUnit: 'rows',
+    progressTotal: rows,
+    async *chunks(batchSize) {
+      const handle = await open(file, 'r');
+      try {
+        for (let start = 0; start < rows; start += batchSize) {
+          const count = Math.min(batchSize, rows - start);
+          // '<f4' is little-endian, as the hosts Node runs on here: the bytes are the values.
+          const vectors = new Float32Array(count * dimension);
+          await handle.read(new Uint8Array(vectors.buffer), 0, vectors.byteLength, dataOffset + start * dimension * 4);
+          const externalIds = Array.from({ length: count }, (_, i) => `${idPrefix}${start + i}`);
+          yield { externalIds, vectors, metadata: [], failures: [], progress: start + count };
+        }
+      } finally {
+        await handle.close();
+      }
+    },
+  };
+}
+
+const idText = (value: unknown): string | undefined =>
+  typeof value === 'string' ? value : typeof value === 'number' || typeof value === 'bigint' ? String(value) : undefined;
+
+async function openParquet(file: string, identity: RowIdentity): Promise<EmbeddingSource> {
+  const buffer = await asyncBufferFromFile(file);
+  const metadata = await parquetMetadataAsync(buffer);
+  const names = parquetSchema(metadata).children.map((column) => column.element.name);
+  const wanted = identity.idPrefix === undefined ? [identity.idColumn, identity.vectorColumn] : [identity.vectorColumn];
+  const missing = wanted.filter((name) => !names.includes(name));
+  if (missing.length > 0) {
+    throw new CliError(`${file}: no column ${missing.map((m) => JSON.stringify(m)).join(', ')} (columns: ${names.join(', ')}); name them with --id-column/--vector-column, or give --id-prefix`);
+  }
+  const total = Number(metadata.num_rows);
+  if (total === 0) throw new CliError(`${file}: the file holds no rows`);
+  const [first] = await parquetReadObjects({ file: buffer, metadata, columns: [identity.vectorColumn], rowStart: 0, rowEnd: 1 });
+  const firstVector = first[identity.vectorColumn] as ArrayLike<unknown> | null;
+  if (!firstVector || typeof firstVector.length !== 'number' || firstVector.length === 0) {
+    throw new CliError(`${file}: column ${identity.vectorColumn} does not hold lists of numbers`);
+  }
+  const dimension = firstVector.length;
+  return {
+    dimension,
+    progressUnit: 'rows',
+    progressTotal: total,
+    async *chunks(batchSize) {
+      const builder = new ChunkBuilder(dimension, batchSize);
+      let groupStart = 0;
+      // hyparquet decodes a row group's column chunk at once: memory is bounded by one row group.
+      for (const group of metadata.row_groups) {
+        const groupEnd = groupStart + Number(group.num_rows);
+        const rows = await parquetReadObjects({ file: buffer, metadata, columns: wanted, rowStart: groupStart, rowEnd: groupEnd });
+        for (let i = 0; i < rows.length; i++) {
+          const index = groupStart + i;
+          const externalId = identity.idPrefix === undefined ? idText(rows[i][identity.idColumn]) : `${identity.idPrefix}${index}`;
+          builder.add(externalId, rows[i][identity.vectorColumn], undefined, `row ${index}`);
+          if (builder.full) yield builder.take(index + 1);
+        }
+        groupStart = groupEnd;
+      }
+      if (!builder.empty) yield builder.take(total);
+    },
+  };
+}
+
+/** The first non-empty line of a text file and its number (1-based); the file is read only that far. */
+async function firstLine(file: string): Promise<{ line: string; number: number } | undefined> {
+  const stream = createReadStream(file);
+  try {
+    let number = 0;
+    for await (const line of createInterface({ input: stream, crlfDelay: Infinity })) {
+      number++;
+      if (line.trim() !== '') return { line, number };
+    }
+    return undefined;
+  } finally {
+    stream.destroy();
+  }
+}
+
+async function openNdjson(file: string, identity: RowIdentity): Promise<EmbeddingSource> {
+  const { size } = await stat(file);
+  const first = await firstLine(file);
+  if (!first) throw new CliError(`${file}: the file holds no rows`);
+  let firstRecord: Record<string, unknown>;
+  try {
+    firstRecord = JSON.parse(first.line) as Record<string, unknown>;
+  } catch {
+    throw new CliError(`${file}: line ${first.number} is not JSON`);
+  }
+  const firstVector = firstRecord?.[identity.vectorColumn];
+  if (!Array.isArray(firstVector) || firstVector.length === 0) {
+    throw new CliError(`${file}: line ${first.number} has no field ${JSON.stringify(identity.vectorColumn)} holding a list of numbers (name it with --vector-column)`);
+  }
+  const dimension = firstVector.length;
+  return {
+    dimension,
+    progressUnit: 'bytes',
+    progressTotal: size,
+    async *chunks(batchSize) {
+      const builder = new ChunkBuilder(dimension, batchSize);
+      const stream = createReadStream(file);
+      let index = 0;
+      let number = 0;
+      try {
+        for await (const line of createInterface({ input: stream, crlfDelay: Infinity })) {
+          number++;
+          if (line.trim() === '') continue;
+          const rowIndex = index++;
+          const label = `line ${number}`;
+          let record: Record<string, unknown>;
+          try {
+            record = JSON.parse(line) as Record<string, unknown>;
+          } catch {
+            builder.fail({ externalId: label, code: 'INVALID_JSON', message: `${label} is not JSON` });
+            continue;
+          }
+          const externalId = identity.idPrefix === undefined ? idText(record?.[identity.idColumn]) : `${identity.idPrefix}${rowIndex}`;
+          const metadata = record?.[identity.metadataField];
+          const isObject = typeof metadata === 'object' && metadata !== null && !Array.isArray(metadata);
+          builder.add(externalId, record?.[identity.vectorColumn], isObject ? (metadata as Record<string, unknown>) : undefined, label);
+          if (builder.full) yield builder.take(stream.bytesRead);
+        }
+        if (!builder.empty) yield builder.take(size);
+      } finally {
+        stream.destroy();
+      }
+    },
+  };
+}

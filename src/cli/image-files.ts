@@ -1,0 +1,88 @@
+import { open, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { forEachConcurrently } from './concurrency.js';
+
+/** An image found under the ingest root. */
+export interface ImageFile {
+  /** Its path relative to the root with `/` separators: the item's external id. */
+  externalId: string;
+  absolutePath: string;
+  bytes: number;
+}
+
+export interface FolderScan {
+  images: ImageFile[];
+  /** Relative paths of the files that are not images the server decodes. */
+  notImages: string[];
+  /** Files that could not be read. */
+  unreadable: { externalId: string; message: string }[];
+}
+
+const startsWith = (bytes: Uint8Array, prefix: readonly number[], at = 0) => prefix.every((b, i) => bytes[at + i] === b);
+const ascii = (text: string) => [...text].map((c) => c.charCodeAt(0));
+
+/** The formats the server decodes, by their magic bytes (as src/embedding/preprocess.ts recognises them). */
+const FORMATS: { name: string; matches: (head: Uint8Array) => boolean }[] = [
+  { name: 'jpeg', matches: (h) => startsWith(h, [0xff, 0xd8, 0xff]) },
+  { name: 'png', matches: (h) => startsWith(h, [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]) },
+  { name: 'gif', matches: (h) => startsWith(h, ascii('GIF87a')) || startsWith(h, ascii('GIF89a')) },
+  { name: 'webp', matches: (h) => startsWith(h, ascii('RIFF')) && startsWith(h, ascii('WEBP'), 8) },
+  {
+    name: 'tiff',
+    matches: (h) => [[0x49, 0x49, 0x2a, 0x00], [0x4d, 0x4d, 0x00, 0x2a], [0x49, 0x49, 0x2b, 0x00], [0x4d, 0x4d, 0x00, 0x2b]].some((magic) => startsWith(h, magic)),
+  },
+];
+
+/** The image format of a file's first bytes, or undefined. */
+export function imageFormat(head: Uint8Array): string | undefined {
+  return FORMATS.find((format) => format.matches(head))?.name;
+}
+
+const HEAD_BYTES = 12;
+/** Files opened at once while looking for images. */
+const SNIFF_CONCURRENCY = 16;
+
+/** The first bytes and the size of a file. */
+export async function readHead(file: string): Promise<{ head: Uint8Array; bytes: number }> {
+  const handle = await open(file, 'r');
+  try {
+    const { size } = await handle.stat();
+    const head = new Uint8Array(HEAD_BYTES);
+    const { bytesRead } = await handle.read(head, 0, HEAD_BYTES, 0);
+    return { head: head.subarray(0, bytesRead), bytes: size };
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Every regular file under `root`, recursively (symbolic links are not followed), sorted by
+ * external id, split into images — recognised by their magic bytes, not their names — and the rest.
+ */
+export async function scanFolder(root: string): Promise<FolderScan> {
+  const entries = await readdir(root, { recursive: true, withFileTypes: true });
+  const files = entries
+    .filter((entry) => entry.isFile())
+    .map((entry) => {
+      const absolutePath = path.join(entry.parentPath, entry.name);
+      return { absolutePath, externalId: path.relative(root, absolutePath).split(path.sep).join('/') };
+    })
+    .sort((a, b) => (a.externalId < b.externalId ? -1 : a.externalId > b.externalId ? 1 : 0));
+  const kinds = new Array<{ image: ImageFile } | { notImage: true } | { unreadable: string }>(files.length);
+  await forEachConcurrently(files.keys(), SNIFF_CONCURRENCY, async (i) => {
+    const file = files[i];
+    try {
+      const { head, bytes } = await readHead(file.absolutePath);
+      kinds[i] = imageFormat(head) ? { image: { ...file, bytes } } : { notImage: true };
+    } catch (error) {
+      kinds[i] = { unreadable: (error as Error).message };
+    }
+  });
+  const scan: FolderScan = { images: [], notImages: [], unreadable: [] };
+  kinds.forEach((kind, i) => {
+    if ('image' in kind) scan.images.push(kind.image);
+    else if ('notImage' in kind) scan.notImages.push(files[i].externalId);
+    else scan.unreadable.push({ externalId: files[i].externalId, message: kind.unreadable });
+  });
+  return scan;
+}
