@@ -17,6 +17,18 @@
  *   histogram: { binWidth: number, counts: number[] }, clusterSizes: number[], drift: { mean: number, max: number },
  *   arrivedFraction: number, lastRefit: { version: number, fittedAt: string } | null, refitJob: Job | null,
  *   ingest: { lastHour: number, last24Hours: number, hourly: { hour: string, items: number }[] } }} Stats
+ * @typedef {{ order: string, balance: 'none' | 'cluster', auto: { order: string, balance: 'none' | 'cluster', keptPerCluster: number, clusterScoreCv: number } | null }} AppliedPolicy
+ * @typedef {{ minSurvival: number, maxSurvival: number, maxMinRatio: number | null, survivalCv: number, randomSurvivalCv: number }} Imbalance
+ * @typedef {{ prototypeVersion: number, total: number, matched: number, dedup: { jobId: string, epsilon: number, keep: string, dropped: number } | null,
+ *   policy: AppliedPolicy, imbalance: Imbalance | null, size: number, externalIds: string[], nextCursor: string | null }} SelectionPage
+ * @typedef {{ kept: string, duplicates: string[], similarities: number[] }} DuplicateGroup
+ * @typedef {{ jobId: string, prototypeVersion: number, epsilon: number, groupCount: number, duplicateCount: number, completedAt: string,
+ *   groups: DuplicateGroup[], nextCursor: string | null }} Duplicates
+ * @typedef {{ id: string, dataset: string, datasetId: string, name: string | null, description: string | null, kind: 'selection' | 'export',
+ *   encoder: { name: string, sha256: string } | null, prototypeVersion: number, k: number | null, seed: number,
+ *   parameters: Record<string, any>, summary: Record<string, any>, count: number, sha256: string, createdByKeyId: string | null, createdAt: string }} Manifest
+ * @typedef {{ externalId: string, metadata: Record<string, unknown>, score: number | null, cluster: number | null, prototypeVersion: number | null,
+ *   createdAt: string, updatedAt: string }} Item
  */
 
 export class ApiError extends Error {
@@ -37,6 +49,11 @@ export function setApiKey(key) {
   apiKey = key;
 }
 
+/** Whether requests carry a key (false with auth off): links then cannot fetch what a request with the key would. */
+export function hasApiKey() {
+  return apiKey !== null;
+}
+
 /**
  * A request to the API with the key (if any); non-2xx answers become ApiError with the API's error code.
  * Paths are relative ("v1/…"), so the dashboard also works behind a path prefix.
@@ -44,7 +61,12 @@ export function setApiKey(key) {
  */
 export async function api(path, init = {}) {
   const headers = new Headers(init.headers);
-  if (apiKey) headers.set('authorization', `Bearer ${apiKey}`);
+  try {
+    if (apiKey) headers.set('authorization', `Bearer ${apiKey}`);
+  } catch {
+    // A header holds bytes 0–255 only: a key that cannot travel is no key the service knows.
+    throw new ApiError(401, 'INVALID_API_KEY', 'the API key has characters an HTTP header cannot carry');
+  }
   if (!headers.has('accept')) headers.set('accept', 'application/json');
   /** @type {Response} */
   let response;

@@ -10,8 +10,11 @@ import { state } from './state.js';
 import { askForKey } from './view-connect.js';
 import { clearDatasetPanel, renderDataset, showUnavailable } from './view-dataset.js';
 import { renderDatasetList } from './view-datasets.js';
+import { refreshDuplicates } from './view-duplicates.js';
+import { refreshManifests } from './view-manifests.js';
 import { clearPreview, maybeRefreshPreview } from './view-preview.js';
 import { scheduleJobPoll, TERMINAL, trackJob } from './view-refit.js';
+import { refreshSelection } from './view-selection.js';
 
 /** @typedef {import('./api.js').ApiError} ApiError @typedef {import('./api.js').Dataset} Dataset @typedef {import('./api.js').Stats} Stats */
 
@@ -26,8 +29,10 @@ export function resetData() {
   state.job = null;
   if (state.pollTimer) clearTimeout(state.pollTimer);
   if (state.jobTimer) clearTimeout(state.jobTimer);
+  if (state.startTimer) clearTimeout(state.startTimer);
   state.pollTimer = null;
   state.jobTimer = null;
+  state.startTimer = null;
   clearPreview();
   $('dataset-list').replaceChildren();
   clearDatasetPanel();
@@ -112,5 +117,21 @@ async function pollOnce() {
   if (stats.refitJob) trackJob(stats.refitJob);
   else if (state.job && !TERMINAL.has(state.job.state)) scheduleJobPoll();
   renderDataset();
-  void maybeRefreshPreview(dataset, stats);
+  refreshViews(dataset, stats);
+}
+
+/**
+ * Brings the shown view of the dataset panel up to date after a poll (or when it is switched
+ * to): only the view on screen asks the API for anything.
+ * @param {Dataset} dataset @param {Stats} stats
+ */
+export function refreshViews(dataset, stats) {
+  if (state.view === 'overview') {
+    void maybeRefreshPreview(dataset, stats);
+    void refreshSelection(dataset, stats);
+  } else if (state.view === 'duplicates') {
+    void refreshDuplicates(dataset, stats);
+  } else {
+    void refreshManifests(dataset);
+  }
 }

@@ -6,12 +6,18 @@
 export const state = {
   /** The API accepted the key entered (or, with auth off, no key): polling runs only while it is true. */
   connected: false,
+  /** The service answered without a key: it runs with AUTH_DISABLED. */
+  authOff: false,
+  /** @type {ReturnType<typeof setTimeout> | null} the next attempt of the first contact (view-connect.js start) */
+  startTimer: null,
   /** Bumped whenever the key or the selected dataset changes: answers to older requests are dropped. */
   epoch: 0,
   /** @type {Dataset[]} */
   datasets: [],
   /** @type {string | null} the dataset named in the URL (#dataset=…) */
   selected: null,
+  /** @type {'overview' | 'duplicates' | 'manifests'} the dataset view named in the URL (#dataset=…&view=…) */
+  view: 'overview',
   /** @type {Dataset | null} */
   dataset: null,
   /** @type {Stats | null} */

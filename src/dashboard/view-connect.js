@@ -1,5 +1,8 @@
 // @ts-check
-/** Connecting: the key panel, checking a key against the API, and the chip naming the key in use. */
+/**
+ * Connecting: the first contact on load (does the service check keys at all?), the key panel,
+ * checking a key against the API, and the chip naming the key in use.
+ */
 
 import { getJson, setApiKey } from './api.js';
 import { $, show } from './dom.js';
@@ -7,16 +10,20 @@ import { kickPoll, resetData } from './poll.js';
 import { state } from './state.js';
 import { renderDatasetList } from './view-datasets.js';
 
-/** @typedef {import('./api.js').ApiError} ApiError */
+/** @typedef {import('./api.js').ApiError} ApiError @typedef {import('./api.js').Dataset} Dataset */
 
 /** Where the key is kept: this browser tab only. */
 export const KEY_STORAGE = 'protoprune.apiKey';
+
+/** Waits before asking again when the first contact got no answer about keys (starting, busy, rate-limited, unreachable). */
+const RETRY_MS = [1000, 2000, 4000, 8000, 15_000];
 
 /** Forgets the key and everything shown with it. @param {string} [message] */
 export function askForKey(message) {
   sessionStorage.removeItem(KEY_STORAGE);
   setApiKey(null);
   state.connected = false;
+  state.authOff = false;
   resetData();
   show($('layout'), false);
   show($('change-key'), false);
@@ -32,9 +39,50 @@ export function askForKey(message) {
 }
 
 /**
- * Tries a key: kept only if the API accepts it. Without one (null) it asks whether the service
- * answers without a key, which only a service with AUTH_DISABLED does; otherwise the key panel shows.
- * @param {string | null} key
+ * The first contact on load: GET v1/datasets without a key. A service with auth off
+ * (AUTH_DISABLED=true) answers it, so the page needs no key — and forgets any key this tab still
+ * holds (from a service that checked keys): it would only be sent for nothing. A 401 says keys are
+ * checked: the stored key is tried, or the key panel asks for one. Any other outcome (the service
+ * starting, busy, rate-limiting or unreachable) says nothing about keys: the banner says so and
+ * the page asks again, without showing the key panel.
+ * @param {number} [attempt]
+ */
+export async function start(attempt = 0) {
+  resetData();
+  setApiKey(null);
+  const epoch = state.epoch;
+  $('poll-status').textContent = 'Connecting…';
+  try {
+    /** @type {{ datasets: Dataset[] }} */
+    const list = await getJson('v1/datasets');
+    if (epoch !== state.epoch) return;
+    sessionStorage.removeItem(KEY_STORAGE);
+    connected(null, list);
+  } catch (error) {
+    if (epoch !== state.epoch) return;
+    const e = /** @type {ApiError} */ (error);
+    if (e.status === 401) {
+      const stored = sessionStorage.getItem(KEY_STORAGE);
+      if (stored) void connect(stored);
+      else askForKey();
+      return;
+    }
+    const delay = RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)];
+    const banner = $('banner');
+    banner.textContent = `Cannot connect to the service yet: ${e.message} (${e.code}); trying again in ${Math.round(delay / 1000)} s…`;
+    banner.dataset.code = e.code;
+    show(banner, true);
+    $('poll-status').textContent = 'Connecting…';
+    state.startTimer = setTimeout(() => {
+      state.startTimer = null;
+      void start(attempt + 1);
+    }, delay);
+  }
+}
+
+/**
+ * Tries a key (typed in the key panel, or kept in this tab): kept only if the API accepts it.
+ * @param {string} key
  */
 export async function connect(key) {
   resetData();
@@ -43,28 +91,35 @@ export async function connect(key) {
   const submit = /** @type {HTMLButtonElement} */ ($('key-submit'));
   submit.disabled = true;
   try {
+    /** @type {{ datasets: Dataset[] }} */
     const list = await getJson('v1/datasets');
     if (epoch !== state.epoch) return;
-    if (key !== null) sessionStorage.setItem(KEY_STORAGE, key);
-    state.connected = true;
-    show($('key-panel'), false);
-    show($('layout'), true);
-    show($('change-key'), key !== null);
-    const chip = $('key-status');
-    chip.textContent = key === null ? 'no key needed' : `key …${key.slice(-4)}`;
-    chip.title = key === null ? 'The service checks no API keys (AUTH_DISABLED)' : 'The API key this tab uses (kept in session storage)';
-    chip.dataset.auth = key === null ? 'off' : 'key';
-    show(chip, true);
-    state.datasets = list.datasets;
-    renderDatasetList();
-    kickPoll();
+    sessionStorage.setItem(KEY_STORAGE, key);
+    connected(key, list);
   } catch (error) {
     if (epoch !== state.epoch) return;
     const e = /** @type {ApiError} */ (error);
-    if (key === null) askForKey(e.status === 401 ? undefined : `Could not reach the service: ${e.message} (${e.code}).`);
-    else if (e.status === 401) askForKey(`The service did not accept this key: ${e.message} (${e.code}).`);
+    if (e.status === 401) askForKey(`The service did not accept this key: ${e.message} (${e.code}).`);
     else askForKey(`Could not check the key: ${e.message}${e.code ? ` (${e.code})` : ''}.`);
   } finally {
     submit.disabled = false;
   }
+}
+
+/** Shows the datasets and starts polling, with `key` (null: the service checks none). @param {string | null} key @param {{ datasets: Dataset[] }} list */
+function connected(key, list) {
+  state.connected = true;
+  state.authOff = key === null;
+  show($('banner'), false);
+  show($('key-panel'), false);
+  show($('layout'), true);
+  show($('change-key'), key !== null);
+  const chip = $('key-status');
+  chip.textContent = key === null ? 'no key needed' : `key …${key.slice(-4)}`;
+  chip.title = key === null ? 'The service checks no API keys (AUTH_DISABLED)' : 'The API key this tab uses (kept in session storage)';
+  chip.dataset.auth = key === null ? 'off' : 'key';
+  show(chip, true);
+  state.datasets = list.datasets;
+  renderDatasetList();
+  kickPoll();
 }

@@ -4,8 +4,11 @@
 import { renderClusters, renderHistogram, renderIngest, renderPruneCurve } from './charts.js';
 import { $, ago, fmt, h, pct, show } from './dom.js';
 import { state } from './state.js';
+import { clearDuplicates } from './view-duplicates.js';
+import { clearManifests } from './view-manifests.js';
 import { clearPreview } from './view-preview.js';
 import { renderJob } from './view-refit.js';
+import { clearSelection } from './view-selection.js';
 
 /** @typedef {import('./api.js').DatasetSettings} DatasetSettings @typedef {import('./api.js').Stats} Stats */
 
@@ -17,6 +20,9 @@ export function clearDatasetPanel() {
   const message = $('refit-message');
   message.textContent = '';
   show(message, false);
+  clearSelection();
+  clearDuplicates();
+  clearManifests();
 }
 
 /** @param {string} name @param {string} why */

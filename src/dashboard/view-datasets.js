@@ -1,11 +1,19 @@
 // @ts-check
-/** The list of datasets the key may read, and the selected one (named in the URL: #dataset=…). */
+/**
+ * The list of datasets the key may read, the selected one and its view (named in the URL:
+ * #dataset=…&view=overview|duplicates|manifests).
+ */
 
 import { $, enc, h, setAttrs, show } from './dom.js';
-import { kickPoll } from './poll.js';
+import { kickPoll, refreshViews } from './poll.js';
 import { state } from './state.js';
 import { clearDatasetPanel } from './view-dataset.js';
 import { clearPreview } from './view-preview.js';
+
+/** @typedef {'overview' | 'duplicates' | 'manifests'} View */
+
+/** @type {View[]} */
+const VIEWS = ['overview', 'duplicates', 'manifests'];
 
 export function renderDatasetList() {
   const list = $('dataset-list');
@@ -31,24 +39,60 @@ export function renderDatasetList() {
   show($('datasets-empty'), state.datasets.length === 0);
 }
 
-/** @param {string} name */
-function selectDataset(name) {
-  location.hash = `dataset=${enc(name)}`;
+/** The URL fragment naming a dataset and a view. @param {string} name @param {View} view */
+function hashFor(name, view) {
+  return `dataset=${enc(name)}${view === 'overview' ? '' : `&view=${view}`}`;
 }
 
-export function datasetFromHash() {
-  const match = /^#dataset=(.+)$/.exec(location.hash);
-  if (!match) return null;
+/** @param {string} name */
+function selectDataset(name) {
+  location.hash = hashFor(name, state.view);
+}
+
+/** @param {View} view */
+export function selectView(view) {
+  if (state.selected === null) return setView(view);
+  location.hash = hashFor(state.selected, view);
+}
+
+/** @returns {{ name: string | null, view: View }} */
+function parseHash() {
+  const match = /^#dataset=(.+?)(?:&view=([a-z]+))?$/.exec(location.hash);
+  if (!match) return { name: null, view: 'overview' };
+  const view = VIEWS.find((v) => v === match[2]) ?? 'overview';
   try {
-    return decodeURIComponent(match[1]);
+    return { name: decodeURIComponent(match[1]), view };
   } catch {
-    return null;
+    return { name: null, view };
   }
 }
 
+export function datasetFromHash() {
+  return parseHash().name;
+}
+
+export function viewFromHash() {
+  return parseHash().view;
+}
+
+/** Shows one view of the dataset panel and brings it up to date. @param {View} view */
+export function setView(view) {
+  state.view = view;
+  for (const v of VIEWS) {
+    const tab = $(`tab-${v}`);
+    tab.setAttribute('aria-selected', v === view ? 'true' : 'false');
+    tab.tabIndex = v === view ? 0 : -1;
+    show($(`view-${v}`), v === view);
+  }
+  if (state.connected && state.dataset && state.stats) refreshViews(state.dataset, state.stats);
+}
+
 export function onHashChange() {
-  const name = datasetFromHash();
-  if (name === state.selected) return;
+  const { name, view } = parseHash();
+  if (name === state.selected) {
+    if (view !== state.view) setView(view);
+    return;
+  }
   state.selected = name;
   state.epoch++;
   state.dataset = null;
@@ -58,6 +102,7 @@ export function onHashChange() {
   state.jobTimer = null;
   clearPreview();
   clearDatasetPanel();
+  setView(view);
   renderDatasetList();
   if (state.connected) kickPoll();
 }

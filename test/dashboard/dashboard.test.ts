@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import { mkdir, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
@@ -14,6 +13,7 @@ import { BACKENDS } from '../helpers/backends.js';
 import { plantedClusters } from '../helpers/planted.js';
 import { bearer, startApi, type ApiHarness } from '../http/api-harness.js';
 import { ingestItems } from '../../src/service/ingest.js';
+import { findChromium } from './browser.js';
 
 /**
  * The dashboard in a real headless Chromium (Debian's package, driven by playwright-core): the
@@ -39,28 +39,6 @@ declare const document: {
 };
 declare const location: { hash: string };
 declare const sessionStorage: { getItem(key: string): string | null; setItem(key: string, value: string): void };
-
-const CHROMIUM_CANDIDATES = [
-  process.env.CHROMIUM_PATH,
-  '/usr/bin/chromium',
-  '/usr/bin/chromium-browser',
-  '/usr/lib/chromium/chromium',
-  '/usr/bin/google-chrome-stable',
-  '/usr/bin/google-chrome',
-];
-
-function findChromium(): string {
-  const found = CHROMIUM_CANDIDATES.find((candidate) => candidate && existsSync(candidate));
-  if (!found) {
-    throw new Error(
-      'The dashboard browser test needs Chromium, and none was found (looked at CHROMIUM_PATH and ' +
-        `${CHROMIUM_CANDIDATES.slice(1).join(', ')}). Install it with ` +
-        '`sudo apt-get install -y --no-install-recommends chromium` (Debian/Ubuntu; .ci/run does this), ' +
-        'or set CHROMIUM_PATH to a Chromium or Chrome binary.',
-    );
-  }
-  return found;
-}
 
 /** The native backend when TEST_DATABASE_URL is set (faster), otherwise the embedded one. */
 const backend = BACKENDS.find((b) => b.name === 'native') ?? BACKENDS[0];

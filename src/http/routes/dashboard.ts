@@ -24,6 +24,11 @@ const ASSET_TYPES: Record<string, string> = {
   'view-dataset.js': 'text/javascript; charset=utf-8',
   'view-refit.js': 'text/javascript; charset=utf-8',
   'view-preview.js': 'text/javascript; charset=utf-8',
+  'view-selection.js': 'text/javascript; charset=utf-8',
+  'view-duplicates.js': 'text/javascript; charset=utf-8',
+  'view-manifests.js': 'text/javascript; charset=utf-8',
+  'thumbs.js': 'text/javascript; charset=utf-8',
+  'download.js': 'text/javascript; charset=utf-8',
   'dashboard.css': 'text/css; charset=utf-8',
   'icon.svg': 'image/svg+xml',
 };
