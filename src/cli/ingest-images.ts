@@ -82,18 +82,18 @@ export async function ingestFolder(client: ProtopruneClient, root: string, optio
   const { dataset, created } = await ensureDataset(client, { name: options.dataset, create: options.create, k: options.k }, out);
   const ids = scan.images.map((image) => image.externalId);
   const alreadyStored = new Set(ids.length > 0 ? await client.findExistingItems(dataset.name, ids) : []);
-  const todo = scan.images.filter((image) => !alreadyStored.has(image.externalId));
+  const toUpload = scan.images.filter((image) => !alreadyStored.has(image.externalId));
   const skipped = [alreadyStored.size > 0 && `${alreadyStored.size} already stored`, scan.notImages.length > 0 && `${plural(scan.notImages.length, 'file')} not an image`].filter(Boolean);
-  out.note(`${plural(scan.images.length, 'image')} under ${root}${skipped.length > 0 ? ` (skipping ${skipped.join(', ')})` : ''}; uploading ${todo.length}`);
+  out.note(`${plural(scan.images.length, 'image')} under ${root}${skipped.length > 0 ? ` (skipping ${skipped.join(', ')})` : ''}; uploading ${toUpload.length}`);
 
   const failures: Failure[] = scan.unreadable.map(({ externalId, message }) => ({ externalId, code: 'READ_FAILED', message }));
   const counts = { stored: 0, updated: 0 };
-  if (todo.length > 0) {
+  if (toUpload.length > 0) {
     const progress = createProgress(out.io, { json: out.json, label: 'ingest', unit: 'images' });
-    progress.start(todo.length);
+    progress.start(toUpload.length);
     let done = 0;
     try {
-      await forEachConcurrently(batches(todo, options.batch), options.concurrency, async (batch) => {
+      await forEachConcurrently(batches(toUpload, options.batch), options.concurrency, async (batch) => {
         const outcome = await uploadBatch(client, dataset.name, batch);
         counts.stored += outcome.stored;
         counts.updated += outcome.updated;
@@ -120,7 +120,7 @@ export async function ingestFolder(client: ProtopruneClient, root: string, optio
       images: scan.images.length,
       alreadyStored: alreadyStored.size,
       notImages: scan.notImages,
-      uploaded: todo.length,
+      uploaded: toUpload.length,
       stored: counts.stored,
       updated: counts.updated,
       failed: failures.length,
