@@ -11,22 +11,11 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
+import { Rng } from '../src/core/random.js';
 
 const KINDS = ['discs', 'stripes', 'checkers', 'rings', 'triangles', 'scatter'] as const;
 type Kind = (typeof KINDS)[number];
 const SIZE = 160;
-
-/** mulberry32: a small seeded generator, so the folder is the same everywhere. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function svgOf(kind: Kind, random: () => number): string {
   const colour = () => `hsl(${Math.floor(random() * 360)},${40 + Math.floor(random() * 50)}%,${30 + Math.floor(random() * 40)}%)`;
@@ -68,7 +57,8 @@ async function main(): Promise<void> {
   const folder = path.resolve(process.argv[2] ?? 'sample-images');
   const count = Number(process.argv[3] ?? 300);
   if (!Number.isInteger(count) || count < KINDS.length) throw new Error(`count must be an integer ≥ ${KINDS.length}, got ${process.argv[3]}`);
-  const random = seeded(20261207);
+  const rng = new Rng(20261207);
+  const random = () => rng.next();
   const duplicates = Math.floor(count * 0.05);
   const originals: { file: string; svg: string }[] = [];
   for (let i = 0; i < count - duplicates; i++) {
