@@ -40,6 +40,14 @@ export function watchErrors(page: Page, into: string[]): void {
   });
 }
 
+/** Collects every request the page makes beyond the service's origin (and its own blob:/data: URLs): the page loads nothing from elsewhere. */
+export function watchForeignRequests(page: Page, base: string, into: string[]): void {
+  page.on('request', (request) => {
+    const url = request.url();
+    if (!url.startsWith(`${base}/`) && !url.startsWith('blob:') && !url.startsWith('data:')) into.push(url);
+  });
+}
+
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs = 60_000): Promise<T> {

@@ -9,7 +9,7 @@ import { BACKENDS } from '../helpers/backends.js';
 import { nearCopy } from '../helpers/halfvec.js';
 import { plantedClusters } from '../helpers/planted.js';
 import { bearer, startApi, type ApiHarness } from '../http/api-harness.js';
-import { findChromium, launchChromium, waitFor, watchErrors } from './browser.js';
+import { findChromium, launchChromium, waitFor, watchErrors, watchForeignRequests } from './browser.js';
 
 /**
  * The dashboard's curation views in a real headless Chromium against a service with API keys:
@@ -213,10 +213,7 @@ describe.each(BACKENDS)('dashboard curation views in headless Chromium ($name ba
     context = await browser.newContext({ viewport: { width: 1440, height: 1100 }, colorScheme: 'light' });
     page = await context.newPage();
     watchErrors(page, errors);
-    page.on('request', (request) => {
-      const url = request.url();
-      if (!url.startsWith(`${base}/`) && !url.startsWith('blob:') && !url.startsWith('data:')) foreign.push(url);
-    });
+    watchForeignRequests(page, base, foreign);
   });
 
   afterAll(async () => {

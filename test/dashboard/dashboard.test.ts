@@ -13,7 +13,7 @@ import { BACKENDS } from '../helpers/backends.js';
 import { plantedClusters } from '../helpers/planted.js';
 import { bearer, startApi, type ApiHarness } from '../http/api-harness.js';
 import { ingestItems } from '../../src/service/ingest.js';
-import { findChromium } from './browser.js';
+import { findChromium, watchForeignRequests } from './browser.js';
 
 /**
  * The dashboard in a real headless Chromium (Debian's package, driven by playwright-core): the
@@ -197,10 +197,7 @@ describe(`dashboard in headless Chromium (${backend.name} backend)`, { timeout: 
     page.on('console', (message) => {
       if (message.type() === 'error' && !/status of 40[134]/.test(message.text())) pageErrors.push(`console: ${message.text()}`);
     });
-    page.on('request', (request) => {
-      const url = request.url();
-      if (!url.startsWith(`${base}/`) && !url.startsWith('blob:') && !url.startsWith('data:')) foreignRequests.push(url);
-    });
+    watchForeignRequests(page, base, foreignRequests);
   });
 
   afterAll(async () => {
