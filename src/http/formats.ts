@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import type { FastifyReply } from 'fastify';
 /** How a listing answers: one JSON page, or the whole listing streamed as NDJSON or CSV. */
 export type Format = 'json' | 'ndjson' | 'csv';
@@ -17,10 +18,17 @@ export function csvField(value: string): string {
 }
 
 /**
- * Calls `cancel` once the response is over — sent, or its client gone — so a stream's database
- * snapshot never outlives its reader, even one that left before the first byte (or a HEAD).
+ * Sends a streamed body, read only as the client takes it. A HEAD request gets the headers alone:
+ * the body is never started and the stream is given up at once. Otherwise `cancel` runs once the
+ * response is over — sent, or its client gone, even before the first byte — so a stream's
+ * database snapshot never outlives its reader.
  */
-export function cancelWithResponse(reply: FastifyReply, cancel: () => void): void {
+export function sendStream(reply: FastifyReply, body: () => AsyncIterable<string | Uint8Array>, cancel: () => void = () => undefined): FastifyReply {
+  if (reply.request.method === 'HEAD') {
+    cancel();
+    return reply.send(Readable.from([]));
+  }
   if (reply.raw.closed) cancel();
   else reply.raw.once('close', cancel);
+  return reply.send(Readable.from(body()));
 }

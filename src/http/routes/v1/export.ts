@@ -1,10 +1,9 @@
-import { Readable } from 'node:stream';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { ServiceContext } from '../../../service/context.js';
 import { parseFilterJson } from '../../../service/metadata-filter.js';
 import { exportScores, type ExportRow } from '../../../service/score-export.js';
-import { cancelWithResponse, csvField } from '../../formats.js';
+import { csvField, sendStream } from '../../formats.js';
 import { parquetStream, type ParquetColumn } from '../../parquet.js';
 import { ErrorBody } from '../../schemas.js';
 import { DatasetParams, ScoreExportQuery } from './schemas.js';
@@ -97,20 +96,18 @@ export const exportRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }> = 
       const { format, epsilon, job, filter } = request.query;
       const chosen = exportFormat(format, request.headers.accept);
       const exported = await exportScores(ctx, request.params.dataset, { epsilon, jobId: job, filter: parseFilterJson(filter) });
-      cancelWithResponse(reply, exported.cancel);
       const { version } = exported;
       async function* text() {
         if (chosen === 'csv') yield CSV_HEADER;
         for await (const rows of exported.rows) yield chosen === 'csv' ? csvLines(rows, version) : ndjsonLines(rows, version);
       }
-      const body = chosen === 'parquet' ? parquetStream(parquetColumns(version), exported.rows) : text();
       if (exported.dedupJobId !== null) void reply.header('x-dedup-job', exported.dedupJobId);
-      return reply
+      void reply
         .header('content-type', chosen === 'parquet' ? PARQUET_TYPE : chosen === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson')
         .header('x-prototype-version', String(version))
         .header('x-export-total', String(exported.total))
-        .header('x-export-matched', String(exported.matched))
-        .send(Readable.from(body) as unknown as string); // streamed as is; the schema documents what it carries
+        .header('x-export-matched', String(exported.matched));
+      return sendStream(reply, () => (chosen === 'parquet' ? parquetStream(parquetColumns(version), exported.rows) : text()), exported.cancel);
     },
   );
 };

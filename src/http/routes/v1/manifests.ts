@@ -1,4 +1,3 @@
-import { Readable } from 'node:stream';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type, type TSchema } from '@sinclair/typebox';
 import { DEFAULT_SELECTION_ORDER } from '../../../core/selection.js';
@@ -10,7 +9,7 @@ import {
   MAX_MANIFEST_PAGE_LIMIT,
 } from '../../../service/limits.js';
 import { createManifest, deleteManifest, getManifest, listManifests, manifestIds, type ManifestView } from '../../../service/manifests.js';
-import { csvField, pickFormat } from '../../formats.js';
+import { csvField, pickFormat, sendStream } from '../../formats.js';
 import { parquetStream } from '../../parquet.js';
 import { ErrorBody } from '../../schemas.js';
 import { PARQUET_TYPE } from './export.js';
@@ -206,12 +205,12 @@ export const manifestRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }> 
           yield chosen === 'csv' ? chunk.map((id) => `${csvField(id)}\n`).join('') : chunk.map((id) => `{"externalId":${JSON.stringify(id)}}\n`).join('');
         }
       }
-      return reply
+      void reply
         .header('content-type', chosen === 'parquet' ? PARQUET_TYPE : chosen === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson')
         .header('x-prototype-version', String(manifest.prototypeVersion))
         .header('x-manifest-count', String(manifest.count))
-        .header('x-manifest-sha256', manifest.sha256)
-        .send(Readable.from(chosen === 'parquet' ? parquetStream(ID_COLUMN, ids) : lines()) as unknown as string); // streamed as is; the schema documents what it carries
+        .header('x-manifest-sha256', manifest.sha256);
+      return sendStream(reply, () => (chosen === 'parquet' ? parquetStream(ID_COLUMN, ids) : lines()));
     },
   );
 

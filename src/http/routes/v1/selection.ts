@@ -1,10 +1,9 @@
-import { Readable } from 'node:stream';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { ServiceContext } from '../../../service/context.js';
 import { selectPage, streamSelection, type SelectionRequest } from '../../../service/selection.js';
 import { ErrorBody } from '../../schemas.js';
-import { cancelWithResponse, csvField, pickFormat } from '../../formats.js';
+import { csvField, pickFormat, sendStream } from '../../formats.js';
 import { DatasetParams, DEFAULT_PAGE_LIMIT, SelectionPage, SelectionQuery } from './schemas.js';
 import { DEFAULT_SELECTION_ORDER } from '../../../core/selection.js';
 import { ServiceError } from '../../../service/errors.js';
@@ -74,7 +73,6 @@ export const selectionRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }>
         };
       }
       const stream = await streamSelection(ctx, dataset, selection);
-      cancelWithResponse(reply, stream.cancel);
       void reply.header('x-selection-policy', `${stream.policy.order}${stream.policy.balance === 'cluster' ? '+cluster' : ''}`);
       if (stream.imbalance) void reply.header('x-selection-imbalance', JSON.stringify(stream.imbalance));
       if (stream.dedup) void reply.header('x-dedup-job', stream.dedup.jobId).header('x-selection-dedup-dropped', String(stream.dedup.dropped));
@@ -84,13 +82,13 @@ export const selectionRoutes: FastifyPluginAsyncTypebox<{ ctx: ServiceContext }>
           yield chosen === 'csv' ? ids.map((id) => `${csvField(id)}\n`).join('') : ids.map((id) => `{"externalId":${JSON.stringify(id)}}\n`).join('');
         }
       }
-      return reply
+      void reply
         .header('content-type', chosen === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson')
         .header('x-prototype-version', String(stream.version))
         .header('x-selection-total', String(stream.total))
         .header('x-selection-matched', String(stream.matched))
-        .header('x-selection-size', String(stream.size))
-        .send(Readable.from(lines()) as unknown as string); // streamed as is; the schema documents the text it carries
+        .header('x-selection-size', String(stream.size));
+      return sendStream(reply, lines, stream.cancel);
     },
   );
 };
