@@ -18,7 +18,8 @@ import path from 'node:path';
 import { ApiClient as GrpcClient } from '../test/grpc/client.js';
 import { Flags } from './lib/args.js';
 import { adminQuery, schemaOf, startHarnessService, withSchema, type HarnessService } from './lib/service.js';
-import { EMBEDDING_FRAME_MEDIA_TYPE, encodeEmbeddingFrame } from '../src/service/embedding-frames.js';
+import { encodeEmbeddingFrames } from '../clients/typescript/src/frames.js';
+import { EMBEDDING_FRAME_MEDIA_TYPE } from '../src/service/embedding-frames.js';
 import { binaryCopy, type BinaryField } from '../src/store/pgcopy.js';
 
 const flags = new Flags(process.argv.slice(2), ['n', 'dim', 'per-body', 'rounds', 'skip-json', 'skip-grpc']);
@@ -133,7 +134,7 @@ async function main(): Promise<void> {
     const bodies: Buffer[] = [];
     for (let at = 0; at < N; at += PER_BODY) {
       const end = Math.min(N, at + PER_BODY);
-      bodies.push(encodeEmbeddingFrame(ids.slice(at, end), points.subarray(at * DIM, end * DIM), DIM));
+      bodies.push(Buffer.from(encodeEmbeddingFrames({ externalIds: ids.slice(at, end), vectors: points.subarray(at * DIM, end * DIM), dimension: DIM })));
     }
     for (let round = 1; round <= ROUNDS; round++) {
       // (a) psql \copy of the same rows; the file is written before the clock starts.

@@ -3,7 +3,7 @@ import { open, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
-import { CliError } from './output.js';
+import { CliError, EXIT } from './output.js';
 
 export type EmbeddingFormat = 'npy' | 'parquet' | 'ndjson';
 
@@ -35,7 +35,11 @@ export interface EmbeddingSource {
 }
 
 export interface RowIdentity {
-  /** Ids are this prefix + the row index (from 0); otherwise they come from `idColumn`. */
+  /**
+   * Ids are this prefix + the row index (from 0); otherwise they come from `idColumn`. A .npy file
+   * has no ids: its prefix defaults to the file's name without extension and "/" (rows of
+   * part-1.npy are part-1/0, part-1/1, …), so the rows of several files do not collide.
+   */
   idPrefix?: string;
   idColumn: string;
   vectorColumn: string;
@@ -45,14 +49,28 @@ export interface RowIdentity {
 
 const EXTENSIONS: Record<string, EmbeddingFormat> = { '.npy': 'npy', '.parquet': 'parquet', '.pq': 'parquet', '.ndjson': 'ndjson', '.jsonl': 'ndjson' };
 
-export function formatOfFile(file: string): EmbeddingFormat | undefined {
+function formatOfFile(file: string): EmbeddingFormat | undefined {
   return EXTENSIONS[path.extname(file).toLowerCase()];
 }
 
-export function openEmbeddingFile(file: string, format: EmbeddingFormat, identity: RowIdentity): Promise<EmbeddingSource> {
-  if (format === 'npy') return openNpy(file, identity.idPrefix ?? '');
-  if (format === 'parquet') return openParquet(file, identity);
-  return openNdjson(file, identity);
+/** The ids of a .npy file's rows when no --id-prefix is given: its name without extension, then "/". */
+export function defaultNpyPrefix(file: string): string {
+  return `${path.basename(file, path.extname(file))}/`;
+}
+
+/**
+ * Opens an embeddings file as `format`, by default the one its extension names. What is wrong
+ * with the file (unreadable, not the format, no such column, …) is a CliError naming it.
+ */
+export async function openEmbeddings(file: string, format: EmbeddingFormat | undefined, identity: RowIdentity): Promise<{ format: EmbeddingFormat; source: EmbeddingSource }> {
+  const chosen = format ?? formatOfFile(file);
+  if (!chosen) throw new CliError(`${file}: unknown embeddings format; name it .npy, .parquet or .ndjson, or pass --format`, EXIT.usage);
+  try {
+    const source = chosen === 'npy' ? await openNpy(file, identity.idPrefix ?? defaultNpyPrefix(file)) : chosen === 'parquet' ? await openParquet(file, identity) : await openNdjson(file, identity);
+    return { format: chosen, source };
+  } catch (error) {
+    throw error instanceof CliError ? error : new CliError(`cannot read ${file}: ${(error as Error).message}`);
+  }
 }
 
 /** Collects rows into a chunk of at most `capacity` vectors. */
@@ -187,6 +205,30 @@ async function openNpy(file: string, idPrefix: string): Promise<EmbeddingSource>
 const idText = (value: unknown): string | undefined =>
   typeof value === 'string' ? value : typeof value === 'number' || typeof value === 'bigint' ? String(value) : undefined;
 
+/** Rows decoded at once from a row group that has an offset index (its pages can be read alone). */
+export const PARQUET_SLICE_ROWS = 16_384;
+/**
+ * A row group without an offset index is decoded whole; as JS arrays of numbers that takes about
+ * three times its uncompressed bytes, so a larger group is refused rather than read.
+ */
+const PARQUET_WHOLE_GROUP_MAX_BYTES = 256 * 1024 * 1024;
+
+type ParquetGroup = Awaited<ReturnType<typeof parquetMetadataAsync>>['row_groups'][number];
+
+/** Rows to decode at once from `group`: slices when its columns have an offset index, else the group whole (refused above `maxBytes`). */
+export function parquetStep(file: string, group: ParquetGroup, index: number, columns: readonly string[], maxBytes = PARQUET_WHOLE_GROUP_MAX_BYTES): number {
+  const chunks = group.columns.filter((chunk) => chunk.meta_data && columns.includes(chunk.meta_data.path_in_schema[0]));
+  if (chunks.every((chunk) => chunk.offset_index_offset !== undefined && chunk.offset_index_length)) return PARQUET_SLICE_ROWS;
+  const bytes = chunks.reduce((sum, chunk) => sum + Number(chunk.meta_data!.total_uncompressed_size), 0);
+  if (bytes > maxBytes) {
+    throw new CliError(
+      `${file}: row group ${index} holds ${Number(group.num_rows)} rows (${Math.round(bytes / 2 ** 20)} MiB uncompressed) and no offset index, so it would be decoded whole; ` +
+        'write the file with smaller row groups (e.g. pyarrow row_group_size=100_000) or with an offset index (pyarrow write_page_index=True)',
+    );
+  }
+  return Number(group.num_rows);
+}
+
 async function openParquet(file: string, identity: RowIdentity): Promise<EmbeddingSource> {
   const buffer = await asyncBufferFromFile(file);
   const metadata = await parquetMetadataAsync(buffer);
@@ -198,7 +240,10 @@ async function openParquet(file: string, identity: RowIdentity): Promise<Embeddi
   }
   const total = Number(metadata.num_rows);
   if (total === 0) throw new CliError(`${file}: the file holds no rows`);
-  const [first] = await parquetReadObjects({ file: buffer, metadata, columns: [identity.vectorColumn], rowStart: 0, rowEnd: 1 });
+  // Every group is checked before anything is read, so a file that cannot be read in bounded memory fails before it uploads.
+  const steps = metadata.row_groups.map((group, i) => parquetStep(file, group, i, wanted));
+  const read = (columns: string[], rowStart: number, rowEnd: number) => parquetReadObjects({ file: buffer, metadata, columns, rowStart, rowEnd, useOffsetIndex: true });
+  const [first] = await read([identity.vectorColumn], 0, 1);
   const firstVector = first[identity.vectorColumn] as ArrayLike<unknown> | null;
   if (!firstVector || typeof firstVector.length !== 'number' || firstVector.length === 0) {
     throw new CliError(`${file}: column ${identity.vectorColumn} does not hold lists of numbers`);
@@ -211,15 +256,16 @@ async function openParquet(file: string, identity: RowIdentity): Promise<Embeddi
     async *chunks(batchSize) {
       const builder = new ChunkBuilder(dimension, batchSize);
       let groupStart = 0;
-      // hyparquet decodes a row group's column chunk at once: memory is bounded by one row group.
-      for (const group of metadata.row_groups) {
+      for (const [g, group] of metadata.row_groups.entries()) {
         const groupEnd = groupStart + Number(group.num_rows);
-        const rows = await parquetReadObjects({ file: buffer, metadata, columns: wanted, rowStart: groupStart, rowEnd: groupEnd });
-        for (let i = 0; i < rows.length; i++) {
-          const index = groupStart + i;
-          const externalId = identity.idPrefix === undefined ? idText(rows[i][identity.idColumn]) : `${identity.idPrefix}${index}`;
-          builder.add(externalId, rows[i][identity.vectorColumn], undefined, `row ${index}`);
-          if (builder.full) yield builder.take(index + 1);
+        for (let sliceStart = groupStart; sliceStart < groupEnd; sliceStart += steps[g]) {
+          const rows = await read(wanted, sliceStart, Math.min(groupEnd, sliceStart + steps[g]));
+          for (let i = 0; i < rows.length; i++) {
+            const index = sliceStart + i;
+            const externalId = identity.idPrefix === undefined ? idText(rows[i][identity.idColumn]) : `${identity.idPrefix}${index}`;
+            builder.add(externalId, rows[i][identity.vectorColumn], undefined, `row ${index}`);
+            if (builder.full) yield builder.take(index + 1);
+          }
         }
         groupStart = groupEnd;
       }

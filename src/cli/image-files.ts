@@ -1,6 +1,8 @@
-import { open, readdir } from 'node:fs/promises';
+import { open, opendir } from 'node:fs/promises';
 import path from 'node:path';
+import { codePointLength, EXTERNAL_ID_MAX_LENGTH } from '../service/limits.js';
 import { forEachConcurrently } from './concurrency.js';
+import { byExternalId } from './ingest-common.js';
 
 /** An image found under the ingest root. */
 export interface ImageFile {
@@ -14,8 +16,10 @@ export interface FolderScan {
   images: ImageFile[];
   /** Relative paths of the files that are not images the server decodes. */
   notImages: string[];
-  /** Files that could not be read. */
+  /** Files and folders that could not be read (a folder's relative path ends in `/`). */
   unreadable: { externalId: string; message: string }[];
+  /** Images whose relative path is longer than an external id may be. */
+  idTooLong: string[];
 }
 
 const startsWith = (bytes: Uint8Array, prefix: readonly number[], at = 0) => prefix.every((b, i) => bytes[at + i] === b);
@@ -56,18 +60,36 @@ export async function readHead(file: string): Promise<{ head: Uint8Array; bytes:
 }
 
 /**
- * Every regular file under `root`, recursively (symbolic links are not followed), sorted by
- * external id, split into images — recognised by their magic bytes, not their names — and the rest.
+ * The regular files under `root`, recursively, as relative paths with `/` separators (symbolic
+ * links are not followed). A folder that cannot be read is recorded and skipped, not fatal — only
+ * `root` itself must be readable.
+ */
+async function listFiles(root: string, unreadable: FolderScan['unreadable']): Promise<{ absolutePath: string; externalId: string }[]> {
+  const files: { absolutePath: string; externalId: string }[] = [];
+  const folders = [root];
+  for (let folder = folders.pop(); folder !== undefined; folder = folders.pop()) {
+    const relative = path.relative(root, folder).split(path.sep).join('/');
+    try {
+      for await (const entry of await opendir(folder)) {
+        const absolutePath = path.join(folder, entry.name);
+        if (entry.isDirectory()) folders.push(absolutePath);
+        else if (entry.isFile()) files.push({ absolutePath, externalId: relative === '' ? entry.name : `${relative}/${entry.name}` });
+      }
+    } catch (error) {
+      if (folder === root) throw error;
+      unreadable.push({ externalId: `${relative}/`, message: (error as Error).message });
+    }
+  }
+  return files.sort(byExternalId);
+}
+
+/**
+ * Every regular file under `root`, recursively, sorted by external id, split into images —
+ * recognised by their magic bytes, not their names — and the rest.
  */
 export async function scanFolder(root: string): Promise<FolderScan> {
-  const entries = await readdir(root, { recursive: true, withFileTypes: true });
-  const files = entries
-    .filter((entry) => entry.isFile())
-    .map((entry) => {
-      const absolutePath = path.join(entry.parentPath, entry.name);
-      return { absolutePath, externalId: path.relative(root, absolutePath).split(path.sep).join('/') };
-    })
-    .sort((a, b) => (a.externalId < b.externalId ? -1 : a.externalId > b.externalId ? 1 : 0));
+  const scan: FolderScan = { images: [], notImages: [], unreadable: [], idTooLong: [] };
+  const files = await listFiles(root, scan.unreadable);
   const kinds = new Array<{ image: ImageFile } | { notImage: true } | { unreadable: string }>(files.length);
   await forEachConcurrently(files.keys(), SNIFF_CONCURRENCY, async (i) => {
     const file = files[i];
@@ -78,11 +100,13 @@ export async function scanFolder(root: string): Promise<FolderScan> {
       kinds[i] = { unreadable: (error as Error).message };
     }
   });
-  const scan: FolderScan = { images: [], notImages: [], unreadable: [] };
   kinds.forEach((kind, i) => {
-    if ('image' in kind) scan.images.push(kind.image);
-    else if ('notImage' in kind) scan.notImages.push(files[i].externalId);
-    else scan.unreadable.push({ externalId: files[i].externalId, message: kind.unreadable });
+    const { externalId } = files[i];
+    if ('notImage' in kind) scan.notImages.push(externalId);
+    else if ('unreadable' in kind) scan.unreadable.push({ externalId, message: kind.unreadable });
+    else if (codePointLength(externalId) > EXTERNAL_ID_MAX_LENGTH) scan.idTooLong.push(externalId);
+    else scan.images.push(kind.image);
   });
+  scan.unreadable.sort(byExternalId);
   return scan;
 }

@@ -29,17 +29,61 @@ export interface Failure {
   message: string;
 }
 
+/** Orders anything with an external id by it (code unit order, as the server sorts ties). */
+export function byExternalId(a: { externalId: string }, b: { externalId: string }): number {
+  return a.externalId < b.externalId ? -1 : a.externalId > b.externalId ? 1 : 0;
+}
+
+/**
+ * The failures of a run: every one counted, the first FAILURES_KEPT kept to report — a run where
+ * every file fails must not hold a message per file.
+ */
+export class Failures {
+  static readonly KEPT = 10_000;
+  private readonly kept: Failure[] = [];
+  count = 0;
+
+  add(failure: Failure): void {
+    this.count++;
+    if (this.kept.length < Failures.KEPT) this.kept.push({ externalId: failure.externalId, code: failure.code, message: failure.message });
+  }
+
+  addAll(failures: Iterable<Failure>): void {
+    for (const failure of failures) this.add(failure);
+  }
+
+  /** The kept failures by external id. */
+  list(): Failure[] {
+    return [...this.kept].sort(byExternalId);
+  }
+
+  /** Counted but not kept. */
+  get omitted(): number {
+    return this.count - this.kept.length;
+  }
+
+  /** For --json: the count, the kept failures, and how many were left out. */
+  summary(): { failed: number; failures: Failure[]; failuresOmitted: number } {
+    return { failed: this.count, failures: this.list(), failuresOmitted: this.omitted };
+  }
+
+  /** The failures as lines: a count, then one line per failure (the first `shown`). */
+  lines(noun: string, shown = 50): string[] {
+    if (this.count === 0) return [];
+    const lines = [`${plural(this.count, noun)} failed:`];
+    for (const f of this.list().slice(0, shown)) lines.push(`  ${f.externalId}  ${f.code}  ${oneLine(f.message)}`);
+    if (this.count > shown) lines.push(`  … and ${this.count - shown} more (--json lists the first ${Failures.KEPT})`);
+    return lines;
+  }
+
+  /** The progress bar's note. */
+  note(): string {
+    return this.count > 0 ? `${this.count} failed` : '';
+  }
+}
+
 /** A message on one line of at most 200 characters (decoders report several). */
 function oneLine(message: string): string {
   const flat = message.replace(/\s*\n\s*/g, ' | ');
   return flat.length > 200 ? `${flat.slice(0, 199)}…` : flat;
-}
-
-/** The failures of an ingest as lines: a count, then one line per failure (the first `shown`). */
-export function failureLines(failures: readonly Failure[], noun: string, shown = 50): string[] {
-  if (failures.length === 0) return [];
-  const lines = [`${plural(failures.length, noun)} failed:`];
-  for (const f of failures.slice(0, shown)) lines.push(`  ${f.externalId}  ${f.code}  ${oneLine(f.message)}`);
-  if (failures.length > shown) lines.push(`  … and ${failures.length - shown} more (--json lists all)`);
-  return lines;
 }

@@ -1,7 +1,7 @@
 import type { ProtopruneClient } from '../../clients/typescript/src/index.js';
 import { forEachConcurrently } from './concurrency.js';
-import { formatOfFile, openEmbeddingFile, type EmbeddingFormat, type RowIdentity } from './embedding-files.js';
-import { ensureDataset, failureLines, type Failure } from './ingest-common.js';
+import { openEmbeddings, type EmbeddingFormat, type RowIdentity } from './embedding-files.js';
+import { ensureDataset, Failures } from './ingest-common.js';
 import { CliError, EXIT, seconds, type Output } from './output.js';
 import { createProgress } from './progress.js';
 
@@ -22,17 +22,13 @@ export interface IngestEmbeddingsOptions extends RowIdentity {
  */
 export async function ingestEmbeddingFile(client: ProtopruneClient, file: string, options: IngestEmbeddingsOptions, out: Output): Promise<number> {
   const startedAt = Date.now();
-  const format = options.format ?? formatOfFile(file);
-  if (!format) throw new CliError(`${file}: unknown embeddings format; name it .npy, .parquet or .ndjson, or pass --format`, EXIT.usage);
-  const source = await openEmbeddingFile(file, format, options).catch((error: NodeJS.ErrnoException) => {
-    throw error instanceof CliError ? error : new CliError(`cannot read ${file}: ${error.message}`);
-  });
+  const { format, source } = await openEmbeddings(file, options.format, options);
   const { dataset, created } = await ensureDataset(client, { name: options.dataset, create: options.create, dimension: source.dimension, k: options.k }, out);
   if (dataset.dimension !== source.dimension) {
     throw new CliError(`dataset ${dataset.name} holds ${dataset.dimension}-d vectors; the file's are ${source.dimension}-d`);
   }
 
-  const failures: Failure[] = [];
+  const failures = new Failures();
   const counts = { rows: 0, stored: 0, updated: 0 };
   const progress = createProgress(out.io, { json: out.json, label: 'ingest-embeddings', unit: source.progressUnit });
   progress.start(source.progressTotal);
@@ -40,18 +36,18 @@ export async function ingestEmbeddingFile(client: ProtopruneClient, file: string
   let reached = 0;
   try {
     await forEachConcurrently(source.chunks(options.batch), options.concurrency, async (chunk) => {
-      failures.push(...chunk.failures);
+      failures.addAll(chunk.failures);
       counts.rows += chunk.externalIds.length + chunk.failures.length;
       if (chunk.externalIds.length > 0) {
         const result = await client.ingestEmbeddings(dataset.name, { ...chunk, dimension: source.dimension }, { results: 'errors' });
         counts.stored += result.counts.stored;
         counts.updated += result.counts.updated;
         for (const outcome of result.items) {
-          if (outcome.status === 'error') failures.push({ externalId: outcome.externalId, code: outcome.code, message: outcome.message });
+          if (outcome.status === 'error') failures.add(outcome);
         }
       }
       reached = Math.max(reached, chunk.progress);
-      progress.update(reached, { note: failures.length > 0 ? `${failures.length} failed` : '' });
+      progress.update(reached, { note: failures.note() });
     });
   } finally {
     progress.stop();
@@ -60,10 +56,10 @@ export async function ingestEmbeddingFile(client: ProtopruneClient, file: string
   const elapsed = Date.now() - startedAt;
   out.result(
     [
-      `ingested ${counts.rows} ${source.dimension}-d rows of ${file} into ${dataset.name} in ${seconds(elapsed)}: ${counts.stored} stored, ${counts.updated} updated, ${failures.length} failed`,
-      ...failureLines(failures, 'row'),
+      `ingested ${counts.rows} ${source.dimension}-d rows of ${file} into ${dataset.name} in ${seconds(elapsed)}: ${counts.stored} stored, ${counts.updated} updated, ${failures.count} failed`,
+      ...failures.lines('row'),
     ],
-    { dataset: dataset.name, created, format, dimension: source.dimension, rows: counts.rows, stored: counts.stored, updated: counts.updated, failed: failures.length, failures, seconds: elapsed / 1000 },
+    { dataset: dataset.name, created, format, dimension: source.dimension, rows: counts.rows, stored: counts.stored, updated: counts.updated, ...failures.summary(), seconds: elapsed / 1000 },
   );
-  return failures.length > 0 ? EXIT.failed : EXIT.ok;
+  return failures.count > 0 ? EXIT.failed : EXIT.ok;
 }

@@ -2,7 +2,8 @@ import { readFile } from 'node:fs/promises';
 import { ProtopruneError, type ImageItem, type ProtopruneClient } from '../../clients/typescript/src/index.js';
 import { forEachConcurrently } from './concurrency.js';
 import { scanFolder, type ImageFile } from './image-files.js';
-import { ensureDataset, failureLines, type Failure } from './ingest-common.js';
+import { ensureDataset, Failures, type Failure } from './ingest-common.js';
+import { EXTERNAL_ID_MAX_LENGTH } from '../service/limits.js';
 import { CliError, EXIT, plural, seconds, type Output } from './output.js';
 import { createProgress } from './progress.js';
 
@@ -86,7 +87,9 @@ export async function ingestFolder(client: ProtopruneClient, root: string, optio
   const skipped = [alreadyStored.size > 0 && `${alreadyStored.size} already stored`, scan.notImages.length > 0 && `${plural(scan.notImages.length, 'file')} not an image`].filter(Boolean);
   out.note(`${plural(scan.images.length, 'image')} under ${root}${skipped.length > 0 ? ` (skipping ${skipped.join(', ')})` : ''}; uploading ${toUpload.length}`);
 
-  const failures: Failure[] = scan.unreadable.map(({ externalId, message }) => ({ externalId, code: 'READ_FAILED', message }));
+  const failures = new Failures();
+  failures.addAll(scan.unreadable.map(({ externalId, message }) => ({ externalId, code: 'READ_FAILED', message })));
+  failures.addAll(scan.idTooLong.map((externalId) => ({ externalId, code: 'ID_TOO_LONG', message: `the relative path is longer than an external id may be (${EXTERNAL_ID_MAX_LENGTH} characters)` })));
   const counts = { stored: 0, updated: 0 };
   if (toUpload.length > 0) {
     const progress = createProgress(out.io, { json: out.json, label: 'ingest', unit: 'images' });
@@ -97,22 +100,20 @@ export async function ingestFolder(client: ProtopruneClient, root: string, optio
         const outcome = await uploadBatch(client, dataset.name, batch);
         counts.stored += outcome.stored;
         counts.updated += outcome.updated;
-        failures.push(...outcome.failures);
+        failures.addAll(outcome.failures);
         done += batch.length;
-        progress.update(done, { note: failures.length > 0 ? `${failures.length} failed` : '' });
+        progress.update(done, { note: failures.note() });
       });
     } finally {
       progress.stop();
     }
   }
-  failures.sort((a, b) => (a.externalId < b.externalId ? -1 : a.externalId > b.externalId ? 1 : 0));
-
   const elapsed = Date.now() - startedAt;
   out.result(
     [
-      `ingested into ${dataset.name} in ${seconds(elapsed)}: ${counts.stored} stored, ${counts.updated} updated, ${failures.length} failed` +
+      `ingested into ${dataset.name} in ${seconds(elapsed)}: ${counts.stored} stored, ${counts.updated} updated, ${failures.count} failed` +
         (skipped.length > 0 ? `; skipped ${skipped.join(', ')}` : ''),
-      ...failureLines(failures, 'file'),
+      ...failures.lines('file'),
     ],
     {
       dataset: dataset.name,
@@ -123,10 +124,9 @@ export async function ingestFolder(client: ProtopruneClient, root: string, optio
       uploaded: toUpload.length,
       stored: counts.stored,
       updated: counts.updated,
-      failed: failures.length,
-      failures,
+      ...failures.summary(),
       seconds: elapsed / 1000,
     },
   );
-  return failures.length > 0 ? EXIT.failed : EXIT.ok;
+  return failures.count > 0 ? EXIT.failed : EXIT.ok;
 }

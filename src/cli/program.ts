@@ -20,8 +20,23 @@ function datasetLine(d: Dataset): string {
   return `${d.name}  ${d.dimension}-d ${kind}  prototype version ${d.activeVersion ?? 'none'}  k ${d.k ?? 'auto'}`;
 }
 
-/** The whole command line. `report` receives each command's exit status. */
-function buildProgram(io: CliIo, report: (code: number) => void): Command {
+/** The server's URL: http(s) only, else a usage error (not a failure deep inside a request). */
+function serverUrl(value: string, source: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new CliError(`${source} ${JSON.stringify(value)} is not a URL (e.g. ${DEFAULT_URL})`, EXIT.usage);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new CliError(`${source} ${JSON.stringify(value)} is not an http(s) URL`, EXIT.usage);
+  return value;
+}
+
+/**
+ * The whole command line. `report` receives each command's exit status. With `asJson`, the usage
+ * errors commander reports are one JSON line too, as every other error.
+ */
+function buildProgram(io: CliIo, report: (code: number) => void, asJson: boolean): Command {
   const program = new Command('protoprune');
   program
     .description('Label-free data pruning: push images or embeddings to a protoprune server, refit prototypes, select, score and export.')
@@ -29,12 +44,19 @@ function buildProgram(io: CliIo, report: (code: number) => void): Command {
     .option('--api-key <key>', 'API key (default: $PROTOPRUNE_API_KEY)')
     .option('--json', 'machine-readable output only on stdout; no progress')
     .exitOverride()
-    .configureOutput({ writeOut: (text) => io.stdout.write(text), writeErr: (text) => io.stderr.write(text) });
+    .configureOutput({
+      writeOut: (text) => io.stdout.write(text),
+      writeErr: (text) => io.stderr.write(text),
+      outputError: (text, write) => write(asJson ? `${JSON.stringify({ error: { code: 'USAGE', message: text.replace(/^error: /, '').trim(), status: null } })}\n` : text),
+    });
 
   const context = (command: Command): CommandContext => {
     const { url, apiKey, json: asJson } = command.optsWithGlobals<GlobalOptions>();
     return {
-      client: createClient({ baseUrl: url ?? io.env.PROTOPRUNE_URL ?? DEFAULT_URL, apiKey: apiKey ?? io.env.PROTOPRUNE_API_KEY }),
+      client: createClient({
+        baseUrl: url !== undefined ? serverUrl(url, '--url') : io.env.PROTOPRUNE_URL ? serverUrl(io.env.PROTOPRUNE_URL, 'PROTOPRUNE_URL') : DEFAULT_URL,
+        apiKey: apiKey ?? io.env.PROTOPRUNE_API_KEY,
+      }),
       out: new Output(io, Boolean(asJson)),
     };
   };
@@ -67,7 +89,7 @@ function buildProgram(io: CliIo, report: (code: number) => void): Command {
     .option('--id-column <name>', 'parquet column / ndjson field of the external id', 'id')
     .option('--vector-column <name>', 'parquet column / ndjson field of the vector', 'embedding')
     .option('--metadata-field <name>', 'ndjson field of an item’s metadata object', 'metadata')
-    .option('--id-prefix <prefix>', 'ids are prefix + row index (from 0) instead of a column; the only ids of .npy (default prefix: none)')
+    .option('--id-prefix <prefix>', 'ids are prefix + row index (from 0) instead of a column; the only ids of .npy (default there: the file name without extension and "/", e.g. part-1/0)')
     .option('--batch <n>', 'rows per request', positiveInteger, 1000)
     .option('--concurrency <n>', 'requests in flight', positiveInteger, 2)
     .option('--no-create', 'fail when the dataset does not exist (default: create it with the file’s dimension)')
@@ -281,11 +303,12 @@ const exitCodeName = (exitCode: number) => (exitCode === EXIT.usage ? 'USAGE' : 
 /** Runs the CLI on `argv` (without node and the script) and returns its exit status. */
 export async function run(argv: string[], io: CliIo): Promise<number> {
   let exitCode: number = EXIT.ok;
-  const program = buildProgram(io, (code) => (exitCode = code));
+  const asJson = argv.includes('--json');
+  const program = buildProgram(io, (code) => (exitCode = code), asJson);
   try {
     await program.parseAsync(argv, { from: 'user' });
     return exitCode;
   } catch (error) {
-    return reportError(error, io, argv.includes('--json'));
+    return reportError(error, io, asJson);
   }
 }

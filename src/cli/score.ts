@@ -1,9 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
-import { ProtopruneError, type ProtopruneClient, type ScoreRequest, type ScoreResult } from '../../clients/typescript/src/index.js';
+import { refusedItems, type ProtopruneClient, type ScoreRequest, type ScoreResult } from '../../clients/typescript/src/index.js';
 import { json, number, integer, positiveInteger, type Act } from './command.js';
-import { formatOfFile, openEmbeddingFile, type EmbeddingFormat } from './embedding-files.js';
-import { failureLines, type Failure } from './ingest-common.js';
+import { openEmbeddings, type EmbeddingFormat } from './embedding-files.js';
+import { Failures, type Failure } from './ingest-common.js';
 import { CliError, EXIT, plural, type Output } from './output.js';
 
 type ScoreItem = ScoreRequest['items'][number];
@@ -21,14 +21,14 @@ interface ScoreOptions extends Omit<Policy, 'order'> {
 }
 
 /** Request batches of image files; a file that cannot be read is a failure of its own. */
-async function* imageBatches(files: readonly string[], batchSize: number, failures: Failure[]): AsyncGenerator<ScoreItem[]> {
+async function* imageBatches(files: readonly string[], batchSize: number, failures: Failures): AsyncGenerator<ScoreItem[]> {
   for (let at = 0; at < files.length; at += batchSize) {
     const items: ScoreItem[] = [];
     for (const file of files.slice(at, at + batchSize)) {
       try {
         items.push({ externalId: file, image: (await readFile(file)).toString('base64') });
       } catch (error) {
-        failures.push({ externalId: file, code: 'READ_FAILED', message: (error as Error).message });
+        failures.add({ externalId: file, code: 'READ_FAILED', message: (error as Error).message });
       }
     }
     if (items.length > 0) yield items;
@@ -36,13 +36,11 @@ async function* imageBatches(files: readonly string[], batchSize: number, failur
 }
 
 /** Request batches of an embeddings file's rows, each vector as base64 of its float32 bytes. */
-async function* embeddingBatches(file: string, options: ScoreOptions, failures: Failure[]): AsyncGenerator<ScoreItem[]> {
-  const format = options.format ?? formatOfFile(file);
-  if (!format) throw new CliError(`${file}: unknown embeddings format; name it .npy, .parquet or .ndjson, or pass --format`, EXIT.usage);
-  const source = await openEmbeddingFile(file, format, { ...options, metadataField: 'metadata' });
+async function* embeddingBatches(file: string, options: ScoreOptions, failures: Failures): AsyncGenerator<ScoreItem[]> {
+  const { source } = await openEmbeddings(file, options.format, { ...options, metadataField: 'metadata' });
   const width = source.dimension * 4;
   for await (const chunk of source.chunks(options.batch)) {
-    failures.push(...chunk.failures);
+    failures.addAll(chunk.failures);
     const bytes = Buffer.from(chunk.vectors.buffer, chunk.vectors.byteOffset, chunk.vectors.byteLength);
     const items = chunk.externalIds.map((externalId, i) => ({ externalId, embedding: bytes.subarray(i * width, (i + 1) * width).toString('base64') }));
     if (items.length > 0) yield items;
@@ -54,7 +52,8 @@ async function scoreBatch(client: ProtopruneClient, dataset: string, request: Sc
   try {
     return await client.score(dataset, request);
   } catch (error) {
-    if (error instanceof ProtopruneError && error.status === 400 && Array.isArray(error.details.items)) return error.details.items as Failure[];
+    const refused = refusedItems(error);
+    if (refused) return refused;
     throw error;
   }
 }
@@ -66,38 +65,47 @@ function scoredLine(item: Scored): string {
   return `${item.externalId}  ${item.decision}  score ${item.score.toFixed(4)}  percentile ${item.percentile.toFixed(1)}  cluster ${item.cluster}  ${item.reason}${near}`;
 }
 
+/**
+ * Scores the items batch by batch and writes each decision as it arrives (memory holds one batch,
+ * not the run): lines of text, or with --json one document `{"items": [...], …}` written in pieces.
+ */
 async function score(client: ProtopruneClient, images: string[], options: ScoreOptions, out: Output): Promise<number> {
   if ((images.length > 0) === (options.embeddings !== undefined)) throw new CliError('give image files, or --embeddings <file> (not both)', EXIT.usage);
   const { dataset, order, fraction, balance, seed, epsilon, filter } = options;
   const policy: Policy = { order, fraction, balance, seed, epsilon, filter };
-  const failures: Failure[] = [];
+  const failures = new Failures();
   const batches = options.embeddings === undefined ? imageBatches(images, options.batch, failures) : embeddingBatches(options.embeddings, options, failures);
+  const write = (text: string) => out.io.stdout.write(text);
   let first: ScoreResult | undefined;
-  const scored: Scored[] = [];
+  let scored = 0;
+  let keep = 0;
   for await (const items of batches) {
     const result = await scoreBatch(client, dataset, { items, policy });
     if (Array.isArray(result)) {
-      failures.push(...result);
+      failures.addAll(result);
       continue;
     }
     first ??= result;
     for (const item of result.items) {
-      if (item.status === 'scored') scored.push(item);
-      else failures.push({ externalId: item.externalId, code: item.code, message: item.message });
+      if (item.status !== 'scored') {
+        failures.add(item);
+        continue;
+      }
+      write(out.json ? `${scored === 0 ? '{"items":[' : ','}${JSON.stringify(item)}` : `${scoredLine(item)}\n`);
+      scored++;
+      if (item.decision === 'keep') keep++;
     }
   }
-  const keep = scored.filter((item) => item.decision === 'keep').length;
   const ran = first?.policy;
-  const policyText = ran ? `${ran.order}${ran.balance === 'cluster' ? '+cluster' : ''} keeping ${ran.fraction}${ran.auto ? ', chosen by auto' : ''}` : 'none ran';
-  out.result(
-    [
-      ...scored.map(scoredLine),
-      `${plural(keep, 'item')} to keep, ${scored.length - keep} to skip, ${failures.length} failed (policy ${policyText}, prototype version ${first?.prototypeVersion ?? '-'})`,
-      ...failureLines(failures, 'item'),
-    ],
-    { prototypeVersion: first?.prototypeVersion ?? null, policy: first?.policy ?? null, matched: first?.matched ?? null, items: scored, failures },
-  );
-  return failures.length > 0 ? EXIT.failed : EXIT.ok;
+  if (out.json) {
+    const rest = { prototypeVersion: first?.prototypeVersion ?? null, policy: ran ?? null, matched: first?.matched ?? null, scored, keep, ...failures.summary() };
+    write(`${scored === 0 ? '{"items":[' : ''}],${JSON.stringify(rest).slice(1)}\n`);
+  } else {
+    const policyText = ran ? `${ran.order}${ran.balance === 'cluster' ? '+cluster' : ''} keeping ${ran.fraction}${ran.auto ? ', chosen by auto' : ''}` : 'none ran';
+    const summary = `${plural(keep, 'item')} to keep, ${scored - keep} to skip, ${failures.count} failed (policy ${policyText}, prototype version ${first?.prototypeVersion ?? '-'})`;
+    write(`${[summary, ...failures.lines('item')].join('\n')}\n`);
+  }
+  return failures.count > 0 ? EXIT.failed : EXIT.ok;
 }
 
 /** `protoprune score`: keep/skip decisions for new images or embeddings, without storing them. */

@@ -228,28 +228,3 @@ function parseMetadata(text: string, item: FrameItem): unknown {
   }
   return value;
 }
-
-/** Encodes items into one frame body (for clients written in TypeScript, the tests and the benchmark). */
-export function encodeEmbeddingFrame(externalIds: readonly string[], vectors: Float32Array, dim: number, metadata?: readonly (string | undefined)[]): Buffer {
-  const ids = externalIds.map((id) => Buffer.from(id, 'utf8'));
-  const metas = externalIds.map((_, i) => (metadata?.[i] ? Buffer.from(metadata[i]!, 'utf8') : null));
-  let size = FRAME_HEADER_BYTES;
-  for (let i = 0; i < ids.length; i++) size += minItemBytes(dim) + ids[i].length + (metas[i]?.length ?? 0);
-  const out = Buffer.allocUnsafe(size);
-  out.write(FRAME_MAGIC, 0, 'latin1');
-  out.writeUInt16LE(FRAME_VERSION, 4);
-  out.writeUInt16LE(0, 6);
-  out.writeUInt32LE(ids.length, 8);
-  out.writeUInt32LE(dim, 12);
-  let at = FRAME_HEADER_BYTES;
-  const floats = Buffer.from(vectors.buffer, vectors.byteOffset, vectors.byteLength);
-  for (let i = 0; i < ids.length; i++) {
-    at = out.writeUInt16LE(ids[i].length, at);
-    at += ids[i].copy(out, at);
-    at += floats.copy(out, at, i * dim * 4, (i + 1) * dim * 4);
-    const meta = metas[i];
-    at = out.writeUInt32LE(meta?.length ?? 0, at);
-    if (meta) at += meta.copy(out, at);
-  }
-  return out;
-}

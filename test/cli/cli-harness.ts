@@ -12,11 +12,12 @@ export interface CliRun {
 
 export const BIN = path.join(PROJECT_ROOT, 'bin', 'protoprune.mjs');
 
-/** Runs bin/protoprune.mjs as a child process with exactly `env` (plus PATH and HOME). */
-export function spawnCli(args: string[], env: Record<string, string>, cwd = PROJECT_ROOT): Promise<CliRun> {
+/** Runs bin/protoprune.mjs as a child process with exactly `env` (plus PATH and HOME), as user `uid` when given. */
+export function spawnCli(args: string[], env: Record<string, string>, cwd = PROJECT_ROOT, uid?: number): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], {
       cwd,
+      uid,
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -134,6 +134,22 @@ describe.each(BACKENDS)('protoprune commands on the $name backend', (backend) =>
     expect(asJson.items.map((i) => i.externalId)).toEqual(['copy', 'odd']);
     const neither = await cli('score', '-d', 'emb');
     expect(neither).toMatchObject({ code: 2, stderr: 'protoprune: give image files, or --embeddings <file> (not both)\n' });
+    const absent = await cli('score', '-d', 'emb', '--embeddings', path.join(dir, 'absent.ndjson'));
+    expect(absent).toMatchObject({ code: 1, stdout: '', stderr: expect.stringMatching(/^protoprune: cannot read .*absent\.ndjson: ENOENT/) });
+  });
+
+  it('score --json writes one document however many batches it takes, decisions as they come', async () => {
+    const file = path.join(dir, 'many.ndjson');
+    await writeFile(file, Array.from({ length: 25 }, (_, i) => JSON.stringify({ id: `s-${i}`, embedding: row(i) })).join('\n'));
+    const result = await cli('--json', 'score', '-d', 'emb', '--embeddings', file, '--batch', '4', '--order', 'hardest', '--fraction', '0.4');
+    expect(result.code).toBe(0);
+    const doc = JSON.parse(result.stdout) as { items: { externalId: string; decision: string }[]; scored: number; keep: number; failed: number; policy: { order: string } };
+    expect(doc.items.map((i) => i.externalId)).toEqual(Array.from({ length: 25 }, (_, i) => `s-${i}`));
+    expect(doc).toMatchObject({ scored: 25, failed: 0, failures: [], policy: { order: 'hardest' } });
+    expect(doc.keep).toBe(doc.items.filter((i) => i.decision === 'keep').length);
+    const empty = await cli('--json', 'score', '-d', 'emb', path.join(dir, 'absent.jpg'));
+    expect(empty.code).toBe(1);
+    expect(JSON.parse(empty.stdout)).toMatchObject({ items: [], scored: 0, failed: 1, failures: [{ code: 'READ_FAILED' }] });
   });
 
   it('score reads image files: an unreadable or undecodable one fails alone, with exit 1', async () => {
@@ -212,6 +228,14 @@ describe.each(BACKENDS)('protoprune commands on the $name backend', (backend) =>
     expect(badNumber.code).toBe(2);
     expect(badNumber.stderr).toContain("argument 'many' is invalid. expected an integer");
     expect((await cli('frobnicate')).code).toBe(2);
+    const usageAsJson = await cli('--json', 'select', '--count', '3');
+    expect(usageAsJson.code).toBe(2);
+    expect(JSON.parse(usageAsJson.stderr)).toEqual({ error: { code: 'USAGE', message: "required option '-d, --dataset <name>' not specified", status: null } });
+    for (const url of ['not a url', 'ftp://127.0.0.1/']) {
+      const badUrl = await runCli(['--url', url, 'datasets', 'list'], env);
+      expect(badUrl, url).toMatchObject({ code: 2, stdout: '', stderr: expect.stringMatching(/^protoprune: --url ".*" is not (a|an http\(s\)) URL/) });
+    }
+    expect(await runCli(['datasets', 'list'], { ...env, PROTOPRUNE_URL: 'localhost:8080' })).toMatchObject({ code: 2, stderr: expect.stringContaining('PROTOPRUNE_URL "localhost:8080" is not') });
     const help = await cli('--help');
     expect(help.code).toBe(0);
     expect(help.stdout).toContain('Usage: protoprune [options] [command]');

@@ -1,16 +1,38 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { asyncBufferFromFile, parquetMetadataAsync } from 'hyparquet';
 import { parquetWriteFile } from 'hyparquet-writer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, type ProtopruneClient } from '../../clients/typescript/src/index.js';
 import { BACKENDS } from '../helpers/backends.js';
 import { plantedClusters } from '../helpers/planted.js';
 import { startApi, type ApiHarness } from '../http/api-harness.js';
+import { PARQUET_SLICE_ROWS, parquetStep } from '../../src/cli/embedding-files.js';
 import { runCli, spawnCli } from './cli-harness.js';
 
 const DIM = 6;
 const N = 130;
+
+/** A parquet file of `n` rows: `id` (text) and `embedding` (list<float>). */
+function writeParquet(filename: string, ids: string[], vectors: number[][], options: { rowGroupSize: number; pageSize?: number; offsetIndex?: boolean }) {
+  parquetWriteFile({
+    filename,
+    columnData: [
+      { name: 'id', data: ids, offsetIndex: options.offsetIndex ?? true },
+      { name: 'embedding', data: vectors, offsetIndex: options.offsetIndex ?? true },
+    ],
+    schema: [
+      { name: 'root', num_children: 2 },
+      { name: 'id', type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type: 'REQUIRED' },
+      { name: 'embedding', repetition_type: 'REQUIRED', converted_type: 'LIST', num_children: 1 },
+      { name: 'list', repetition_type: 'REPEATED', num_children: 1 },
+      { name: 'element', type: 'FLOAT', repetition_type: 'REQUIRED' },
+    ],
+    rowGroupSize: options.rowGroupSize,
+    pageSize: options.pageSize,
+  });
+}
 
 /** A .npy file (format 1.0): the header dict padded so the data starts at a multiple of 64 bytes. */
 function npy(values: Float32Array | Float64Array, shape: number[], descr = '<f4', fortranOrder = false): Buffer {
@@ -167,5 +189,51 @@ describe.each(BACKENDS)('protoprune ingest-embeddings on the $name backend', (ba
     const unknown = await runCli(['ingest-embeddings', path.join(dir, 'vectors.bin'), '-d', 'npy'], env);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/unknown embeddings format; name it \.npy, \.parquet or \.ndjson, or pass --format/);
+  });
+
+  it('.npy without --id-prefix: ids are the file name and the row index, so two files do not collide; a NaN row fails alone', async () => {
+    const [first, second] = ['part-1.npy', 'part-2.npy'].map((name) => path.join(dir, name));
+    const values = data.points.slice(0, 10 * DIM);
+    values[3 * DIM + 1] = Number.NaN;
+    await writeFile(first, npy(values, [10, DIM]));
+    await writeFile(second, npy(data.points.slice(10 * DIM, 20 * DIM), [10, DIM]));
+    const one = await runCli(['--json', 'ingest-embeddings', first, '-d', 'parts', '--batch', '4'], env);
+    expect(one.code).toBe(1);
+    expect(JSON.parse(one.stdout)).toMatchObject({ rows: 10, stored: 9, failed: 1, failures: [{ externalId: 'part-1/3', code: 'NON_FINITE_VALUE' }] });
+    const two = await runCli(['--json', 'ingest-embeddings', second, '-d', 'parts'], env);
+    expect(JSON.parse(two.stdout)).toMatchObject({ rows: 10, stored: 10, updated: 0, failed: 0 });
+    const stored = await storedVectors('parts');
+    expect(stored.size).toBe(19);
+    expectUnitOf(stored.get('part-1/0'), row(0));
+    expectUnitOf(stored.get('part-2/0'), row(10));
+    expect(stored.has('part-1/3')).toBe(false);
+  });
+
+  it('.parquet: one row group larger than a read slice is read in slices through its offset index, every row as written', async () => {
+    const n = PARQUET_SLICE_ROWS * 2 + 500;
+    const file = path.join(dir, 'one-group.parquet');
+    writeParquet(file, Array.from({ length: n }, (_, i) => `g-${i}`), Array.from({ length: n }, (_, i) => row(i % data.n)), { rowGroupSize: n, pageSize: 16 * 1024 });
+    const metadata = await parquetMetadataAsync(await asyncBufferFromFile(file));
+    expect(metadata.row_groups).toHaveLength(1);
+    expect(parquetStep(file, metadata.row_groups[0], 0, ['id', 'embedding'])).toBe(PARQUET_SLICE_ROWS);
+    const result = await runCli(['--json', 'ingest-embeddings', file, '-d', 'big-group', '--batch', '1000', '--concurrency', '2'], env);
+    expect(result.code).toBe(0);
+    expect(JSON.parse(result.stdout)).toMatchObject({ rows: n, stored: n, failed: 0 });
+    const stored = await storedVectors('big-group');
+    expect(stored.size).toBe(n);
+    for (const i of [0, PARQUET_SLICE_ROWS - 1, PARQUET_SLICE_ROWS, 2 * PARQUET_SLICE_ROWS + 1, n - 1]) expectUnitOf(stored.get(`g-${i}`), row(i % data.n));
+  }, 120_000);
+
+  it('.parquet: a row group without an offset index is decoded whole, so one above the limit is refused with advice', async () => {
+    const file = path.join(dir, 'no-index.parquet');
+    writeParquet(file, Array.from({ length: 300 }, (_, i) => `ni-${i}`), Array.from({ length: 300 }, (_, i) => row(i % data.n)), { rowGroupSize: 100, offsetIndex: false });
+    const { row_groups: groups } = await parquetMetadataAsync(await asyncBufferFromFile(file));
+    expect(groups.map((group, i) => parquetStep(file, group, i, ['id', 'embedding']))).toEqual([100, 100, 100]);
+    expect(() => parquetStep(file, groups[1], 1, ['id', 'embedding'], 1000)).toThrow(/row group 1 holds 100 rows .* and no offset index, so it would be decoded whole; write the file with smaller row groups/);
+    const indexed = path.join(dir, 'indexed.parquet');
+    // (the writer gives a column chunk of several pages an offset index)
+    writeParquet(indexed, Array.from({ length: 2000 }, (_, i) => `ix-${i}`), Array.from({ length: 2000 }, (_, i) => row(i % data.n)), { rowGroupSize: 2000, pageSize: 1024 });
+    const { row_groups: [group] } = await parquetMetadataAsync(await asyncBufferFromFile(indexed));
+    expect(parquetStep(indexed, group, 0, ['id', 'embedding'], 1)).toBe(PARQUET_SLICE_ROWS);
   });
 });

@@ -1,4 +1,5 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
@@ -7,6 +8,7 @@ import { createClient, type ProtopruneClient } from '../../clients/typescript/sr
 import { jpeg, sceneRaw } from '../embedding/images.js';
 import { BACKENDS } from '../helpers/backends.js';
 import { startApi, type ApiHarness } from '../http/api-harness.js';
+import { PROJECT_ROOT } from '../../src/paths.js';
 import { spawnCli } from './cli-harness.js';
 
 const png = (seed: number) => sharp(sceneRaw(40, 40, seed), { raw: { width: 40, height: 40, channels: 3 } }).png().toBuffer();
@@ -98,5 +100,75 @@ describe.each(BACKENDS)('protoprune ingest (child process) on the $name backend'
     const badKey = await spawnCli(['ingest', root, '-d', 'photos', '--api-key', 'pp_wrong'], env);
     expect(badKey.code).toBe(1);
     expect(badKey.stderr).toBe('protoprune: INVALID_API_KEY: the API key is unknown or revoked (HTTP 401)\n');
+  });
+});
+
+describe.each(BACKENDS)('protoprune ingest of a hostile folder (child process) on the $name backend', (backend) => {
+  let h: ApiHarness;
+  let client: ProtopruneClient;
+  let env: Record<string, string>;
+  let root: string;
+  // 3 × 200 characters of folders: a relative path longer than an external id may be (512).
+  const longId = `${'x'.repeat(200)}/${'y'.repeat(200)}/${'z'.repeat(200)}/deep.jpg`;
+  const junk = Array.from({ length: 60 }, (_, i) => `junk/${String(i).padStart(2, '0')}.jpg`);
+
+  beforeAll(async () => {
+    // A body limit that the batch holding zz-big.jpg (sorted last, so alone) exceeds: 413 for it only.
+    h = await startApi(backend, { BODY_LIMIT_BYTES: '30000' });
+    const baseUrl = `http://127.0.0.1:${h.service.httpPort}`;
+    client = createClient({ baseUrl, apiKey: h.keys.admin });
+    env = { PROTOPRUNE_URL: baseUrl, PROTOPRUNE_API_KEY: h.keys.admin };
+    root = await mkdtemp(path.join(tmpdir(), 'protoprune-cli-hostile-'));
+    await mkdir(path.join(root, path.dirname(longId)), { recursive: true });
+    await mkdir(path.join(root, 'junk'));
+    await mkdir(path.join(root, 'locked'));
+    for (const [i, id] of ['a.jpg', 'b.jpg', 'c.jpg', 'd.jpg', longId, 'locked/hidden.jpg'].entries()) await writeFile(path.join(root, id), await jpeg(40, 40, sceneRaw(40, 40, 20 + i)));
+    // JPEG magic bytes and nothing else: each is sent and refused by the server.
+    for (const id of junk) await writeFile(path.join(root, id), Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0, 0]));
+    await writeFile(path.join(root, 'zz-big.jpg'), Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.alloc(40_000)]));
+  });
+  afterAll(async () => {
+    await h?.close();
+    if (root) await rm(root, { recursive: true, force: true });
+  });
+
+  it('fails the too-long path and the unreadable folder alone, fails a batch over the body limit alone, summarises past 50 failures, uploads the rest concurrently', async () => {
+    // A folder this run may not read: as root (CI) the CLI runs as nobody, for whom mode 000 is closed.
+    const asRoot = process.getuid?.() === 0;
+    await chmod(path.join(root, 'locked'), 0o000);
+    if (asRoot) await chmod(root, 0o755);
+    let inFlight = 0;
+    let mostInFlight = 0;
+    const onRequest = (request: IncomingMessage, response: ServerResponse) => {
+      if (request.method !== 'POST' || !request.url?.startsWith('/v1/datasets/hostile/items')) return;
+      mostInFlight = Math.max(mostInFlight, ++inFlight);
+      response.once('close', () => inFlight--);
+    };
+    h.service.http.server.on('request', onRequest);
+    try {
+      const result = await spawnCli(['--json', 'ingest', root, '-d', 'hostile', '--batch', '4', '--concurrency', '4'], env, PROJECT_ROOT, asRoot ? 65534 : undefined);
+      expect(result.code).toBe(1);
+      const summary = JSON.parse(result.stdout) as { stored: number; failed: number; failures: { externalId: string; code: string }[]; failuresOmitted: number };
+      expect(summary).toMatchObject({ stored: 4, failed: 63, failuresOmitted: 0 });
+      const codes = new Map(summary.failures.map((f) => [f.externalId, f.code]));
+      expect(codes.get(longId)).toBe('ID_TOO_LONG');
+      expect(codes.get('locked/')).toBe('READ_FAILED');
+      expect(codes.get('zz-big.jpg')).toBe('BODY_TOO_LARGE');
+      expect(summary.failures.find((f) => f.externalId === 'zz-big.jpg')).toMatchObject({ message: expect.stringContaining('(try a smaller --batch)') });
+      expect(junk.every((id) => codes.get(id) === 'CORRUPT_IMAGE')).toBe(true);
+      expect(summary.failures.map((f) => f.externalId)).toEqual([...summary.failures.map((f) => f.externalId)].sort());
+      expect(await client.findExistingItems('hostile', ['a.jpg', 'b.jpg', 'c.jpg', 'd.jpg', ...junk])).toEqual(['a.jpg', 'b.jpg', 'c.jpg', 'd.jpg']);
+      // 65 images in batches of 4: with 4 requests allowed in flight, more than one was.
+      expect(mostInFlight).toBeGreaterThan(1);
+      expect(mostInFlight).toBeLessThanOrEqual(4);
+
+      const text = await spawnCli(['ingest', root, '-d', 'hostile'], env, PROJECT_ROOT, asRoot ? 65534 : undefined);
+      expect(text.code).toBe(1);
+      expect(text.stdout).toContain('63 files failed:\n');
+      expect(text.stdout).toContain('  … and 13 more (--json lists the first 10000)\n');
+    } finally {
+      h.service.http.server.off('request', onRequest);
+      await chmod(path.join(root, 'locked'), 0o755);
+    }
   });
 });

@@ -1,10 +1,15 @@
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EMBEDDING_FRAME_MEDIA_TYPE, encodeEmbeddingFrame } from '../../src/service/embedding-frames.js';
+import { encodeEmbeddingFrames } from '../../clients/typescript/src/frames.js';
+import { EMBEDDING_FRAME_MEDIA_TYPE } from '../../src/service/embedding-frames.js';
 import { readDatasetEmbeddings } from '../../src/store/items.js';
 import { ApiClient } from '../grpc/client.js';
 import { BACKENDS } from '../helpers/backends.js';
 import { bearer, startApi, type ApiHarness } from './api-harness.js';
+
+/** A frame body of the client's encoder; `metadata` as JSON text per row. */
+const encodeEmbeddingFrame = (externalIds: string[], vectors: Float32Array, dimension: number, metadata?: (string | undefined)[]) =>
+  Buffer.from(encodeEmbeddingFrames({ externalIds, vectors, dimension, metadata: metadata?.map((m) => (m === undefined ? undefined : JSON.parse(m))) }));
 
 const DIM = 8;
 

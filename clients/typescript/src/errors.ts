@@ -32,17 +32,22 @@ export class ProtopruneError extends Error {
     return new ProtopruneError(response.status, `HTTP_${response.status}`, `HTTP ${response.status} ${response.statusText}${text}`, {}, retryAfterMs);
   }
 
-  /** The error of an answer whose body is still unread. */
-  static async read(response: Response): Promise<ProtopruneError> {
-    const text = await response.text().catch(() => '');
-    let body: unknown = text;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      // not JSON: keep the text
-    }
-    return ProtopruneError.fromResponse(response, body);
-  }
+}
+
+/** One item's problem in a batch answer. */
+export interface ItemProblem {
+  externalId: string;
+  code: string;
+  message: string;
+}
+
+/**
+ * A batch none of whose items could be used is refused as a whole (400, `details.items` naming
+ * each item's problem): those problems, one per item; null for any other error.
+ */
+export function refusedItems(error: unknown): ItemProblem[] | null {
+  if (!(error instanceof ProtopruneError) || error.status !== 400 || !Array.isArray(error.details.items)) return null;
+  return (error.details.items as ItemProblem[]).map(({ externalId, code, message }) => ({ externalId, code, message }));
 }
 
 /** `Retry-After` (delay in seconds, or an HTTP date) in milliseconds from now; null when absent or unreadable. */

@@ -11,6 +11,10 @@ export interface EmbeddingBatch {
 }
 
 const encoder = new TextEncoder();
+/** An id's UTF-8 length is a u16 in the frame. */
+const MAX_ID_BYTES = 0xffff;
+/** Float32 bytes can be copied as they lie in memory on a little-endian host (every common one). */
+const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /**
  * Encodes a batch as the server's binary body, little-endian throughout:
@@ -23,7 +27,11 @@ export function encodeEmbeddingFrames(batch: EmbeddingBatch): Uint8Array {
   if (vectors.length !== count * dimension) {
     throw new RangeError(`${count} ids of dimension ${dimension} need ${count * dimension} values; got ${vectors.length}`);
   }
-  const ids = externalIds.map((id) => encoder.encode(id));
+  const ids = externalIds.map((id) => {
+    const bytes = encoder.encode(id);
+    if (bytes.length > MAX_ID_BYTES) throw new RangeError(`external id ${JSON.stringify(id.slice(0, 40))}… is ${bytes.length} UTF-8 bytes; a frame holds at most ${MAX_ID_BYTES}`);
+    return bytes;
+  });
   const metadata = externalIds.map((_, i) => {
     const value = batch.metadata?.[i];
     return value === undefined ? new Uint8Array(0) : encoder.encode(JSON.stringify(value));
@@ -42,7 +50,12 @@ export function encodeEmbeddingFrames(batch: EmbeddingBatch): Uint8Array {
     view.setUint16(at, ids[i].length, true);
     bytes.set(ids[i], at + 2);
     at += 2 + ids[i].length;
-    for (let j = 0; j < dimension; j++, at += 4) view.setFloat32(at, vectors[i * dimension + j], true);
+    if (LITTLE_ENDIAN_HOST) {
+      bytes.set(new Uint8Array(vectors.buffer, vectors.byteOffset + i * dimension * 4, dimension * 4), at);
+      at += dimension * 4;
+    } else {
+      for (let j = 0; j < dimension; j++, at += 4) view.setFloat32(at, vectors[i * dimension + j], true);
+    }
     view.setUint32(at, metadata[i].length, true);
     bytes.set(metadata[i], at + 4);
     at += 4 + metadata[i].length;

@@ -4,13 +4,13 @@
  * calls most programs make — ingest, streamed selections and exports, scoring, jobs.
  */
 import createFetchClient, { type Client } from 'openapi-fetch';
-import { ProtopruneError } from './errors.js';
+import { ProtopruneError, refusedItems } from './errors.js';
 import { EMBEDDING_FRAME_MEDIA_TYPE, encodeEmbeddingFrames, type EmbeddingBatch } from './frames.js';
 import { ndjsonLines } from './ndjson.js';
 import type { operations, paths } from './openapi.js';
 import { retryingFetch, sleep, type RetryOptions } from './retry.js';
 
-export { ProtopruneError, parseRetryAfter } from './errors.js';
+export { ProtopruneError, parseRetryAfter, refusedItems, type ItemProblem } from './errors.js';
 export { EMBEDDING_FRAME_MEDIA_TYPE, encodeEmbeddingFrames, type EmbeddingBatch } from './frames.js';
 export { ndjsonLines } from './ndjson.js';
 export type { RetryOptions } from './retry.js';
@@ -145,13 +145,10 @@ async function streamed(call: Promise<Answer<ReadableStream<Uint8Array> | null>>
   return { body: data ?? new ReadableStream({ start: (controller) => controller.close() }), response };
 }
 
-/**
- * An ingest none of whose items could be used is refused as a whole (400, `details.items` naming
- * each item's problem); as the outcome of a batch, it is every item failing on its own.
- */
+/** An ingest refused as a whole (no item could be used), as the outcome of a batch: every item failing on its own. */
 function refusedBatch(error: unknown): IngestResult | null {
-  if (!(error instanceof ProtopruneError) || error.status !== 400 || !Array.isArray(error.details.items)) return null;
-  const failures = error.details.items as Array<{ externalId: string; code: string; message: string }>;
+  const failures = refusedItems(error);
+  if (!failures) return null;
   return {
     prototypeVersion: null,
     scheduledJobId: null,
