@@ -347,6 +347,11 @@ class IngestReport:
         if job is not None and job not in self.scheduled_job_ids:
             self.scheduled_job_ids.append(job)
 
+    def _add_unread(self, external_id: str, error: OSError) -> None:
+        """A file that could not be read: it fails alone and is never sent."""
+        self.failed += 1
+        self.errors.append(ItemFailure(externalId=external_id, code="READ_FAILED", message=str(error)))
+
     def _add_refused(self, items: Sequence[Mapping[str, Any]]) -> None:
         """A request refused whole because none of its items could be used: each failed alone."""
         self.failed += len(items)
@@ -495,7 +500,8 @@ class Client:
         ``metadata`` maps external ids to metadata objects. A request holds at most ``batch_size``
         images and about ``batch_bytes`` of base64 (keep it under the server's BODY_LIMIT_BYTES and
         MAX_ITEMS_PER_REQUEST); files are read one batch at a time. Each image fails alone (its code
-        in the report's ``errors``); ``on_batch(report)`` is called after every request.
+        in the report's ``errors``; ``READ_FAILED`` for a file that cannot be read, which is not
+        sent); ``on_batch(report)`` is called after every request.
         Re-sending an id replaces the item, so an interrupted ingest can simply be run again.
         """
         pairs = images.items() if isinstance(images, Mapping) else ((path_id(image), image) for image in images)
@@ -503,7 +509,11 @@ class Client:
         batch: list[dict[str, Any]] = []
         size = 0
         for external_id, source in pairs:
-            encoded = _base64(_image_bytes(source))
+            try:
+                encoded = _base64(_image_bytes(source))
+            except OSError as error:
+                report._add_unread(external_id, error)
+                continue
             if batch and (len(batch) >= batch_size or size + len(encoded) > batch_bytes):
                 self._ingest_batch(dataset, json_body({"items": batch}), JSON, report, on_batch)
                 batch, size = [], 0

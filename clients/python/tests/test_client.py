@@ -109,6 +109,8 @@ class LiveImagesTest(unittest.TestCase):
         metadata = {external_id: {"family": family} for external_id, family in cls.family.items()}
         cls.report = cls.client.ingest_images(cls.dataset, cls.paths, metadata=metadata, batch_size=8, on_batch=lambda r: cls.batches.append(r.stored))
         cls.broken = cls.client.ingest_images(cls.dataset, {"broken.png": b"not an image", "also-broken.png": b"\x89PNG\r\n\x1a\n"})
+        missing = Path(cls.folder.name) / "missing.png"
+        cls.unread = cls.client.ingest_images(cls.dataset, [cls.paths[0], missing], metadata={path_id(cls.paths[0]): {"family": 0}})
         cls.seen = []
         cls.refit = cls.client.refit(cls.dataset).wait(timeout=300, poll_interval=0.1, on_progress=lambda job: cls.seen.append((job.state, job.phase)))
 
@@ -130,6 +132,13 @@ class LiveImagesTest(unittest.TestCase):
         self.assertFalse(self.broken.ok)
         self.assertEqual(sorted(e["externalId"] for e in self.broken.errors), ["also-broken.png", "broken.png"])
         self.assertTrue(all(e["code"] for e in self.broken.errors))
+
+    def test_a_file_that_cannot_be_read_fails_alone(self) -> None:
+        self.assertEqual((self.unread.stored, self.unread.updated, self.unread.failed), (0, 1, 1))
+        [error] = self.unread.errors
+        self.assertEqual(error["code"], "READ_FAILED")
+        self.assertTrue(error["externalId"].endswith("missing.png"))
+        self.assertIn("No such file", error["message"])
 
     def test_refit_waits_for_the_job_and_reports_progress(self) -> None:
         self.assertEqual(self.refit.state, "succeeded")
