@@ -3,6 +3,7 @@ import { createClient, ProtopruneError, type Dataset, type MetadataFilter } from
 import { commaList, followJob, jobExit, jobLine, json, number, positiveInteger, type Act, type CommandContext } from './command.js';
 import { ingestEmbeddingFile, type IngestEmbeddingsOptions } from './ingest-embeddings.js';
 import { ingestFolder, type IngestFolderOptions } from './ingest-images.js';
+import { manifestsCommand } from './manifests.js';
 import { CliError, EXIT, Output, plural, type CliIo } from './output.js';
 import { scoreCommand } from './score.js';
 import { exportCommand, selectCommand } from './streams.js';
@@ -144,6 +145,7 @@ function buildProgram(io: CliIo, report: (code: number) => void, asJson: boolean
   selectCommand(program.command('select'), datasetOption(), act);
   exportCommand(program.command('export'), datasetOption(), act);
   scoreCommand(program.command('score'), datasetOption(), act);
+  manifestsCommand(program.command('manifests'), datasetOption, act);
 
   program
     .command('stats')

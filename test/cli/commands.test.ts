@@ -195,6 +195,34 @@ describe.each(BACKENDS)('protoprune commands on the $name backend', (backend) =>
     expect(filtered.clusterSizes.reduce((a, b) => a + b, 0)).toBe(80);
   });
 
+  it('manifests create | list | get | ids | delete: a saved selection comes back as the same ids in order', async () => {
+    const selection = await cli('select', '-d', 'emb', '--order', 'hardest', '--fraction', '0.25');
+    const selected = lines(selection.stdout);
+    const created = await cli('--json', 'manifests', 'create', '-d', 'emb', '--selection', '{"order":"hardest","fraction":0.25}', '--name', 'hard quarter');
+    expect(created.code).toBe(0);
+    const manifest = JSON.parse(created.stdout) as { id: string; count: number; sha256: string; name: string; kind: string };
+    expect(manifest).toMatchObject({ count: selected.length, name: 'hard quarter', kind: 'selection' });
+    const ids = await cli('manifests', 'ids', manifest.id);
+    expect(ids.code).toBe(0);
+    expect(lines(ids.stdout)).toEqual(selected);
+    expect(ids.stderr).toContain(`${selected.length} ids of manifest ${manifest.id} (prototype version 2, sha256 ${manifest.sha256})`);
+    const csvFile = path.join(dir, 'manifest.csv');
+    expect(JSON.parse((await cli('--json', 'manifests', 'ids', manifest.id, '--format', 'csv', '-o', csvFile)).stdout)).toMatchObject({ output: csvFile, count: selected.length, sha256: manifest.sha256 });
+    expect(lines(await readFile(csvFile, 'utf8'))).toEqual(['external_id', ...selected]);
+
+    const exported = JSON.parse((await cli('--json', 'manifests', 'create', '-d', 'emb', '--export', '{"filter":{"contains":{"split":"test"}}}')).stdout) as { id: string; count: number; kind: string };
+    expect(exported).toMatchObject({ count: 80, kind: 'export' });
+    const listed = await cli('manifests', 'list', '-d', 'emb');
+    expect(lines(listed.stdout).map((l) => l.split('  ')[0].split(' ')[0])).toEqual([exported.id, manifest.id]);
+    expect((await cli('manifests', 'list', '-d', 'emb', '--limit', '1')).stdout.trim().split('\n')).toHaveLength(1);
+    const got = await cli('manifests', 'get', manifest.id);
+    expect(lines(got.stdout)[0]).toBe(`${manifest.id} "hard quarter"  selection of emb  ${selected.length} ids  prototype version 2  sha256 ${manifest.sha256}  ${lines(got.stdout)[0].split('  ').at(-1)}`);
+    expect(lines(got.stdout)[1]).toMatch(/^parameters: \{.*"order":"hardest"/);
+    expect(await cli('manifests', 'create', '-d', 'emb', '--selection', '{}', '--export', '{}')).toMatchObject({ code: 2, stderr: 'protoprune: give --selection or --export, not both\n' });
+    expect(await cli('manifests', 'delete', exported.id)).toMatchObject({ code: 0, stdout: `deleted manifest ${exported.id}\n` });
+    expect((await cli('manifests', 'get', exported.id)).stderr).toMatch(/^protoprune: MANIFEST_NOT_FOUND: .*\(HTTP 404\)\n$/);
+  });
+
   it('keys create | list | revoke', async () => {
     const created = await cli('keys', 'create', '--name', 'trainer', '--scopes', 'read', '--datasets', 'emb');
     const [first, , secret] = lines(created.stdout);

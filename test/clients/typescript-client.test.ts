@@ -183,6 +183,26 @@ describe.each(BACKENDS)('TypeScript client against the $name backend', (backend)
     expect(text.trim().split('\n')).toHaveLength(6);
   });
 
+  it('saves a selection as a manifest and streams its ids back in order, with their count and digest', async () => {
+    const query = { order: 'hardest' as const, fraction: 0.25, filter: { contains: { split: 'train' } } };
+    const selected: string[] = [];
+    for await (const row of await client.streamSelection('emb', query)) selected.push(row.externalId);
+    const manifest = await client.createManifest('emb', { selection: query, name: 'ts-client' });
+    expect(manifest).toMatchObject({ kind: 'selection', dataset: 'emb', count: selected.length, name: 'ts-client' });
+    const ids = await client.streamManifestIds(manifest.id);
+    const streamed: string[] = [];
+    for await (const row of ids) streamed.push(row.externalId);
+    expect(streamed).toEqual(selected);
+    expect(ids.info).toEqual({ prototypeVersion: manifest.prototypeVersion, count: selected.length, sha256: manifest.sha256 });
+    const csv = await client.downloadManifestIds(manifest.id, 'csv');
+    expect((await new Response(csv.body).text()).trim().split('\n')).toEqual(['external_id', ...selected]);
+    expect(await client.getManifest(manifest.id)).toEqual(manifest);
+    expect((await client.listManifests('emb')).manifests.map((m) => m.id)).toContain(manifest.id);
+    await client.deleteManifest(manifest.id);
+    const gone = (await client.getManifest(manifest.id).catch((e: unknown) => e)) as ProtopruneError;
+    expect(gone).toMatchObject({ status: 404, code: 'MANIFEST_NOT_FOUND' });
+  });
+
   it('stops a stream early without breaking the next call', async () => {
     const stream = await client.streamSelection('emb', { order: 'random', fraction: 1 });
     let read = 0;

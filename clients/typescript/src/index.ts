@@ -38,6 +38,9 @@ export type Duplicates = JsonAnswer<'listDuplicates', 200>;
 export type ApiKey = JsonAnswer<'revokeApiKey', 200>;
 export type MintedApiKey = JsonAnswer<'createApiKey', 201>;
 export type CreateApiKeyRequest = JsonBody<'createApiKey'>;
+export type Manifest = JsonAnswer<'createManifest', 201>;
+export type CreateManifestRequest = JsonBody<'createManifest'>;
+export type ManifestPage = JsonAnswer<'listManifests', 200>;
 export type MetadataFilter = NonNullable<NonNullable<ScoreRequest['policy']>['filter']>;
 /** GET …/selection's parameters, with `filter` as an object; the format, cursor and page size are the method's. */
 export type SelectionQuery = Omit<QueryOf<'selectItems'>, 'filter' | 'format' | 'cursor' | 'limit'> & { filter?: MetadataFilter };
@@ -88,6 +91,14 @@ export interface ScoreExportInfo {
 export interface RowStream<Row, Info> extends AsyncIterable<Row> {
   readonly info: Info;
   cancel(): Promise<void>;
+}
+
+/** What a manifest's id stream's headers say about it. */
+export interface ManifestIdsInfo {
+  prototypeVersion: number;
+  count: number;
+  /** SHA-256 of the ids in order, each id's UTF-8 bytes followed by a NUL byte. */
+  sha256: string;
 }
 
 /** The raw bytes of a streamed answer (e.g. CSV or Parquet to write to a file). */
@@ -193,6 +204,10 @@ function exportInfo(response: Response): ScoreExportInfo {
     matched: intHeader(response, 'x-export-matched'),
     dedupJobId: response.headers.get('x-dedup-job'),
   };
+}
+
+function manifestIdsInfo(response: Response): ManifestIdsInfo {
+  return { prototypeVersion: intHeader(response, 'x-prototype-version'), count: intHeader(response, 'x-manifest-count'), sha256: response.headers.get('x-manifest-sha256') ?? '' };
 }
 
 function rowStream<Row, Info>(body: ReadableStream<Uint8Array>, info: Info): RowStream<Row, Info> {
@@ -351,6 +366,40 @@ export class ProtopruneClient {
   duplicates(dataset: string, query: DuplicatesQuery = {}): Promise<Duplicates> {
     const call = this.raw.GET('/v1/datasets/{dataset}/duplicates', { params: { path: { dataset }, query: { ...query, format: 'json' } } });
     return unwrap(call) as Promise<Duplicates>;
+  }
+
+  /** Saves a selection's (or a score export's) ordered ids as a manifest, fetched unchanged after any refit or ingest. */
+  createManifest(dataset: string, request: CreateManifestRequest): Promise<Manifest> {
+    return unwrap(this.raw.POST('/v1/datasets/{dataset}/manifests', { params: { path: { dataset } }, body: request }));
+  }
+
+  /** One page of the dataset's manifests, newest first (metadata only); pass its `nextCursor` for the next. */
+  listManifests(dataset: string, page: { cursor?: string; limit?: number } = {}): Promise<ManifestPage> {
+    return unwrap(this.raw.GET('/v1/datasets/{dataset}/manifests', { params: { path: { dataset }, query: page } }));
+  }
+
+  getManifest(id: string): Promise<Manifest> {
+    return unwrap(this.raw.GET('/v1/manifests/{id}', { params: { path: { id }, query: { format: 'json' } } })) as Promise<Manifest>;
+  }
+
+  /** A manifest's ids in their stored order, streamed (NDJSON) in constant memory. */
+  async streamManifestIds(id: string): Promise<RowStream<SelectionRow, ManifestIdsInfo>> {
+    const { body, response } = await this.manifestStream(id, 'ndjson');
+    return rowStream(body, manifestIdsInfo(response));
+  }
+
+  /** A manifest's ids as the server's NDJSON, CSV or Parquet bytes. */
+  async downloadManifestIds(id: string, format: 'ndjson' | 'csv' | 'parquet'): Promise<ByteStream<ManifestIdsInfo>> {
+    const { body, response } = await this.manifestStream(id, format);
+    return { body, info: manifestIdsInfo(response) };
+  }
+
+  private manifestStream(id: string, format: 'ndjson' | 'csv' | 'parquet') {
+    return streamed(this.raw.GET('/v1/manifests/{id}', { params: { path: { id }, query: { format } }, parseAs: 'stream' }));
+  }
+
+  async deleteManifest(id: string): Promise<void> {
+    await unwrap(this.raw.DELETE('/v1/manifests/{id}', { params: { path: { id } } }));
   }
 
   getJob(id: string, options: { signal?: AbortSignal } = {}): Promise<Job> {
