@@ -6,6 +6,8 @@
  */
 
 import { api, hasApiKey } from './api.js';
+import { $, show } from './dom.js';
+import { keyRejected } from './view-connect.js';
 
 /** @typedef {import('./api.js').ApiError} ApiError */
 
@@ -46,6 +48,21 @@ async function saveWithKey(path, filename) {
   anchor.remove();
   // The download has its own copy once it started; keep the URL a moment for slow starts.
   setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+/**
+ * What a failed download does: a rejected key asks for another; anything else is said in the
+ * view's message line `messageId`.
+ * @param {string} messageId @returns {(e: ApiError) => void}
+ */
+export function downloadFailedIn(messageId) {
+  return (e) => {
+    if (e.status === 401) return keyRejected(e);
+    const message = $(messageId);
+    message.textContent = `The download failed: ${e.message} (${e.code}).`;
+    message.className = 'small error';
+    show(message, true);
+  };
 }
 
 /** A file name from free text (a manifest's name or a dataset's): letters, digits, - _ . only. @param {string} text */

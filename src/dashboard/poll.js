@@ -7,7 +7,7 @@
 import { getJson } from './api.js';
 import { $, enc, show } from './dom.js';
 import { state } from './state.js';
-import { askForKey } from './view-connect.js';
+import { keyRejected } from './view-connect.js';
 import { clearDatasetPanel, renderDataset, showUnavailable } from './view-dataset.js';
 import { renderDatasetList } from './view-datasets.js';
 import { refreshDuplicates } from './view-duplicates.js';
@@ -78,7 +78,7 @@ async function pollLoop() {
 
 /** @param {ApiError} error */
 function handlePollError(error) {
-  if (error.status === 401) return askForKey(`The service rejected the API key: ${error.message} (${error.code}). Enter a valid key.`);
+  if (error.status === 401) return keyRejected(error);
   if (error.status === 403 || error.status === 404) {
     // The dataset vanished or this key may not read it: show nothing of it.
     state.dataset = null;

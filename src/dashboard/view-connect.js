@@ -38,6 +38,29 @@ export function askForKey(message) {
   $('api-key').focus();
 }
 
+/** The key in use was refused (revoked, or never known): ask for another. @param {ApiError} e */
+export function keyRejected(e) {
+  askForKey(`The service rejected the API key: ${e.message} (${e.code}). Enter a valid key.`);
+}
+
+/**
+ * Says on the banner that the service gave no answer about keys yet (starting, busy,
+ * rate-limited, unreachable) and runs `again` after a delay growing with `attempt`.
+ * @param {ApiError} e @param {number} attempt @param {() => void} again
+ */
+function retryLater(e, attempt, again) {
+  const delay = RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)];
+  const banner = $('banner');
+  banner.textContent = `Cannot connect to the service yet: ${e.message} (${e.code}); trying again in ${Math.round(delay / 1000)} s…`;
+  banner.dataset.code = e.code;
+  show(banner, true);
+  $('poll-status').textContent = 'Connecting…';
+  state.startTimer = setTimeout(() => {
+    state.startTimer = null;
+    again();
+  }, delay);
+}
+
 /**
  * The first contact on load: GET v1/datasets without a key. A service with auth off
  * (AUTH_DISABLED=true) answers it, so the page needs no key — and forgets any key this tab still
@@ -63,28 +86,21 @@ export async function start(attempt = 0) {
     const e = /** @type {ApiError} */ (error);
     if (e.status === 401) {
       const stored = sessionStorage.getItem(KEY_STORAGE);
-      if (stored) void connect(stored);
+      if (stored) void connect(stored, { stored: true });
       else askForKey();
       return;
     }
-    const delay = RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)];
-    const banner = $('banner');
-    banner.textContent = `Cannot connect to the service yet: ${e.message} (${e.code}); trying again in ${Math.round(delay / 1000)} s…`;
-    banner.dataset.code = e.code;
-    show(banner, true);
-    $('poll-status').textContent = 'Connecting…';
-    state.startTimer = setTimeout(() => {
-      state.startTimer = null;
-      void start(attempt + 1);
-    }, delay);
+    retryLater(e, attempt, () => void start(attempt + 1));
   }
 }
 
 /**
- * Tries a key (typed in the key panel, or kept in this tab): kept only if the API accepts it.
- * @param {string} key
+ * Tries a key (typed in the key panel, or kept in this tab): kept only if the API accepts it. A
+ * key kept in this tab that meets no answer about keys (the service busy, rate-limiting or
+ * unreachable) is kept and tried again later, as the first contact is; a typed one is reported.
+ * @param {string} key @param {{ stored?: boolean, attempt?: number }} [options]
  */
-export async function connect(key) {
+export async function connect(key, { stored = false, attempt = 0 } = {}) {
   resetData();
   setApiKey(key);
   const epoch = state.epoch;
@@ -100,6 +116,7 @@ export async function connect(key) {
     if (epoch !== state.epoch) return;
     const e = /** @type {ApiError} */ (error);
     if (e.status === 401) askForKey(`The service did not accept this key: ${e.message} (${e.code}).`);
+    else if (stored) retryLater(e, attempt, () => void connect(key, { stored, attempt: attempt + 1 }));
     else askForKey(`Could not check the key: ${e.message}${e.code ? ` (${e.code})` : ''}.`);
   } finally {
     submit.disabled = false;

@@ -11,7 +11,7 @@ import { getJson } from './api.js';
 import { $, ago, enc, fmt, h, pct, score3, show } from './dom.js';
 import { state } from './state.js';
 import { ThumbnailSet } from './thumbs.js';
-import { askForKey } from './view-connect.js';
+import { keyRejected } from './view-connect.js';
 
 /** @typedef {import('./api.js').ApiError} ApiError @typedef {import('./api.js').Dataset} Dataset @typedef {import('./api.js').Stats} Stats */
 /** @typedef {import('./api.js').Job} Job @typedef {import('./api.js').Duplicates} Duplicates @typedef {import('./api.js').Item} Item */
@@ -45,7 +45,6 @@ const view = {
   detail: null,
 };
 
-const unauthorized = (/** @type {ApiError} */ e) => askForKey(`The service rejected the API key: ${e.message} (${e.code}). Enter a valid key.`);
 
 export function clearDuplicates() {
   view.seq++;
@@ -111,7 +110,7 @@ async function loadPage(dataset, page) {
   } catch (error) {
     if (seq !== view.seq || epoch !== state.epoch) return;
     const e = /** @type {ApiError} */ (error);
-    if (e.status === 401) return unauthorized(e);
+    if (e.status === 401) return keyRejected(e);
     $('duplicate-groups').replaceChildren();
     show($('duplicates-pager'), false);
     $('duplicates-run').textContent = '';
@@ -154,7 +153,7 @@ function renderRun(body) {
 /** @param {Dataset} dataset @param {Duplicates} body @param {number} page */
 function renderGroups(dataset, body, page) {
   view.thumbs?.close();
-  const thumbs = new ThumbnailSet(unauthorized);
+  const thumbs = new ThumbnailSet(keyRejected);
   view.thumbs = thumbs;
   const base = `v1/datasets/${enc(dataset.name)}`;
   const images = dataset.model !== null;
@@ -238,7 +237,7 @@ async function showItem(dataset, id) {
   } catch (error) {
     if (epoch !== state.epoch || view.detail !== id) return;
     const e = /** @type {ApiError} */ (error);
-    if (e.status === 401) return unauthorized(e);
+    if (e.status === 401) return keyRejected(e);
     fields.replaceChildren(h('dt', {}, ['']), h('dd', { class: 'error' }, [e.status === 404 ? 'This item no longer exists.' : `Could not read it: ${e.message} (${e.code}).`]));
   }
 }
@@ -276,7 +275,7 @@ function followJob(dataset, jobId) {
     } catch (error) {
       if (seq !== view.seq || epoch !== state.epoch) return;
       const e = /** @type {ApiError} */ (error);
-      if (e.status === 401) return unauthorized(e);
+      if (e.status === 401) return keyRejected(e);
       if (e.status === 403 || e.status === 404) return;
     }
     view.jobTimer = setTimeout(() => void tick(), JOB_POLL_MS);
@@ -304,7 +303,7 @@ export async function requestDedup() {
   } catch (error) {
     if (epoch !== state.epoch) return;
     const e = /** @type {ApiError} */ (error);
-    if (e.status === 401) return unauthorized(e);
+    if (e.status === 401) return keyRejected(e);
     message.textContent =
       e.code === 'INSUFFICIENT_SCOPE'
         ? 'This API key cannot run SemDeDup: that needs the write scope. Use a key with write access.'

@@ -7,9 +7,9 @@
 
 import { api, getJson } from './api.js';
 import { $, ago, enc, fmt, h, show } from './dom.js';
-import { fileStem, setDownload } from './download.js';
+import { downloadFailedIn, fileStem, setDownload } from './download.js';
 import { state } from './state.js';
-import { askForKey } from './view-connect.js';
+import { keyRejected } from './view-connect.js';
 
 /** @typedef {import('./api.js').ApiError} ApiError @typedef {import('./api.js').Dataset} Dataset @typedef {import('./api.js').Manifest} Manifest */
 
@@ -32,7 +32,6 @@ const view = {
   pendingOpen: null,
 };
 
-const unauthorized = (/** @type {ApiError} */ e) => askForKey(`The service rejected the API key: ${e.message} (${e.code}). Enter a valid key.`);
 
 export function clearManifests() {
   view.seq++;
@@ -100,7 +99,7 @@ async function loadPage(dataset, page) {
   } catch (error) {
     if (seq !== view.seq || epoch !== state.epoch) return;
     const e = /** @type {ApiError} */ (error);
-    if (e.status === 401) return unauthorized(e);
+    if (e.status === 401) return keyRejected(e);
     status.textContent = `The manifests could not be read: ${e.message} (${e.code}).`;
     status.dataset.state = 'error';
   }
@@ -155,7 +154,7 @@ async function openManifest(id) {
   } catch (error) {
     if (epoch !== state.epoch || view.open !== id) return;
     const e = /** @type {ApiError} */ (error);
-    if (e.status === 401) return unauthorized(e);
+    if (e.status === 401) return keyRejected(e);
     show($('manifest-detail'), true);
     $('manifest-detail-title').textContent = `Manifest ${id.slice(0, 8)}`;
     message.textContent = e.status === 404 ? 'This manifest no longer exists (or this key may not read its dataset).' : `It could not be read: ${e.message} (${e.code}).`;
@@ -192,22 +191,13 @@ function renderDetail(m) {
   $('manifest-summary').textContent = JSON.stringify(m.summary, null, 2);
   const stem = fileStem(m.name ?? `manifest-${m.id.slice(0, 8)}`);
   const path = (/** @type {string} */ format) => `v1/manifests/${enc(m.id)}?format=${format}`;
-  setDownload(/** @type {HTMLAnchorElement} */ ($('manifest-ndjson')), path('ndjson'), `${stem}.ndjson`, downloadFailed);
-  setDownload(/** @type {HTMLAnchorElement} */ ($('manifest-csv')), path('csv'), `${stem}.csv`, downloadFailed);
+  setDownload(/** @type {HTMLAnchorElement} */ ($('manifest-ndjson')), path('ndjson'), `${stem}.ndjson`, downloadFailedIn('manifest-message'));
+  setDownload(/** @type {HTMLAnchorElement} */ ($('manifest-csv')), path('csv'), `${stem}.csv`, downloadFailedIn('manifest-message'));
   const verify = /** @type {HTMLButtonElement} */ ($('manifest-verify'));
   verify.disabled = typeof crypto === 'undefined' || !crypto.subtle;
   verify.title = verify.disabled ? 'Needs the browser’s SubtleCrypto, which only a secure context (https, or localhost) has' : 'Fetch the ids and hash them here';
   show($('manifest-message'), false);
   show(box, true);
-}
-
-/** @param {ApiError} e */
-function downloadFailed(e) {
-  if (e.status === 401) return unauthorized(e);
-  const message = $('manifest-message');
-  message.textContent = `The download failed: ${e.message} (${e.code}).`;
-  message.className = 'small error';
-  show(message, true);
 }
 
 /** Fetches the opened manifest's ids and compares their count and SHA-256 with what it records. */
@@ -245,7 +235,7 @@ export async function verifyManifest() {
   } catch (error) {
     if (epoch !== state.epoch) return;
     const e = /** @type {ApiError} */ (error);
-    if (e.status === 401) return unauthorized(e);
+    if (e.status === 401) return keyRejected(e);
     message.textContent = `The ids could not be checked: ${e.message}${e.code ? ` (${e.code})` : ''}.`;
     message.className = 'small error';
   } finally {

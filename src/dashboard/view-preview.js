@@ -4,7 +4,7 @@
 import { api, getJson } from './api.js';
 import { $, enc, h, show } from './dom.js';
 import { state } from './state.js';
-import { askForKey } from './view-connect.js';
+import { keyRejected } from './view-connect.js';
 
 /** @typedef {import('./api.js').ApiError} ApiError @typedef {import('./api.js').Dataset} Dataset @typedef {import('./api.js').Stats} Stats */
 
@@ -75,7 +75,7 @@ export async function maybeRefreshPreview(dataset, stats) {
     for (const url of urls) URL.revokeObjectURL(url);
     if (epoch !== state.epoch) return;
     const e = /** @type {ApiError} */ (error);
-    if (e.status === 401) return askForKey(`The service rejected the API key: ${e.message} (${e.code}). Enter a valid key.`);
+    if (e.status === 401) return keyRejected(e);
     note.textContent = e.code === 'NO_PROTOTYPES' ? 'No prototypes yet: the easiest and hardest items appear after the first fit.' : `Preview unavailable: ${e.message} (${e.code}).`;
     show(note, true);
     state.preview.key = key;

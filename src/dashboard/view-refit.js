@@ -5,7 +5,7 @@ import { getJson } from './api.js';
 import { $, ago, enc, fmt, h, pct, setAttrs, show } from './dom.js';
 import { kickPoll } from './poll.js';
 import { state } from './state.js';
-import { askForKey } from './view-connect.js';
+import { keyRejected } from './view-connect.js';
 
 /** @typedef {import('./api.js').ApiError} ApiError @typedef {import('./api.js').Job} Job */
 
@@ -52,7 +52,7 @@ async function pollJob() {
   } catch (error) {
     if (epoch !== state.epoch) return;
     const e = /** @type {ApiError} */ (error);
-    if (e.status === 401) askForKey(`The service rejected the API key: ${e.message} (${e.code}). Enter a valid key.`);
+    if (e.status === 401) keyRejected(e);
     else if (e.status !== 403 && e.status !== 404) scheduleJobPoll();
   }
 }
@@ -141,7 +141,7 @@ export async function requestRefit() {
   } catch (error) {
     if (epoch !== state.epoch) return;
     const e = /** @type {ApiError} */ (error);
-    if (e.status === 401) return askForKey(`The service rejected the API key: ${e.message} (${e.code}). Enter a valid key.`);
+    if (e.status === 401) return keyRejected(e);
     const granted = Array.isArray(e.details?.granted) ? /** @type {string[]} */ (e.details.granted).join(', ') : '';
     message.textContent =
       e.code === 'INSUFFICIENT_SCOPE'

@@ -8,9 +8,9 @@
 
 import { getJson } from './api.js';
 import { $, enc, fmt, h, pct, show } from './dom.js';
-import { fileStem, setDownload } from './download.js';
+import { downloadFailedIn, fileStem, setDownload } from './download.js';
 import { state } from './state.js';
-import { askForKey } from './view-connect.js';
+import { keyRejected } from './view-connect.js';
 import { showManifest } from './view-manifests.js';
 
 /** @typedef {import('./api.js').ApiError} ApiError @typedef {import('./api.js').Dataset} Dataset @typedef {import('./api.js').Stats} Stats */
@@ -85,17 +85,8 @@ export function onSelectionControls() {
 function updateLinks(dataset) {
   const base = `v1/datasets/${enc(dataset.name)}/selection`;
   const stem = fileStem(`${dataset.name}-${parameters().order}-${Math.round(parameters().fraction * 100)}pct`);
-  setDownload(/** @type {HTMLAnchorElement} */ ($('selection-csv')), `${base}?${query({ format: 'csv' })}`, `${stem}.csv`, downloadFailed);
-  setDownload(/** @type {HTMLAnchorElement} */ ($('selection-ndjson')), `${base}?${query({ format: 'ndjson' })}`, `${stem}.ndjson`, downloadFailed);
-}
-
-/** @param {ApiError} e */
-function downloadFailed(e) {
-  if (e.status === 401) return askForKey(`The service rejected the API key: ${e.message} (${e.code}). Enter a valid key.`);
-  const message = $('selection-message');
-  message.textContent = `The download failed: ${e.message} (${e.code}).`;
-  message.className = 'small error';
-  show(message, true);
+  setDownload(/** @type {HTMLAnchorElement} */ ($('selection-csv')), `${base}?${query({ format: 'csv' })}`, `${stem}.csv`, downloadFailedIn('selection-message'));
+  setDownload(/** @type {HTMLAnchorElement} */ ($('selection-ndjson')), `${base}?${query({ format: 'ndjson' })}`, `${stem}.ndjson`, downloadFailedIn('selection-message'));
 }
 
 /**
@@ -130,7 +121,7 @@ export async function refreshSelection(dataset, stats) {
   } catch (error) {
     if (seq !== current.seq || epoch !== state.epoch) return;
     const e = /** @type {ApiError} */ (error);
-    if (e.status === 401) return askForKey(`The service rejected the API key: ${e.message} (${e.code}). Enter a valid key.`);
+    if (e.status === 401) return keyRejected(e);
     show($('selection-result'), false);
     const box = $('selection-error');
     box.textContent =
@@ -255,7 +246,7 @@ export async function saveManifest() {
   } catch (error) {
     if (epoch !== state.epoch) return;
     const e = /** @type {ApiError} */ (error);
-    if (e.status === 401) return askForKey(`The service rejected the API key: ${e.message} (${e.code}). Enter a valid key.`);
+    if (e.status === 401) return keyRejected(e);
     message.textContent =
       e.code === 'INSUFFICIENT_SCOPE'
         ? 'This API key cannot save a manifest: that needs the write scope.'

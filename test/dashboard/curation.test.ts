@@ -64,6 +64,8 @@ interface SelectionPage {
   policy: { order: string; balance: string; auto: { order: string; balance: string } | null };
   imbalance: { minSurvival: number; maxSurvival: number; maxMinRatio: number | null; survivalCv: number; randomSurvivalCv: number } | null;
 }
+declare const sessionStorage: { getItem(key: string): string | null; setItem(key: string, value: string): void };
+
 interface Manifest {
   id: string;
   name: string | null;
@@ -235,6 +237,34 @@ describe.each(BACKENDS)('dashboard curation views in headless Chromium ($name ba
     expect(await page.isVisible('#key-error')).toBe(false);
     // The one API request was the keyless first contact (answered 401).
     expect(requests.filter((url) => url.includes('/v1/'))).toEqual([`${base}/v1/datasets`]);
+  });
+
+  test('with auth on, a key kept in the tab that meets a busy service is kept and tried again under the banner', async () => {
+    const tab = await browser.newContext();
+    const secret = api.keys.reader;
+    await tab.addInitScript((key) => sessionStorage.setItem('protoprune.apiKey', key), secret);
+    const busyPage = await tab.newPage();
+    try {
+      let refused = 0;
+      // The keyless first contact gets the service's real 401; the stored key's first try meets a 503.
+      await busyPage.route(`${base}/v1/datasets`, async (route) => {
+        if (route.request().headers().authorization && refused === 0) {
+          refused++;
+          await route.fulfill({ status: 503, headers: { 'retry-after': '1' }, json: { error: { code: 'SERVER_BUSY', message: 'the server is busy', details: {} } } });
+        } else await route.continue();
+      });
+      await busyPage.goto(`${base}/dashboard`);
+      await busyPage.waitForSelector('#banner', { state: 'visible' });
+      expect(await busyPage.getAttribute('#banner', 'data-code')).toBe('SERVER_BUSY');
+      expect(await busyPage.isVisible('#key-panel')).toBe(false);
+      await busyPage.waitForSelector(`#dataset-list button[data-dataset="${PLANTED}"]`, { timeout: 10_000 });
+      expect(refused).toBe(1);
+      expect(await busyPage.isVisible('#banner')).toBe(false);
+      expect(await busyPage.textContent('#key-status')).toBe(`key …${secret.slice(-4)}`);
+      expect(await busyPage.evaluate(() => sessionStorage.getItem('protoprune.apiKey'))).toBe(secret);
+    } finally {
+      await tab.close();
+    }
   });
 
   test('near-duplicates: SemDeDup run from the page, its groups with thumbnails, items without one, text-only ids and metadata', async () => {
