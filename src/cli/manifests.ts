@@ -2,6 +2,7 @@ import { Option, type Command } from 'commander';
 import type { CreateManifestRequest, Manifest } from '../../clients/typescript/src/index.js';
 import { json, positiveInteger, type Act } from './command.js';
 import { CliError, EXIT } from './output.js';
+import { formatOfOutput } from './streams.js';
 import { coalesce, writeOutput } from './write.js';
 
 type Selection = NonNullable<CreateManifestRequest['selection']>;
@@ -72,11 +73,12 @@ export function manifestsCommand(manifests: Command, datasetOption: () => Option
     .command('ids')
     .description('the manifest’s ids in their stored order: one per line (default), NDJSON, CSV or Parquet')
     .argument('<id>')
-    .addOption(new Option('--format <format>', 'lines: one id per line (default; ndjson with --json)').choices(['lines', 'ndjson', 'csv', 'parquet']))
+    .addOption(new Option('--format <format>', 'default: from the --output extension (.csv, .parquet, .ndjson), else lines: one id per line (ndjson with --json)').choices(['lines', 'ndjson', 'csv', 'parquet']))
     .option('-o, --output <file>', 'write to this file instead of stdout')
     .action(
       act(async ({ client, out }, id: string, options: { format?: 'lines' | 'ndjson' | 'csv' | 'parquet'; output?: string }) => {
-        const { format = out.json ? 'ndjson' : 'lines', output } = options;
+        const { output } = options;
+        const format = options.format ?? formatOfOutput(output) ?? (out.json ? 'ndjson' : 'lines');
         if (format === 'parquet' && !output && out.io.stdout.isTTY) throw new CliError('Parquet is binary: write it to a file with --output, or redirect stdout', EXIT.usage);
         let info;
         if (format === 'lines') {

@@ -65,7 +65,12 @@ interface ExportOptions {
   job?: string;
 }
 
-const FORMAT_OF_EXTENSION: Record<string, ExportOptions['format']> = { '.csv': 'csv', '.parquet': 'parquet', '.pq': 'parquet', '.ndjson': 'ndjson', '.jsonl': 'ndjson' };
+const FORMAT_OF_EXTENSION: Record<string, 'ndjson' | 'csv' | 'parquet'> = { '.csv': 'csv', '.parquet': 'parquet', '.pq': 'parquet', '.ndjson': 'ndjson', '.jsonl': 'ndjson' };
+
+/** The format an output file's extension names (.csv, .parquet/.pq, .ndjson/.jsonl), if any. */
+export function formatOfOutput(file: string | undefined): 'ndjson' | 'csv' | 'parquet' | undefined {
+  return file === undefined ? undefined : FORMAT_OF_EXTENSION[path.extname(file).toLowerCase()];
+}
 
 /** `protoprune export`: every item's score, streamed from the server to a file or stdout. */
 export function exportCommand(command: Command, datasetOption: Option, act: Act): void {
@@ -80,7 +85,7 @@ export function exportCommand(command: Command, datasetOption: Option, act: Act)
     .action(
       act(async ({ client, out }, options: ExportOptions) => {
         const { dataset, output, filter, epsilon, job } = options;
-        const format = options.format ?? (output ? FORMAT_OF_EXTENSION[path.extname(output).toLowerCase()] : undefined) ?? 'ndjson';
+        const format = options.format ?? formatOfOutput(output) ?? 'ndjson';
         if (format === 'parquet' && !output && out.io.stdout.isTTY) {
           throw new CliError('Parquet is binary: write it to a file with --output, or redirect stdout', EXIT.usage);
         }

@@ -207,7 +207,7 @@ describe.each(BACKENDS)('protoprune commands on the $name backend', (backend) =>
     expect(lines(ids.stdout)).toEqual(selected);
     expect(ids.stderr).toContain(`${selected.length} ids of manifest ${manifest.id} (prototype version 2, sha256 ${manifest.sha256})`);
     const csvFile = path.join(dir, 'manifest.csv');
-    expect(JSON.parse((await cli('--json', 'manifests', 'ids', manifest.id, '--format', 'csv', '-o', csvFile)).stdout)).toMatchObject({ output: csvFile, count: selected.length, sha256: manifest.sha256 });
+    expect(JSON.parse((await cli('--json', 'manifests', 'ids', manifest.id, '-o', csvFile)).stdout)).toMatchObject({ output: csvFile, format: 'csv', count: selected.length, sha256: manifest.sha256 });
     expect(lines(await readFile(csvFile, 'utf8'))).toEqual(['external_id', ...selected]);
 
     const exported = JSON.parse((await cli('--json', 'manifests', 'create', '-d', 'emb', '--export', '{"filter":{"contains":{"split":"test"}}}')).stdout) as { id: string; count: number; kind: string };
