@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type SpawnOptions } from 'node:child_process';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { run } from '../../src/cli/program.js';
@@ -12,22 +12,22 @@ export interface CliRun {
 
 export const BIN = path.join(PROJECT_ROOT, 'bin', 'protoprune.mjs');
 
-/** Runs bin/protoprune.mjs as a child process with exactly `env` (plus PATH and HOME), as user `uid` when given. */
-export function spawnCli(args: string[], env: Record<string, string>, cwd = PROJECT_ROOT, uid?: number): Promise<CliRun> {
+/** Runs `command` to its end with its output collected. */
+export function runCollected(command: string, args: string[], options: SpawnOptions): Promise<CliRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      cwd,
-      uid,
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(command, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
+    child.stdout!.on('data', (chunk) => (stdout += chunk));
+    child.stderr!.on('data', (chunk) => (stderr += chunk));
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
   });
+}
+
+/** Runs bin/protoprune.mjs as a child process with exactly `env` (plus PATH and HOME), as user `uid` when given. */
+export function spawnCli(args: string[], env: Record<string, string>, cwd = PROJECT_ROOT, uid?: number): Promise<CliRun> {
+  return runCollected(process.execPath, [BIN, ...args], { cwd, uid, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env } });
 }
 
 /** A captured output stream; `isTTY` as a terminal would say. */

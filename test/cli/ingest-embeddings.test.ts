@@ -14,18 +14,24 @@ import { runCli, spawnCli } from './cli-harness.js';
 const DIM = 6;
 const N = 130;
 
-/** A parquet file of `n` rows: `id` (text) and `embedding` (list<float>). */
-function writeParquet(filename: string, ids: string[], vectors: number[][], options: { rowGroupSize: number; pageSize?: number; offsetIndex?: boolean }) {
+/** A parquet file of an id column (text) and a vector column (list<float>), named `id` and `embedding` unless given. */
+function writeParquet(
+  filename: string,
+  ids: string[],
+  vectors: number[][],
+  options: { rowGroupSize: number; pageSize?: number; offsetIndex?: boolean; idColumn?: string; vectorColumn?: string },
+) {
+  const { idColumn = 'id', vectorColumn = 'embedding', offsetIndex = true } = options;
   parquetWriteFile({
     filename,
     columnData: [
-      { name: 'id', data: ids, offsetIndex: options.offsetIndex ?? true },
-      { name: 'embedding', data: vectors, offsetIndex: options.offsetIndex ?? true },
+      { name: idColumn, data: ids, offsetIndex },
+      { name: vectorColumn, data: vectors, offsetIndex },
     ],
     schema: [
       { name: 'root', num_children: 2 },
-      { name: 'id', type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type: 'REQUIRED' },
-      { name: 'embedding', repetition_type: 'REQUIRED', converted_type: 'LIST', num_children: 1 },
+      { name: idColumn, type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type: 'REQUIRED' },
+      { name: vectorColumn, repetition_type: 'REQUIRED', converted_type: 'LIST', num_children: 1 },
       { name: 'list', repetition_type: 'REPEATED', num_children: 1 },
       { name: 'element', type: 'FLOAT', repetition_type: 'REQUIRED' },
     ],
@@ -135,21 +141,7 @@ describe.each(BACKENDS)('protoprune ingest-embeddings on the $name backend', (ba
   it('.parquet: an id column and a list<float> column over several row groups, batches crossing them', async () => {
     const n = 100;
     const file = path.join(dir, 'table.parquet');
-    parquetWriteFile({
-      filename: file,
-      columnData: [
-        { name: 'image_id', data: Array.from({ length: n }, (_, i) => `pq-${i}`) },
-        { name: 'features', data: Array.from({ length: n }, (_, i) => row(i)) },
-      ],
-      schema: [
-        { name: 'root', num_children: 2 },
-        { name: 'image_id', type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type: 'REQUIRED' },
-        { name: 'features', repetition_type: 'REQUIRED', converted_type: 'LIST', num_children: 1 },
-        { name: 'list', repetition_type: 'REPEATED', num_children: 1 },
-        { name: 'element', type: 'FLOAT', repetition_type: 'REQUIRED' },
-      ],
-      rowGroupSize: 30,
-    });
+    writeParquet(file, Array.from({ length: n }, (_, i) => `pq-${i}`), Array.from({ length: n }, (_, i) => row(i)), { rowGroupSize: 30, idColumn: 'image_id', vectorColumn: 'features' });
     const result = await spawnCli(['ingest-embeddings', file, '-d', 'pq', '--id-column', 'image_id', '--vector-column', 'features', '--batch', '25'], env);
     expect(result.stdout).toContain('ingested 100 6-d rows');
     expect(result.stdout).toContain(': 100 stored, 0 updated, 0 failed');

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -7,6 +6,7 @@ import { createClient } from '../../clients/typescript/src/index.js';
 import { PROJECT_ROOT } from '../../src/paths.js';
 import { BACKENDS } from '../helpers/backends.js';
 import { startApi, type ApiHarness } from '../http/api-harness.js';
+import { runCollected } from '../cli/cli-harness.js';
 
 /**
  * The README's "First ten minutes", run as written: its shell blocks, against a live server (the
@@ -21,18 +21,6 @@ function shellBlocks(readme: string, heading: string): string[] {
   const end = readme.indexOf('\n## ', start + 1);
   const section = readme.slice(start, end < 0 ? undefined : end);
   return [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]);
-}
-
-function runBash(script: string, env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('bash', ['-euo', 'pipefail', '-c', script], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
 }
 
 const embedded = BACKENDS.find((backend) => backend.name === 'embedded')!;
@@ -64,7 +52,8 @@ describe('README: first ten minutes', () => {
       .replace('> keep.txt', `> ${path.join(dir, 'keep.txt')}`);
     expect(script).toContain(`> ${path.join(dir, 'keep.txt')}`);
     const baseUrl = `http://127.0.0.1:${h.service.httpPort}`;
-    const run = await runBash(script, { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', PROTOPRUNE_URL: baseUrl, PROTOPRUNE_API_KEY: h.keys.admin });
+    const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', PROTOPRUNE_URL: baseUrl, PROTOPRUNE_API_KEY: h.keys.admin };
+    const run = await runCollected('bash', ['-euo', 'pipefail', '-c', script], { cwd: PROJECT_ROOT, env });
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toContain(`wrote 300 images (15 near-duplicate copies) under ${folder}`);
     expect(run.stdout).toMatch(/^ingested into photos in [\d.]+ s: 300 stored, 0 updated, 0 failed$/m);
