@@ -14,6 +14,7 @@
  *   npm run bench -- export-stream [flags] the score export at 1M and 10M rows as NDJSON, CSV, Parquet and gRPC against psql \copy of its query, with the server's RSS (bench/export-stream.ts)
  *   npm run bench -- binary-ingest [flags] embeddings over REST frames, gRPC packed and JSON against psql \copy binary of the same rows (bench/binary-ingest.ts)
  *   npm run bench -- ingest-replicas [flags] one fitted dataset ingested by 1, 2 and 3 service processes at once, beside binary COPY (bench/ingest-replicas.ts)
+ *   npm run bench -- cli-ingest [flags]    protoprune ingest-embeddings on .npy/.parquet/.ndjson against the REST frames it sends, pre-encoded, with the CLI's peak RSS (bench/cli-ingest.ts)
  *   npm run bench -- kmeans-reference [flags] our k-means objective on sklearn's digits against faiss's, single seeds and default restarts (bench/kmeans-reference.ts)
  *   npm run bench -- all                   the suite, then kmeans, embedding and engine with their defaults
  */
@@ -36,6 +37,7 @@ const named: Record<string, string> = {
   'binary-ingest': 'binary-ingest.ts',
   'ingest-replicas': 'ingest-replicas.ts',
   'kmeans-reference': 'kmeans-reference.ts',
+  'cli-ingest': 'cli-ingest.ts',
 };
 const [first, ...rest] = process.argv.slice(2);
 let benches: { file: string; args: string[] }[];
