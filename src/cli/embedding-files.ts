@@ -3,6 +3,7 @@ import { open, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
+import { codePointLength, EXTERNAL_ID_MAX_LENGTH, METADATA_MAX_BYTES } from '../service/limits.js';
 import { CliError, EXIT } from './output.js';
 
 export type EmbeddingFormat = 'npy' | 'parquet' | 'ndjson';
@@ -66,6 +67,8 @@ export async function openEmbeddings(file: string, format: EmbeddingFormat | und
   const chosen = format ?? formatOfFile(file);
   if (!chosen) throw new CliError(`${file}: unknown embeddings format; name it .npy, .parquet or .ndjson, or pass --format`, EXIT.usage);
   try {
+    // Each format is opened more than once (a header first, then the rows): a pipe would lose what the first read took.
+    if (!(await stat(file)).isFile()) throw new CliError(`${file}: not a regular file (a pipe or device cannot be read twice); save it to a file first`);
     const source = chosen === 'npy' ? await openNpy(file, identity.idPrefix ?? defaultNpyPrefix(file)) : chosen === 'parquet' ? await openParquet(file, identity) : await openNdjson(file, identity);
     return { format: chosen, source };
   } catch (error) {
@@ -87,8 +90,9 @@ class ChunkBuilder {
     this.vectors = new Float32Array(capacity * dimension);
   }
 
+  /** Rows or failures: a file whose every row fails still goes in bounded chunks, with progress. */
   get full(): boolean {
-    return this.externalIds.length >= this.capacity;
+    return this.externalIds.length + this.failures.length >= this.capacity;
   }
 
   get empty(): boolean {
@@ -101,7 +105,8 @@ class ChunkBuilder {
       this.failures.push({ externalId: rowLabel, code: 'MISSING_ID', message: 'the row has no id' });
       return;
     }
-    const problem = this.copyVector(vector);
+    // What the server would refuse for the whole body (or change in transit) fails the row alone here.
+    const problem = rowProblem(externalId, metadata) ?? this.copyVector(vector);
     if (problem) {
       this.failures.push({ externalId, ...problem });
       return;
@@ -143,7 +148,19 @@ class ChunkBuilder {
   }
 }
 
+/** A problem of a row's id or metadata that would make the server refuse the whole frame body, or alter the id. */
+function rowProblem(externalId: string, metadata: Record<string, unknown> | undefined): { code: string; message: string } | null {
+  if (/\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(externalId)) return { code: 'INVALID_CHARACTERS', message: 'the id holds a NUL or a lone surrogate' };
+  if (codePointLength(externalId) > EXTERNAL_ID_MAX_LENGTH) return { code: 'ID_TOO_LONG', message: `the id is longer than ${EXTERNAL_ID_MAX_LENGTH} characters` };
+  if (metadata !== undefined && Buffer.byteLength(JSON.stringify(metadata)) > METADATA_MAX_BYTES) {
+    return { code: 'METADATA_TOO_LARGE', message: `the metadata is over ${METADATA_MAX_BYTES} bytes of JSON` };
+  }
+  return null;
+}
+
 const NPY_MAGIC = Buffer.from([0x93, ...Buffer.from('NUMPY')]);
+/** A .npy header is a short Python dict; numpy pads it to 64 bytes. */
+const NPY_MAX_HEADER_BYTES = 64 * 1024;
 
 /** The header of a .npy file: a little-endian float32 matrix in C order is all we take. */
 async function readNpyHeader(file: string): Promise<{ rows: number; dimension: number; dataOffset: number }> {
@@ -157,6 +174,7 @@ async function readNpyHeader(file: string): Promise<{ rows: number; dimension: n
     if (major < 1 || major > 3) throw new CliError(`${file}: .npy format version ${major} is not supported`);
     const headerStart = major === 1 ? 10 : 12;
     const headerLength = major === 1 ? preamble.readUInt16LE(8) : preamble.readUInt32LE(8);
+    if (headerLength > Math.min(size - headerStart, NPY_MAX_HEADER_BYTES)) throw new CliError(`${file}: the .npy header claims ${headerLength} bytes; the file has ${size}`);
     const headerBytes = Buffer.alloc(headerLength);
     await handle.read(headerBytes, 0, headerLength, headerStart);
     const header = headerBytes.toString(major === 3 ? 'utf8' : 'latin1');
@@ -167,7 +185,7 @@ async function readNpyHeader(file: string): Promise<{ rows: number; dimension: n
     if (descr !== '<f4') throw new CliError(`${file}: the array holds ${descr}, not little-endian float32 ('<f4'); save it with arr.astype('<f4')`);
     if (fortran === 'True') throw new CliError(`${file}: the array is in Fortran order; save it in C order (np.ascontiguousarray)`);
     const dims = shape.split(',').map((d) => d.trim()).filter(Boolean).map(Number);
-    if (dims.length !== 2 || dims.some((d) => !Number.isInteger(d))) throw new CliError(`${file}: the array has shape (${shape}); expected 2-D (rows, dimension)`);
+    if (dims.length !== 2 || dims.some((d) => !Number.isSafeInteger(d) || d < 0)) throw new CliError(`${file}: the array has shape (${shape}); expected 2-D (rows, dimension)`);
     const [rows, dimension] = dims;
     if (dimension === 0) throw new CliError(`${file}: the array's vectors have 0 values`);
     const dataOffset = headerStart + headerLength;

@@ -1,8 +1,9 @@
+import { isUtf8 } from 'node:buffer';
 import { open, opendir } from 'node:fs/promises';
 import path from 'node:path';
 import { codePointLength, EXTERNAL_ID_MAX_LENGTH } from '../service/limits.js';
 import { forEachConcurrently } from './concurrency.js';
-import { byExternalId } from './ingest-common.js';
+import { byExternalId, type Failure } from './ingest-common.js';
 
 /** An image found under the ingest root. */
 export interface ImageFile {
@@ -16,11 +17,19 @@ export interface FolderScan {
   images: ImageFile[];
   /** Relative paths of the files that are not images the server decodes. */
   notImages: string[];
-  /** Files and folders that could not be read (a folder's relative path ends in `/`). */
-  unreadable: { externalId: string; message: string }[];
-  /** Images whose relative path is longer than an external id may be. */
-  idTooLong: string[];
+  /**
+   * Files and folders (a relative path ending in `/`) not sent, each with its reason: unreadable
+   * (READ_FAILED), a name that is not UTF-8 (INVALID_FILE_NAME), a path longer than an external id
+   * may be (ID_TOO_LONG), a file too large to send (FILE_TOO_LARGE).
+   */
+  refused: Failure[];
 }
+
+/**
+ * The largest image file sent: its base64 must stay a string V8 can build (at most 2^29 − 24
+ * characters), and no server accepts more in one body by default (BODY_LIMIT_BYTES is 64 MiB).
+ */
+export const MAX_IMAGE_BYTES = 256 * 1024 * 1024;
 
 const startsWith = (bytes: Uint8Array, prefix: readonly number[], at = 0) => prefix.every((b, i) => bytes[at + i] === b);
 const ascii = (text: string) => [...text].map((c) => c.charCodeAt(0));
@@ -64,20 +73,26 @@ export async function readHead(file: string): Promise<{ head: Uint8Array; bytes:
  * links are not followed). A folder that cannot be read is recorded and skipped, not fatal — only
  * `root` itself must be readable.
  */
-async function listFiles(root: string, unreadable: FolderScan['unreadable']): Promise<{ absolutePath: string; externalId: string }[]> {
+async function listFiles(root: string, refused: Failure[]): Promise<{ absolutePath: string; externalId: string }[]> {
   const files: { absolutePath: string; externalId: string }[] = [];
   const folders = [root];
   for (let folder = folders.pop(); folder !== undefined; folder = folders.pop()) {
     const relative = path.relative(root, folder).split(path.sep).join('/');
     try {
-      for await (const entry of await opendir(folder)) {
-        const absolutePath = path.join(folder, entry.name);
-        if (entry.isDirectory()) folders.push(absolutePath);
-        else if (entry.isFile()) files.push({ absolutePath, externalId: relative === '' ? entry.name : `${relative}/${entry.name}` });
+      // Names as bytes: one that is not UTF-8 would otherwise be decoded lossily into a path that does not exist.
+      for await (const entry of await opendir(folder, { encoding: 'buffer' as BufferEncoding })) {
+        const bytes = entry.name as unknown as Buffer;
+        const name = bytes.toString('utf8');
+        const externalId = relative === '' ? name : `${relative}/${name}`;
+        if (!entry.isDirectory() && !entry.isFile()) continue;
+        if (!isUtf8(bytes)) {
+          refused.push({ externalId: `${externalId}${entry.isDirectory() ? '/' : ''}`, code: 'INVALID_FILE_NAME', message: `the name is not UTF-8 (bytes ${bytes.toString('hex')})` });
+        } else if (entry.isDirectory()) folders.push(path.join(folder, name));
+        else files.push({ absolutePath: path.join(folder, name), externalId });
       }
     } catch (error) {
       if (folder === root) throw error;
-      unreadable.push({ externalId: `${relative}/`, message: (error as Error).message });
+      refused.push({ externalId: `${relative}/`, code: 'READ_FAILED', message: (error as Error).message });
     }
   }
   return files.sort(byExternalId);
@@ -88,8 +103,8 @@ async function listFiles(root: string, unreadable: FolderScan['unreadable']): Pr
  * recognised by their magic bytes, not their names — and the rest.
  */
 export async function scanFolder(root: string): Promise<FolderScan> {
-  const scan: FolderScan = { images: [], notImages: [], unreadable: [], idTooLong: [] };
-  const files = await listFiles(root, scan.unreadable);
+  const scan: FolderScan = { images: [], notImages: [], refused: [] };
+  const files = await listFiles(root, scan.refused);
   const kinds = new Array<{ image: ImageFile } | { notImage: true } | { unreadable: string }>(files.length);
   await forEachConcurrently(files.keys(), SNIFF_CONCURRENCY, async (i) => {
     const file = files[i];
@@ -103,10 +118,13 @@ export async function scanFolder(root: string): Promise<FolderScan> {
   kinds.forEach((kind, i) => {
     const { externalId } = files[i];
     if ('notImage' in kind) scan.notImages.push(externalId);
-    else if ('unreadable' in kind) scan.unreadable.push({ externalId, message: kind.unreadable });
-    else if (codePointLength(externalId) > EXTERNAL_ID_MAX_LENGTH) scan.idTooLong.push(externalId);
-    else scan.images.push(kind.image);
+    else if ('unreadable' in kind) scan.refused.push({ externalId, code: 'READ_FAILED', message: kind.unreadable });
+    else if (codePointLength(externalId) > EXTERNAL_ID_MAX_LENGTH) {
+      scan.refused.push({ externalId, code: 'ID_TOO_LONG', message: `the relative path is longer than an external id may be (${EXTERNAL_ID_MAX_LENGTH} characters)` });
+    } else if (kind.image.bytes > MAX_IMAGE_BYTES) {
+      scan.refused.push({ externalId, code: 'FILE_TOO_LARGE', message: `the file is ${kind.image.bytes} bytes; at most ${MAX_IMAGE_BYTES} are sent` });
+    } else scan.images.push(kind.image);
   });
-  scan.unreadable.sort(byExternalId);
+  scan.refused.sort(byExternalId);
   return scan;
 }

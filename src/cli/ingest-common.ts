@@ -71,7 +71,7 @@ export class Failures {
   lines(noun: string, shown = 50): string[] {
     if (this.count === 0) return [];
     const lines = [`${plural(this.count, noun)} failed:`];
-    for (const f of this.list().slice(0, shown)) lines.push(`  ${f.externalId}  ${f.code}  ${oneLine(f.message)}`);
+    for (const f of this.list().slice(0, shown)) lines.push(`  ${printableId(f.externalId)}  ${f.code}  ${oneLine(f.message)}`);
     if (this.count > shown) lines.push(`  … and ${this.count - shown} more (--json lists the first ${Failures.KEPT})`);
     return lines;
   }
@@ -80,6 +80,11 @@ export class Failures {
   note(): string {
     return this.count > 0 ? `${this.count} failed` : '';
   }
+}
+
+/** An id as one line: quoted as JSON when it holds a line break or another control character. */
+function printableId(id: string): string {
+  return /[\u0000-\u001f\u007f]/.test(id) ? JSON.stringify(id) : id;
 }
 
 /** A message on one line of at most 200 characters (decoders report several). */

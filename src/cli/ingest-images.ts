@@ -3,7 +3,6 @@ import { ProtopruneError, type ImageItem, type ProtopruneClient } from '../../cl
 import { forEachConcurrently } from './concurrency.js';
 import { scanFolder, type ImageFile } from './image-files.js';
 import { ensureDataset, Failures, type Failure } from './ingest-common.js';
-import { EXTERNAL_ID_MAX_LENGTH } from '../service/limits.js';
 import { CliError, EXIT, plural, seconds, type Output } from './output.js';
 import { createProgress } from './progress.js';
 
@@ -88,8 +87,7 @@ export async function ingestFolder(client: ProtopruneClient, root: string, optio
   out.note(`${plural(scan.images.length, 'image')} under ${root}${skipped.length > 0 ? ` (skipping ${skipped.join(', ')})` : ''}; uploading ${toUpload.length}`);
 
   const failures = new Failures();
-  failures.addAll(scan.unreadable.map(({ externalId, message }) => ({ externalId, code: 'READ_FAILED', message })));
-  failures.addAll(scan.idTooLong.map((externalId) => ({ externalId, code: 'ID_TOO_LONG', message: `the relative path is longer than an external id may be (${EXTERNAL_ID_MAX_LENGTH} characters)` })));
+  failures.addAll(scan.refused);
   const counts = { stored: 0, updated: 0 };
   if (toUpload.length > 0) {
     const progress = createProgress(out.io, { json: out.json, label: 'ingest', unit: 'images' });
@@ -120,7 +118,8 @@ export async function ingestFolder(client: ProtopruneClient, root: string, optio
       created,
       images: scan.images.length,
       alreadyStored: alreadyStored.size,
-      notImages: scan.notImages,
+      notImages: scan.notImages.slice(0, Failures.KEPT),
+      notImagesOmitted: Math.max(0, scan.notImages.length - Failures.KEPT),
       uploaded: toUpload.length,
       stored: counts.stored,
       updated: counts.updated,

@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import { refusedItems, type ProtopruneClient, type ScoreRequest, type ScoreResult } from '../../clients/typescript/src/index.js';
@@ -67,7 +68,9 @@ function scoredLine(item: Scored): string {
 
 /**
  * Scores the items batch by batch and writes each decision as it arrives (memory holds one batch,
- * not the run): lines of text, or with --json one document `{"items": [...], …}` written in pieces.
+ * not the run; a slow reader of stdout holds the next batch back): lines of text, or with --json
+ * one document `{"items": [...], …}` written in pieces — closed with an `"error"` member if the
+ * run stops midway, so it stays one JSON document.
  */
 async function score(client: ProtopruneClient, images: string[], options: ScoreOptions, out: Output): Promise<number> {
   if ((images.length > 0) === (options.embeddings !== undefined)) throw new CliError('give image files, or --embeddings <file> (not both)', EXIT.usage);
@@ -75,35 +78,44 @@ async function score(client: ProtopruneClient, images: string[], options: ScoreO
   const policy: Policy = { order, fraction, balance, seed, epsilon, filter };
   const failures = new Failures();
   const batches = options.embeddings === undefined ? imageBatches(images, options.batch, failures) : embeddingBatches(options.embeddings, options, failures);
-  const write = (text: string) => out.io.stdout.write(text);
+  const write = async (text: string) => {
+    if (!out.io.stdout.write(text)) await once(out.io.stdout, 'drain');
+  };
   let first: ScoreResult | undefined;
   let scored = 0;
   let keep = 0;
-  for await (const items of batches) {
-    const result = await scoreBatch(client, dataset, { items, policy });
-    if (Array.isArray(result)) {
-      failures.addAll(result);
-      continue;
-    }
-    first ??= result;
-    for (const item of result.items) {
-      if (item.status !== 'scored') {
-        failures.add(item);
+  try {
+    for await (const items of batches) {
+      const result = await scoreBatch(client, dataset, { items, policy });
+      if (Array.isArray(result)) {
+        failures.addAll(result);
         continue;
       }
-      write(out.json ? `${scored === 0 ? '{"items":[' : ','}${JSON.stringify(item)}` : `${scoredLine(item)}\n`);
-      scored++;
-      if (item.decision === 'keep') keep++;
+      first ??= result;
+      for (const item of result.items) {
+        if (item.status !== 'scored') {
+          failures.add(item);
+          continue;
+        }
+        await write(out.json ? `${scored === 0 ? '{"items":[' : ','}${JSON.stringify(item)}` : `${scoredLine(item)}\n`);
+        scored++;
+        if (item.decision === 'keep') keep++;
+      }
     }
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    const stopped = { code: typeof code === 'string' ? code : 'INTERNAL', message: error instanceof Error ? error.message : String(error) };
+    if (out.json && scored > 0) await write(`],"scored":${scored},"error":${JSON.stringify(stopped)}}\n`);
+    throw error;
   }
   const ran = first?.policy;
   if (out.json) {
     const rest = { prototypeVersion: first?.prototypeVersion ?? null, policy: ran ?? null, matched: first?.matched ?? null, scored, keep, ...failures.summary() };
-    write(`${scored === 0 ? '{"items":[' : ''}],${JSON.stringify(rest).slice(1)}\n`);
+    await write(`${scored === 0 ? '{"items":[' : ''}],${JSON.stringify(rest).slice(1)}\n`);
   } else {
     const policyText = ran ? `${ran.order}${ran.balance === 'cluster' ? '+cluster' : ''} keeping ${ran.fraction}${ran.auto ? ', chosen by auto' : ''}` : 'none ran';
     const summary = `${plural(keep, 'item')} to keep, ${scored - keep} to skip, ${failures.count} failed (policy ${policyText}, prototype version ${first?.prototypeVersion ?? '-'})`;
-    write(`${[summary, ...failures.lines('item')].join('\n')}\n`);
+    await write(`${[summary, ...failures.lines('item')].join('\n')}\n`);
   }
   return failures.count > 0 ? EXIT.failed : EXIT.ok;
 }

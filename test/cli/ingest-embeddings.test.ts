@@ -111,13 +111,20 @@ describe.each(BACKENDS)('protoprune ingest-embeddings on the $name backend', (ba
       JSON.stringify({ embedding: row(0) }),
       JSON.stringify({ id: 'nan', embedding: [Number.NaN, ...row(1).slice(1)].map((x) => (Number.isNaN(x) ? 'x' : x)) }),
       JSON.stringify({ id: 'vec', vector: row(2), metadata: { note: 'other field' } }),
+      // What the server would refuse for the whole body fails the row alone, before sending:
+      JSON.stringify({ id: 'l'.repeat(513), embedding: row(3) }),
+      JSON.stringify({ id: 'nul\u0000id', embedding: row(4) }),
+      JSON.stringify({ id: 'big-meta', embedding: row(5), metadata: { text: 'm'.repeat(17_000) } }),
     ];
     const file = path.join(dir, 'rows.ndjson');
     await writeFile(file, `${lines.join('\n')}\n`);
     const result = await runCli(['ingest-embeddings', file, '-d', 'nd', '--batch', '8'], env);
     expect(result.code).toBe(1);
-    expect(result.stdout).toContain(': 20 stored, 0 updated, 5 failed\n');
-    expect(result.stdout).toContain('5 rows failed:\n');
+    expect(result.stdout).toContain(': 20 stored, 0 updated, 8 failed\n');
+    expect(result.stdout).toContain('8 rows failed:\n');
+    expect(result.stdout).toContain(`  ${'l'.repeat(513)}  ID_TOO_LONG  `);
+    expect(result.stdout).toContain('  "nul\\u0000id"  INVALID_CHARACTERS  ');
+    expect(result.stdout).toContain('  big-meta  METADATA_TOO_LARGE  ');
     expect(result.stdout).toContain('  line 22  INVALID_JSON  line 22 is not JSON\n');
     expect(result.stdout).toContain('  short  DIMENSION_MISMATCH  ');
     expect(result.stdout).toContain('  line 24  MISSING_ID  ');
@@ -164,6 +171,8 @@ describe.each(BACKENDS)('protoprune ingest-embeddings on the $name backend', (ba
       ['flat.npy', npy(new Float32Array(4), [4]), /has shape \(4,\); expected 2-D/],
       ['cut.npy', npy(new Float32Array(4), [2, 2]).subarray(0, 140), /truncated: 2 × 2 float32 need 144 bytes; the file has 140/],
       ['text.npy', Buffer.from('hello'), /not a \.npy file/],
+      ['negative.npy', npy(new Float32Array(4), [-2, 2]), /has shape \(-2, 2\); expected 2-D/],
+      ['lying-header.npy', Buffer.concat([Buffer.from([0x93, ...Buffer.from('NUMPY'), 2, 0]), Buffer.from([0xff, 0xff, 0xff, 0x7f])]), /the \.npy header claims 2147483647 bytes; the file has 12/],
     ];
     for (const [name, bytes, message] of cases) {
       const file = path.join(dir, name);
@@ -178,6 +187,8 @@ describe.each(BACKENDS)('protoprune ingest-embeddings on the $name backend', (ba
     const mismatch = await runCli(['ingest-embeddings', narrow, '-d', 'npy'], env);
     expect(mismatch.code).toBe(1);
     expect(mismatch.stderr).toBe("protoprune: dataset npy holds 6-d vectors; the file's are 2-d\n");
+    const device = await runCli(['ingest-embeddings', '/dev/null', '-d', 'npy', '--format', 'ndjson'], env);
+    expect(device).toMatchObject({ code: 1, stderr: 'protoprune: /dev/null: not a regular file (a pipe or device cannot be read twice); save it to a file first\n' });
     const unknown = await runCli(['ingest-embeddings', path.join(dir, 'vectors.bin'), '-d', 'npy'], env);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/unknown embeddings format; name it \.npy, \.parquet or \.ndjson, or pass --format/);

@@ -1,4 +1,4 @@
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -8,6 +8,7 @@ import { createClient, type ProtopruneClient } from '../../clients/typescript/sr
 import { jpeg, sceneRaw } from '../embedding/images.js';
 import { BACKENDS } from '../helpers/backends.js';
 import { startApi, type ApiHarness } from '../http/api-harness.js';
+import { MAX_IMAGE_BYTES } from '../../src/cli/image-files.js';
 import { PROJECT_ROOT } from '../../src/paths.js';
 import { spawnCli } from './cli-harness.js';
 
@@ -126,6 +127,10 @@ describe.each(BACKENDS)('protoprune ingest of a hostile folder (child process) o
     // JPEG magic bytes and nothing else: each is sent and refused by the server.
     for (const id of junk) await writeFile(path.join(root, id), Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0, 0]));
     await writeFile(path.join(root, 'zz-big.jpg'), Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.alloc(40_000)]));
+    // A name that is not UTF-8 (no external id can name it), and a sparse file over MAX_IMAGE_BYTES: neither is sent.
+    await writeFile(Buffer.from([...Buffer.from(`${root}/bad-`), 0xff, ...Buffer.from('.jpg')]), await jpeg(40, 40, sceneRaw(40, 40, 30)));
+    await writeFile(path.join(root, 'huge.jpg'), Buffer.from([0xff, 0xd8, 0xff, 0xe0]));
+    await truncate(path.join(root, 'huge.jpg'), MAX_IMAGE_BYTES + 1);
   });
   afterAll(async () => {
     await h?.close();
@@ -149,11 +154,13 @@ describe.each(BACKENDS)('protoprune ingest of a hostile folder (child process) o
       const result = await spawnCli(['--json', 'ingest', root, '-d', 'hostile', '--batch', '4', '--concurrency', '4'], env, PROJECT_ROOT, asRoot ? 65534 : undefined);
       expect(result.code).toBe(1);
       const summary = JSON.parse(result.stdout) as { stored: number; failed: number; failures: { externalId: string; code: string }[]; failuresOmitted: number };
-      expect(summary).toMatchObject({ stored: 4, failed: 63, failuresOmitted: 0 });
+      expect(summary).toMatchObject({ stored: 4, failed: 65, failuresOmitted: 0 });
       const codes = new Map(summary.failures.map((f) => [f.externalId, f.code]));
       expect(codes.get(longId)).toBe('ID_TOO_LONG');
       expect(codes.get('locked/')).toBe('READ_FAILED');
       expect(codes.get('zz-big.jpg')).toBe('BODY_TOO_LARGE');
+      expect(codes.get('bad-\ufffd.jpg')).toBe('INVALID_FILE_NAME');
+      expect(codes.get('huge.jpg')).toBe('FILE_TOO_LARGE');
       expect(summary.failures.find((f) => f.externalId === 'zz-big.jpg')).toMatchObject({ message: expect.stringContaining('(try a smaller --batch)') });
       expect(junk.every((id) => codes.get(id) === 'CORRUPT_IMAGE')).toBe(true);
       expect(summary.failures.map((f) => f.externalId)).toEqual([...summary.failures.map((f) => f.externalId)].sort());
@@ -164,8 +171,8 @@ describe.each(BACKENDS)('protoprune ingest of a hostile folder (child process) o
 
       const text = await spawnCli(['ingest', root, '-d', 'hostile'], env, PROJECT_ROOT, asRoot ? 65534 : undefined);
       expect(text.code).toBe(1);
-      expect(text.stdout).toContain('63 files failed:\n');
-      expect(text.stdout).toContain('  … and 13 more (--json lists the first 10000)\n');
+      expect(text.stdout).toContain('65 files failed:\n');
+      expect(text.stdout).toContain('  … and 15 more (--json lists the first 10000)\n');
     } finally {
       h.service.http.server.off('request', onRequest);
       await chmod(path.join(root, 'locked'), 0o755);

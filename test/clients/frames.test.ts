@@ -23,8 +23,9 @@ describe('the TypeScript client’s embedding frames', () => {
     expect(decoded).toEqual(vectors);
   });
 
-  it('refuses an id whose UTF-8 does not fit the frame’s u16 length, and ids that do not match the vectors', () => {
-    expect(() => encodeEmbeddingFrames({ externalIds: ['é'.repeat(40_000)], vectors: new Float32Array(2), dimension: 2 })).toThrow(/80000 UTF-8 bytes; a frame holds at most 65535/);
+  it('refuses an id longer than the server reads (2048 UTF-8 bytes), and ids that do not match the vectors', () => {
+    expect(() => encodeEmbeddingFrames({ externalIds: ['é'.repeat(1100)], vectors: new Float32Array(2), dimension: 2 })).toThrow(/2200 UTF-8 bytes; the server refuses a body holding an id over 2048/);
+    expect(encodeEmbeddingFrames({ externalIds: ['é'.repeat(1024)], vectors: new Float32Array(2), dimension: 2 }).length).toBe(16 + 2 + 2048 + 8 + 4);
     expect(() => encodeEmbeddingFrames({ externalIds: ['a', 'b'], vectors: new Float32Array(3), dimension: 2 })).toThrow(RangeError);
   });
 });

@@ -11,8 +11,8 @@ export interface EmbeddingBatch {
 }
 
 const encoder = new TextEncoder();
-/** An id's UTF-8 length is a u16 in the frame. */
-const MAX_ID_BYTES = 0xffff;
+/** The longest id in UTF-8 bytes the server reads (512 code points of at most 4 bytes): a longer one makes it refuse the whole body. */
+const MAX_ID_BYTES = 2048;
 /** Float32 bytes can be copied as they lie in memory on a little-endian host (every common one). */
 const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
@@ -29,7 +29,7 @@ export function encodeEmbeddingFrames(batch: EmbeddingBatch): Uint8Array {
   }
   const ids = externalIds.map((id) => {
     const bytes = encoder.encode(id);
-    if (bytes.length > MAX_ID_BYTES) throw new RangeError(`external id ${JSON.stringify(id.slice(0, 40))}… is ${bytes.length} UTF-8 bytes; a frame holds at most ${MAX_ID_BYTES}`);
+    if (bytes.length > MAX_ID_BYTES) throw new RangeError(`external id ${JSON.stringify(id.slice(0, 40))}… is ${bytes.length} UTF-8 bytes; the server refuses a body holding an id over ${MAX_ID_BYTES}`);
     return bytes;
   });
   const metadata = externalIds.map((_, i) => {
