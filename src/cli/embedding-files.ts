@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
+import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema, readOffsetIndex } from 'hyparquet';
 import { codePointLength, EXTERNAL_ID_MAX_LENGTH, METADATA_MAX_BYTES } from '../service/limits.js';
 import { CliError, EXIT } from './output.js';
 
@@ -226,25 +226,51 @@ const idText = (value: unknown): string | undefined =>
 /** Rows decoded at once from a row group that has an offset index (its pages can be read alone). */
 export const PARQUET_SLICE_ROWS = 16_384;
 /**
- * A row group without an offset index is decoded whole; as JS arrays of numbers that takes about
- * three times its uncompressed bytes, so a larger group is refused rather than read.
+ * The most uncompressed bytes decoded at once (a row group without an offset index is decoded
+ * whole, a page always is); as JS arrays of numbers that takes about three times as much memory,
+ * so a file that would need more is refused rather than read.
  */
-const PARQUET_WHOLE_GROUP_MAX_BYTES = 256 * 1024 * 1024;
+const PARQUET_DECODE_MAX_BYTES = 256 * 1024 * 1024;
 
 type ParquetGroup = Awaited<ReturnType<typeof parquetMetadataAsync>>['row_groups'][number];
+type ParquetFile = Awaited<ReturnType<typeof asyncBufferFromFile>>;
 
-/** Rows to decode at once from `group`: slices when its columns have an offset index, else the group whole (refused above `maxBytes`). */
-export function parquetStep(file: string, group: ParquetGroup, index: number, columns: readonly string[], maxBytes = PARQUET_WHOLE_GROUP_MAX_BYTES): number {
+/** The most rows one page of the column chunk holds, from its offset index. */
+async function largestPageRows(file: ParquetFile, chunk: ParquetGroup['columns'][number], groupRows: number): Promise<number> {
+  const start = Number(chunk.offset_index_offset);
+  const bytes = await file.slice(start, start + Number(chunk.offset_index_length));
+  const firsts = readOffsetIndex({ view: new DataView(bytes), offset: 0 }).page_locations.map((page) => Number(page.first_row_index));
+  return Math.max(...firsts.map((first, i) => (i + 1 < firsts.length ? firsts[i + 1] : groupRows) - first));
+}
+
+/**
+ * Rows to decode at once from `group`: slices when its columns have an offset index (at least a
+ * page: hyparquet decodes a page whole), else the group whole. Refused when what would be decoded
+ * at once — a slice and a page it starts in, or the group — is over `maxBytes` uncompressed.
+ */
+export async function parquetStep(file: string, buffer: ParquetFile, group: ParquetGroup, index: number, columns: readonly string[], maxBytes = PARQUET_DECODE_MAX_BYTES): Promise<number> {
+  const rows = Number(group.num_rows);
   const chunks = group.columns.filter((chunk) => chunk.meta_data && columns.includes(chunk.meta_data.path_in_schema[0]));
-  if (chunks.every((chunk) => chunk.offset_index_offset !== undefined && chunk.offset_index_length)) return PARQUET_SLICE_ROWS;
-  const bytes = chunks.reduce((sum, chunk) => sum + Number(chunk.meta_data!.total_uncompressed_size), 0);
-  if (bytes > maxBytes) {
+  const bytesPerRow = chunks.reduce((sum, chunk) => sum + Number(chunk.meta_data!.total_uncompressed_size), 0) / Math.max(1, rows);
+  const mib = (b: number) => `${Math.round(b / 2 ** 20)} MiB`;
+  if (chunks.every((chunk) => chunk.offset_index_offset !== undefined && chunk.offset_index_length)) {
+    const page = Math.max(...(await Promise.all(chunks.map((chunk) => largestPageRows(buffer, chunk, rows)))));
+    const step = Math.min(rows, Math.max(PARQUET_SLICE_ROWS, page));
+    if ((step + page) * bytesPerRow > maxBytes) {
+      throw new CliError(
+        `${file}: row group ${index} has pages of up to ${page} rows (about ${mib(page * bytesPerRow)} uncompressed each), too large to decode in bounded memory; ` +
+          'write the file with smaller pages (e.g. pyarrow data_page_size=1_048_576)',
+      );
+    }
+    return step;
+  }
+  if (rows * bytesPerRow > maxBytes) {
     throw new CliError(
-      `${file}: row group ${index} holds ${Number(group.num_rows)} rows (${Math.round(bytes / 2 ** 20)} MiB uncompressed) and no offset index, so it would be decoded whole; ` +
+      `${file}: row group ${index} holds ${rows} rows (${mib(rows * bytesPerRow)} uncompressed) and no offset index, so it would be decoded whole; ` +
         'write the file with smaller row groups (e.g. pyarrow row_group_size=100_000) or with an offset index (pyarrow write_page_index=True)',
     );
   }
-  return Number(group.num_rows);
+  return rows;
 }
 
 async function openParquet(file: string, identity: RowIdentity): Promise<EmbeddingSource> {
@@ -259,7 +285,7 @@ async function openParquet(file: string, identity: RowIdentity): Promise<Embeddi
   const total = Number(metadata.num_rows);
   if (total === 0) throw new CliError(`${file}: the file holds no rows`);
   // Every group is checked before anything is read, so a file that cannot be read in bounded memory fails before it uploads.
-  const steps = metadata.row_groups.map((group, i) => parquetStep(file, group, i, wanted));
+  const steps = await Promise.all(metadata.row_groups.map((group, i) => parquetStep(file, buffer, group, i, wanted)));
   const read = (columns: string[], rowStart: number, rowEnd: number) => parquetReadObjects({ file: buffer, metadata, columns, rowStart, rowEnd, useOffsetIndex: true });
   const [first] = await read([identity.vectorColumn], 0, 1);
   const firstVector = first[identity.vectorColumn] as ArrayLike<unknown> | null;

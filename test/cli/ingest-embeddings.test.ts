@@ -216,9 +216,10 @@ describe.each(BACKENDS)('protoprune ingest-embeddings on the $name backend', (ba
     const n = PARQUET_SLICE_ROWS * 2 + 500;
     const file = path.join(dir, 'one-group.parquet');
     writeParquet(file, Array.from({ length: n }, (_, i) => `g-${i}`), Array.from({ length: n }, (_, i) => row(i % data.n)), { rowGroupSize: n, pageSize: 16 * 1024 });
-    const metadata = await parquetMetadataAsync(await asyncBufferFromFile(file));
+    const buffer = await asyncBufferFromFile(file);
+    const metadata = await parquetMetadataAsync(buffer);
     expect(metadata.row_groups).toHaveLength(1);
-    expect(parquetStep(file, metadata.row_groups[0], 0, ['id', 'embedding'])).toBe(PARQUET_SLICE_ROWS);
+    expect(await parquetStep(file, buffer, metadata.row_groups[0], 0, ['id', 'embedding'])).toBe(PARQUET_SLICE_ROWS);
     const result = await runCli(['--json', 'ingest-embeddings', file, '-d', 'big-group', '--batch', '1000', '--concurrency', '2'], env);
     expect(result.code).toBe(0);
     expect(JSON.parse(result.stdout)).toMatchObject({ rows: n, stored: n, failed: 0 });
@@ -230,13 +231,25 @@ describe.each(BACKENDS)('protoprune ingest-embeddings on the $name backend', (ba
   it('.parquet: a row group without an offset index is decoded whole, so one above the limit is refused with advice', async () => {
     const file = path.join(dir, 'no-index.parquet');
     writeParquet(file, Array.from({ length: 300 }, (_, i) => `ni-${i}`), Array.from({ length: 300 }, (_, i) => row(i % data.n)), { rowGroupSize: 100, offsetIndex: false });
-    const { row_groups: groups } = await parquetMetadataAsync(await asyncBufferFromFile(file));
-    expect(groups.map((group, i) => parquetStep(file, group, i, ['id', 'embedding']))).toEqual([100, 100, 100]);
-    expect(() => parquetStep(file, groups[1], 1, ['id', 'embedding'], 1000)).toThrow(/row group 1 holds 100 rows .* and no offset index, so it would be decoded whole; write the file with smaller row groups/);
+    const buffer = await asyncBufferFromFile(file);
+    const { row_groups: groups } = await parquetMetadataAsync(buffer);
+    expect(await Promise.all(groups.map((group, i) => parquetStep(file, buffer, group, i, ['id', 'embedding'])))).toEqual([100, 100, 100]);
+    await expect(parquetStep(file, buffer, groups[1], 1, ['id', 'embedding'], 1000)).rejects.toThrow(/row group 1 holds 100 rows .* and no offset index, so it would be decoded whole; write the file with smaller row groups/);
     const indexed = path.join(dir, 'indexed.parquet');
     // (the writer gives a column chunk of several pages an offset index)
     writeParquet(indexed, Array.from({ length: 2000 }, (_, i) => `ix-${i}`), Array.from({ length: 2000 }, (_, i) => row(i % data.n)), { rowGroupSize: 2000, pageSize: 1024 });
-    const { row_groups: [group] } = await parquetMetadataAsync(await asyncBufferFromFile(indexed));
-    expect(parquetStep(indexed, group, 0, ['id', 'embedding'], 1)).toBe(PARQUET_SLICE_ROWS);
+    const indexedBuffer = await asyncBufferFromFile(indexed);
+    const { row_groups: [group] } = await parquetMetadataAsync(indexedBuffer);
+    expect(await parquetStep(indexed, indexedBuffer, group, 0, ['id', 'embedding'])).toBe(2000);
+    // Pages are decoded whole: a slice is at least the largest page, and pages too large for the limit are refused.
+    const bigPages = path.join(dir, 'big-pages.parquet');
+    // 4 slices of rows, the vector column in pages of 1.5 slices (its offset index says so); ids from --id-prefix, so that column alone is read.
+    const n = PARQUET_SLICE_ROWS * 4;
+    writeParquet(bigPages, Array.from({ length: n }, (_, i) => `bp-${i}`), Array.from({ length: n }, (_, i) => row(i % data.n)), { rowGroupSize: n, pageSize: 1.5 * PARQUET_SLICE_ROWS * DIM * 4 });
+    const bigBuffer = await asyncBufferFromFile(bigPages);
+    const { row_groups: [bigGroup] } = await parquetMetadataAsync(bigBuffer);
+    const step = await parquetStep(bigPages, bigBuffer, bigGroup, 0, ['embedding']);
+    expect(step).toBe(1.5 * PARQUET_SLICE_ROWS);
+    await expect(parquetStep(bigPages, bigBuffer, bigGroup, 0, ['embedding'], 100_000)).rejects.toThrow(/row group 0 has pages of up to \d+ rows .* write the file with smaller pages/);
   });
 });
