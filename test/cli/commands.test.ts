@@ -1,4 +1,5 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { asyncBufferFromFile, parquetReadObjects } from 'hyparquet';
@@ -9,7 +10,8 @@ import { BACKENDS } from '../helpers/backends.js';
 import { plantedClusters } from '../helpers/planted.js';
 import { freePort } from '../helpers/process.js';
 import { startApi, type ApiHarness } from '../http/api-harness.js';
-import { runCli, spawnCli } from './cli-harness.js';
+import { run } from '../../src/cli/program.js';
+import { capture, runCli, spawnCli } from './cli-harness.js';
 
 const DIM = 8;
 const N = 240;
@@ -150,6 +152,37 @@ describe.each(BACKENDS)('protoprune commands on the $name backend', (backend) =>
     const empty = await cli('--json', 'score', '-d', 'emb', path.join(dir, 'absent.jpg'));
     expect(empty.code).toBe(1);
     expect(JSON.parse(empty.stdout)).toMatchObject({ items: [], scored: 0, failed: 1, failures: [{ code: 'READ_FAILED' }] });
+  });
+
+  it('score --json stopped midway (the dataset deleted after its first batch) still writes one JSON document, closed with the error', async () => {
+    await client.createDataset({ name: 'doomed', dimension: DIM, k: 2, settings: { minItemsForFit: 100_000 } });
+    await client.ingestEmbeddings('doomed', { externalIds: Array.from({ length: 40 }, (_, i) => `d-${i}`), vectors: data.points.slice(0, 40 * DIM), dimension: DIM });
+    expect((await client.waitForJob((await client.requestRefit('doomed')).id, { intervalMs: 50 })).state).toBe('succeeded');
+    const file = path.join(dir, 'doomed.ndjson');
+    await writeFile(file, Array.from({ length: 6 }, (_, i) => JSON.stringify({ id: `n-${i}`, embedding: row(50 + i) })).join('\n'));
+    // A reader that takes the first piece slowly: score waits for it (backpressure), and meanwhile the dataset goes.
+    let text = '';
+    let deleted = false;
+    const stdout = Object.assign(
+      new Writable({
+        highWaterMark: 1,
+        write(chunk: Buffer, _encoding, done) {
+          text += chunk.toString();
+          if (deleted) return done();
+          deleted = true;
+          client.deleteDataset('doomed').then(() => done(), done);
+        },
+      }),
+      { isTTY: false },
+    );
+    const stderr = capture();
+    const code = await run(['--json', 'score', '-d', 'doomed', '--embeddings', file, '--batch', '2'], { stdout, stderr, env });
+    expect(code).toBe(1);
+    expect(deleted).toBe(true);
+    const doc = JSON.parse(text) as { items: { externalId: string }[]; scored: number; error: { code: string } };
+    expect(doc.items.map((i) => i.externalId)).toEqual(['n-0', 'n-1']);
+    expect(doc).toMatchObject({ scored: 2, error: { code: 'DATASET_NOT_FOUND' } });
+    expect(JSON.parse(stderr.text())).toMatchObject({ error: { code: 'DATASET_NOT_FOUND', status: 404 } });
   });
 
   it('score reads image files: an unreadable or undecodable one fails alone, with exit 1', async () => {
