@@ -420,7 +420,13 @@ if (NATIVE_URL) describe('three replicas on one database (native)', () => {
         if (runner.state !== 'paused') return;
         findings.note('pausedMs', Date.now() - runner.pausedAt!);
 
-        // Quiet now: whatever changes from here on was written by the resumed replica.
+        // Each ingest leaves its centroid deltas for a replica to fold into the prototype set just
+        // after it answered: once every one is folded (the fold deletes them in the transaction that
+        // writes the set), it is quiet, and whatever changes from here on was written by the resumed replica.
+        await waitFor('the ingests’ centroid deltas to be folded', 30_000, async () => {
+          const [{ n }] = await cluster.sql<{ n: number }>('SELECT count(*)::int AS n FROM centroid_deltas WHERE dataset_id = $1', [datasetId]);
+          return n === 0;
+        });
         const before = await writeSnapshot(cluster, datasetId, jobId);
         resumeReplica(runner);
         runner.routable = false;
