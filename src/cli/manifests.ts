@@ -3,7 +3,7 @@ import type { CreateManifestRequest, Manifest } from '../../clients/typescript/s
 import { json, positiveInteger, type Act } from './command.js';
 import { CliError, EXIT } from './output.js';
 import { formatOfOutput } from './streams.js';
-import { coalesce, writeOutput } from './write.js';
+import { coalesce, idLines, refuseParquetOnTerminal, writeOutput } from './write.js';
 
 type Selection = NonNullable<CreateManifestRequest['selection']>;
 type Export = NonNullable<CreateManifestRequest['export']>;
@@ -11,10 +11,6 @@ type Export = NonNullable<CreateManifestRequest['export']>;
 function manifestLine(m: Manifest): string {
   const named = m.name ? ` ${JSON.stringify(m.name)}` : '';
   return `${m.id}${named}  ${m.kind} of ${m.dataset}  ${m.count} ids  prototype version ${m.prototypeVersion}  sha256 ${m.sha256}  ${m.createdAt}`;
-}
-
-async function* idLines(rows: AsyncIterable<{ externalId: string }>): AsyncGenerator<string> {
-  for await (const row of rows) yield `${row.externalId}\n`;
 }
 
 /** `protoprune manifests …`: saved subsets, fetched unchanged later (create, list, get, ids, delete). */
@@ -79,7 +75,7 @@ export function manifestsCommand(manifests: Command, datasetOption: () => Option
       act(async ({ client, out }, id: string, options: { format?: 'lines' | 'ndjson' | 'csv' | 'parquet'; output?: string }) => {
         const { output } = options;
         const format = options.format ?? formatOfOutput(output) ?? (out.json ? 'ndjson' : 'lines');
-        if (format === 'parquet' && !output && out.io.stdout.isTTY) throw new CliError('Parquet is binary: write it to a file with --output, or redirect stdout', EXIT.usage);
+        refuseParquetOnTerminal(format, output, out.io.stdout);
         let info;
         if (format === 'lines') {
           const ids = await client.streamManifestIds(id);

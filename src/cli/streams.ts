@@ -2,17 +2,13 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import type { MetadataFilter, SelectionQuery } from '../../clients/typescript/src/index.js';
 import { integer, json, number, positiveInteger, type Act } from './command.js';
-import { CliError, EXIT } from './output.js';
-import { coalesce, writeOutput } from './write.js';
+import { EXIT } from './output.js';
+import { coalesce, idLines, refuseParquetOnTerminal, writeOutput } from './write.js';
 
 interface SelectOptions extends SelectionQuery {
   dataset: string;
   format?: 'lines' | 'ndjson' | 'csv';
   output?: string;
-}
-
-async function* idLines(rows: AsyncIterable<{ externalId: string }>): AsyncGenerator<string> {
-  for await (const row of rows) yield `${row.externalId}\n`;
 }
 
 /** `protoprune select`: the ids a policy keeps, streamed in policy order. */
@@ -86,9 +82,7 @@ export function exportCommand(command: Command, datasetOption: Option, act: Act)
       act(async ({ client, out }, options: ExportOptions) => {
         const { dataset, output, filter, epsilon, job } = options;
         const format = options.format ?? formatOfOutput(output) ?? 'ndjson';
-        if (format === 'parquet' && !output && out.io.stdout.isTTY) {
-          throw new CliError('Parquet is binary: write it to a file with --output, or redirect stdout', EXIT.usage);
-        }
+        refuseParquetOnTerminal(format, output, out.io.stdout);
         const download = await client.downloadScores(dataset, { filter, epsilon, job }, format);
         await writeOutput(download.body, output, out.io.stdout);
         const { info } = download;

@@ -3,6 +3,7 @@ import { createWriteStream } from 'node:fs';
 import { unlink } from 'node:fs/promises';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { CliError, EXIT } from './output.js';
 
 /** Writes every chunk, waiting for the target to drain when its buffer is full. */
 async function writeChunks(chunks: AsyncIterable<Uint8Array | string>, target: Writable): Promise<void> {
@@ -23,6 +24,16 @@ export async function writeOutput(chunks: AsyncIterable<Uint8Array | string>, fi
     await unlink(file).catch(() => undefined);
     throw error;
   }
+}
+
+/** Streamed rows as one external id per line. */
+export async function* idLines(rows: AsyncIterable<{ externalId: string }>): AsyncGenerator<string> {
+  for await (const row of rows) yield `${row.externalId}\n`;
+}
+
+/** Parquet is not written to a terminal: it would only garble it (a pipe or a file is fine). */
+export function refuseParquetOnTerminal(format: string, output: string | undefined, stdout: { isTTY?: boolean }): void {
+  if (format === 'parquet' && !output && stdout.isTTY) throw new CliError('Parquet is binary: write it to a file with --output, or redirect stdout', EXIT.usage);
 }
 
 /** Joins small strings into chunks of about 64 KiB, so a stream of ids is not written line by line. */
